@@ -1,0 +1,173 @@
+"""Every touch point with ComfyUI itself, each optional.
+
+The same node classes run inside ComfyUI and inside the runner's embedded
+executor, where no `comfy`, `folder_paths` or `server` module exists. Each
+function here tries the ComfyUI facility and falls back to something that
+works without it, so node code never imports ComfyUI directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .engine.progress import NullProgress, Progress
+
+MODEL_FOLDER = "sonic"
+PACK_ROOT = Path(__file__).resolve().parent.parent
+
+# Set by the embedded executor (runner) to show progress and choose the output dir.
+_progress_factory: Callable[[int, str], Progress] | None = None
+_output_dir: Path | None = None
+_model_dirs: list[Path] = []
+
+
+def _folder_paths() -> Any | None:
+    try:
+        import folder_paths  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def register_model_folder() -> None:
+    """Register models/sonic with ComfyUI so extra_model_paths.yaml entries keep working."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    path = os.path.join(fp.models_dir, MODEL_FOLDER)
+    fp.add_model_folder_path(MODEL_FOLDER, path)
+
+
+def set_model_dirs(dirs: list[Path]) -> None:
+    """Outside ComfyUI: the directories searched for model files (runner --models)."""
+    _model_dirs[:] = [Path(d) for d in dirs]
+
+
+def model_dirs(kind: str = MODEL_FOLDER) -> list[Path]:
+    """Directories that may hold model files of `kind` ("sonic" or "checkpoints")."""
+    fp = _folder_paths()
+    found: list[Path] = []
+    if fp is not None:
+        try:
+            found = [Path(p) for p in fp.get_folder_paths(kind)]
+        except Exception:  # an unknown kind in an older ComfyUI
+            found = []
+    env = os.environ.get("SONIC_MODELS_DIR")
+    extra = list(_model_dirs) + ([Path(env)] if env else [])
+    if kind != MODEL_FOLDER:
+        extra = [d.parent / kind for d in extra] + extra
+    return found + [d for d in extra if d not in found]
+
+
+def list_model_files(kind: str = MODEL_FOLDER) -> list[str]:
+    """File names ComfyUI would list for `kind` (used to fill loader dropdowns)."""
+    fp = _folder_paths()
+    if fp is not None:
+        try:
+            return list(fp.get_filename_list(kind))
+        except Exception:
+            return []
+    names: list[str] = []
+    for d in model_dirs(kind):
+        if d.is_dir():
+            names += sorted(p.name for p in d.iterdir())
+    return names
+
+
+def set_progress_factory(factory: Callable[[int, str], Progress] | None) -> None:
+    global _progress_factory
+    _progress_factory = factory
+
+
+def progress(total: int, label: str = "") -> Progress:
+    """A progress reporter: ComfyUI's bar (which also honours cancel) when present."""
+    try:
+        import comfy.utils  # type: ignore[import-not-found]
+
+        return _ComfyProgress(comfy.utils.ProgressBar(total), total)
+    except ImportError:
+        pass
+    if _progress_factory is not None:
+        return _progress_factory(total, label)
+    return NullProgress(total)
+
+
+class _ComfyProgress:
+    def __init__(self, bar: Any, total: int) -> None:
+        self.bar = bar
+        self.total = total
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)  # ComfyUI's update also raises on a user's cancel
+
+    def check_cancel(self) -> None:
+        throw_if_interrupted()
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed cancel."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def set_output_dir(path: Path | None) -> None:
+    global _output_dir
+    _output_dir = Path(path) if path is not None else None
+
+
+def output_dir() -> Path:
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_output_directory())
+    if _output_dir is not None:
+        return _output_dir
+    return Path.cwd() / "output"
+
+
+def save_path(filename_prefix: str, width: int, height: int) -> tuple[Path, str, str]:
+    """(folder, base filename, subfolder) for a new output, ComfyUI-style counter included."""
+    fp = _folder_paths()
+    if fp is not None:
+        folder, name, counter, subfolder, _ = fp.get_save_image_path(
+            filename_prefix, fp.get_output_directory(), width, height
+        )
+        return Path(folder), f"{name}_{counter:05}_", subfolder
+    root = output_dir()
+    prefix = Path(filename_prefix)
+    folder = (root / prefix.parent).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = prefix.name
+    counter = 1 + max(
+        (int(p.stem[len(stem) + 1 : len(stem) + 6]) for p in folder.glob(f"{stem}_?????_*") if p.stem[len(stem) + 1 : len(stem) + 6].isdigit()),
+        default=0,
+    )
+    subfolder = str(prefix.parent) if str(prefix.parent) != "." else ""
+    return folder, f"{stem}_{counter:05}_", subfolder
+
+
+def free_memory_hook(unload: Callable[[], None]) -> None:
+    """Ask ComfyUI to call `unload` when it needs memory (no-op outside ComfyUI)."""
+    # ComfyUI's model_management only manages ModelPatcher objects; the sonic
+    # backend registers its own patcher there. Kept here so nodes need no comfy import.
+    return None
+
+
+def soft_empty_cache() -> None:
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        mm.soft_empty_cache()
+    except ImportError:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
