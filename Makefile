@@ -1,0 +1,41 @@
+# Two commands for a newcomer (see README):
+#   make demo   - set everything up, then render the bundled example to output/ (lite backend, CPU, no server)
+#   make test   - set everything up, then run the test suite
+# Set-up is a local virtual environment in .venv, made once and reused.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sonic-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned torch (direct or via a dependency) would pull GBs of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sonic-runner run workflows/api/sonic_lite_balanced_api.json \
+		--image examples/face.jpg --audio examples/speech.wav -o output
+
+# pytest's exit code 5 (no tests collected) is a failure, like any other non-zero code.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_lite.py
+	$(BIN)/python benchmarks/bench_runner.py
+
+clean:
+	rm -rf $(VENV) output .pytest_cache

