@@ -1,3 +1,435 @@
-def main(argv=None) -> int:
-    print("sonic-runner: not built yet")
-    return 1
+"""`sonic-runner` / `python -m runner`: run one job or a batch of saved workflows on ComfyUI hosts.
+
+Only argparse is imported at module level: everything else (requests, websocket,
+rich, PyAV, the batch machinery) is imported inside the command that needs it, so
+`sonic-runner --help` answers at once and the runner never pulls in torch.
+
+Exit codes: 0 every job done; 1 some job ended dead; 2 bad arguments or input
+(one line on stderr); 130 interrupted (the journal is intact: use --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _kv(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected KEY=VALUE, e.g. seed=42 or Sonic.fps=25")
+    return key.strip(), value
+
+
+def _add_output_mode(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quiet", action="store_true", help="print only the final summary and errors")
+    mode.add_argument("--jsonl", action="store_true", help="print every event as one JSON object per line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sonic-runner",
+        description="Send saved ComfyUI workflows (API format) to ComfyUI hosts, one job or a whole batch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="render one job (in-process without --host)")
+    run.add_argument("workflow", type=Path, help="workflow saved with 'Save (API)' (*_api.json)")
+    run.add_argument("--image", type=Path, required=True, help="portrait image")
+    run.add_argument("--audio", type=Path, required=True, help="speech clip")
+    run.add_argument(
+        "--set",
+        dest="sets",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a workflow input: Title.input=value, ClassType.input=value or an alias (seed, fps, ...)",
+    )
+    run.add_argument("--host", help="ComfyUI URL; without it the workflow runs in this process")
+    run.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="HTTP header for --host (value 'env:VAR' reads an environment variable)",
+    )
+    run.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: current)")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds the job may run (default 3600)")
+    _add_output_mode(run)
+
+    batch = sub.add_parser("batch", help="run every row of a manifest across hosts, with a resumable journal")
+    batch.add_argument("workflow", type=Path, help="workflow saved with 'Save (API)' (*_api.json)")
+    batch.add_argument(
+        "manifest", type=Path, help="CSV or JSON-lines manifest: image, audio, id, priority, params"
+    )
+    batch.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ComfyUI host 'URL [name=.. max_resolution=.. vram_gb=.. token_env=..]' (repeatable)",
+    )
+    batch.add_argument("--hosts-file", type=Path, help="file listing hosts (JSON list or one host per line)")
+    batch.add_argument("--out", type=Path, required=True, help="output folder")
+    batch.add_argument("--journal", type=Path, help="journal file (default OUT/journal.sqlite)")
+    batch.add_argument("--resume", action="store_true", help="continue the batch recorded in the journal")
+    batch.add_argument("--max-attempts", type=int, default=4, help="attempts per job (default 4)")
+    batch.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds one attempt may run once started (default 3600)",
+    )
+    batch.add_argument(
+        "--inflight",
+        type=int,
+        default=2,
+        help="jobs in flight per host (default 2: one running, one queued behind it)",
+    )
+    batch.add_argument(
+        "--failover-grace",
+        type=float,
+        default=30.0,
+        help="seconds an unreachable host keeps its jobs before they move (default 30)",
+    )
+    batch.add_argument("--poll-interval", type=float, default=2.0, help="history polling backstop, seconds")
+    batch.add_argument(
+        "--webhook", help="URL to POST each finished job to (signed; secret in SONIC_WEBHOOK_SECRET)"
+    )
+    batch.add_argument(
+        "--set",
+        dest="sets",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a workflow input for every row (a manifest column wins)",
+    )
+    _add_output_mode(batch)
+
+    status = sub.add_parser("status", help="counts of a journal's jobs by state and per host")
+    status.add_argument("journal", type=Path)
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    report = sub.add_parser("report", help="per-job report of a journal (table or --json)")
+    report.add_argument("journal", type=Path)
+    report.add_argument("--json", action="store_true", help="print JSON")
+
+    hosts = sub.add_parser(
+        "hosts", help="check hosts: reachable, ComfyUI version, our nodes, models, free VRAM"
+    )
+    hosts.add_argument("--host", dest="hosts", action="append", default=[], metavar="URL")
+    hosts.add_argument("--hosts-file", type=Path)
+    hosts.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "run": cmd_run,
+        "batch": cmd_batch,
+        "status": cmd_status,
+        "report": cmd_report,
+        "hosts": cmd_hosts,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("sonic-runner: interrupted; the journal is intact, continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - user-facing errors become one line
+        if not _is_user_error(exc):
+            raise
+        from .secrets import redact
+
+        print(f"sonic-runner: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from .batch import BatchError
+    from .journal import JournalError
+
+    return isinstance(exc, (BatchError, JournalError, ValueError, FileNotFoundError))
+
+
+# ---------------------------------------------------------------------- sinks
+def _sinks(args: argparse.Namespace, total_hint: int | None = None) -> tuple[list, list]:
+    """(sinks, closers) for the chosen output mode, plus the webhook sender if asked."""
+    from . import display
+
+    if getattr(args, "jsonl", False):
+        sink = display.JsonLinesSink(sys.stdout)
+    elif getattr(args, "quiet", False):
+        sink = display.QuietSink()
+    else:
+        sink = display.RichProgressDisplay()
+    sinks, closers = [sink], [sink]
+    if getattr(args, "webhook", None):
+        from .webhooks import WebhookSender
+
+        sender = WebhookSender(args.webhook)
+        sinks.append(sender)
+        closers.append(sender)
+    return sinks, closers
+
+
+def _close(closers: list) -> None:
+    for thing in closers:
+        close = getattr(thing, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing a display must not hide the batch's result
+                pass
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import Batch, BatchConfig
+    from .retry import RetryPolicy
+    from .secrets import parse_hosts
+
+    hosts = parse_hosts(args.hosts, args.hosts_file)
+    if not hosts:
+        raise ValueError("batch: no hosts; give --host URL (repeatable) or --hosts-file FILE")
+    if args.max_attempts < 1 or args.inflight < 1:
+        raise ValueError("--max-attempts and --inflight must be at least 1")
+    config = BatchConfig(
+        workflow_path=args.workflow,
+        out_dir=args.out,
+        hosts=hosts,
+        journal_path=args.journal,
+        manifest_path=args.manifest,
+        params=dict(args.sets),
+        resume=args.resume,
+        policy=RetryPolicy(max_attempts=args.max_attempts),
+        inflight=args.inflight,
+        timeout=args.timeout,
+        failover_grace=args.failover_grace,
+        poll_interval=args.poll_interval,
+    )
+    batch = Batch(config)
+    batch.open()
+    sinks, closers = _sinks(args)
+    batch.sinks = sinks
+    try:
+        code = batch.run()
+    finally:
+        _close(closers)
+    dead = [j for j in batch.jobs.values() if j.state == "dead"]
+    if not args.quiet:  # (the quiet sink reports dead jobs itself)
+        for job in dead[:20]:
+            print(f"dead: {job.job_id} (row {job.row}): {job.error}", file=sys.stderr)
+        if len(dead) > 20:
+            print(f"... and {len(dead) - 20} more dead jobs; see `sonic-runner report`", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    for name in ("image", "audio"):
+        path = getattr(args, name)
+        if not path.is_file():
+            raise ValueError(f"--{name} {path}: file not found; give an existing file")
+    if args.host:
+        return _run_on_host(args)
+    return _run_embedded(args)
+
+
+def _run_embedded(args: argparse.Namespace) -> int:
+    from .probe import audio_duration
+    from .workflow import WorkflowError, apply_params, get_param, load_workflow
+
+    template = load_workflow(args.workflow)
+    params = dict(args.sets)
+    try:
+        get_param(template, "duration")
+        params.setdefault("duration", round(audio_duration(args.audio), 3))
+    except WorkflowError:
+        pass
+    prompt = apply_params(
+        template, {**params, "image": str(args.image.resolve()), "audio": str(args.audio.resolve())}
+    )
+    from . import embedded
+
+    sinks, closers = _sinks(args)
+    try:
+        paths = embedded.run_embedded(prompt, args.out, sinks[0])
+    finally:
+        _close(closers)
+    for path in paths:
+        print(path)
+    return EXIT_OK if paths else EXIT_DEAD
+
+
+def _run_on_host(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .batch import Batch, BatchConfig, build_jobs, safe_job_id
+    from .secrets import parse_hosts
+
+    line = args.host + "".join(
+        f" header.{h.partition('=')[0].strip()}={h.partition('=')[2].strip()}" for h in args.header
+    )
+    if any("=" not in h for h in args.header):
+        raise ValueError("--header: expected NAME=VALUE (VALUE may be env:VAR)")
+    hosts = parse_hosts([line])
+    with tempfile.TemporaryDirectory(prefix="sonic-run-") as tmp:
+        config = BatchConfig(
+            workflow_path=args.workflow,
+            out_dir=args.out,
+            hosts=hosts,
+            journal_path=Path(tmp) / "journal.sqlite",
+            params=dict(args.sets),
+            timeout=args.timeout,
+        )
+        batch = Batch(config)
+        from .workflow import load_workflow
+
+        batch.template = load_workflow(args.workflow)
+        from .journal import Journal
+        from .secrets import redact
+
+        batch.journal = Journal(config.journal_file(), redact=redact)
+        row = {
+            "row": 1,
+            "id": safe_job_id(args.image.stem) or "job",
+            "image": str(args.image.resolve()),
+            "audio": str(args.audio.resolve()),
+            "params": {},
+        }
+        batch.add_jobs(build_jobs([row], batch.template, config.params))
+        sinks, closers = _sinks(args)
+        batch.sinks = sinks
+        try:
+            code = batch.run()
+        finally:
+            _close(closers)
+            batch.journal.close()
+    job = next(iter(batch.jobs.values()))
+    if job.state == "done":
+        for path in job.outputs:
+            print(path)
+    else:
+        print(f"sonic-runner: job failed: {job.error}", file=sys.stderr)
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from .journal import open_existing
+
+    with open_existing(args.journal) as journal:
+        counts = journal.counts()
+        hosts = journal.counts_by_host()
+        meta = journal.meta()
+    total = sum(counts.values())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "total": total,
+                    "states": counts,
+                    "hosts": hosts,
+                    "workflow": meta.get("workflow_path"),
+                    "out_dir": meta.get("out_dir"),
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(
+        f"journal {args.journal}: {total} jobs  (workflow {meta.get('workflow_path')}, out {meta.get('out_dir')})"
+    )
+    from .jobs import STATES
+
+    print("  " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES if counts.get(s)))
+    for host, states in hosts.items():
+        print(f"  {host}: attempts " + ", ".join(f"{s} {n}" for s, n in sorted(states.items())))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from .journal import open_existing
+    from .report import build_report, render_table
+
+    with open_existing(args.journal) as journal:
+        jobs = journal.jobs()
+        attempts = journal.attempts()
+        meta = journal.meta()
+    started = float(meta.get("created") or min((j.created_at for j in jobs), default=0.0))
+    finished = max((j.finished_at or 0.0 for j in jobs), default=started) or started
+    report = build_report(jobs, started, finished)
+    if "attempts" not in report:
+        from .secrets import redact_obj
+
+        report["attempts"] = redact_obj(attempts)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_table(report))
+    return EXIT_OK
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    """One line per host: reachable, ComfyUI version, missing nodes, model files, free VRAM."""
+    import json
+
+    from .hosts import check_hosts
+    from .secrets import parse_hosts, redact_obj
+
+    specs = parse_hosts(args.hosts, args.hosts_file)
+    if not specs:
+        raise ValueError("hosts: give --host URL (repeatable) or --hosts-file FILE")
+    reports = [redact_obj(r.to_dict()) for r in check_hosts(specs)]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        print(render_hosts(reports))
+    return EXIT_OK if all(r["ok"] for r in reports) else EXIT_DEAD
+
+
+def render_hosts(reports: list[dict]) -> str:
+    """A plain table (it must read well in a CI log as well as in a terminal)."""
+    header = ("host", "ok", "version", "nodes", "models", "VRAM free/total GB", "error")
+    rows = [header]
+    for r in reports:
+        vram = (
+            f"{r['vram_free_gb']:.1f}/{r['vram_total_gb']:.1f}"
+            if r.get("vram_free_gb") is not None and r.get("vram_total_gb") is not None
+            else "-"
+        )
+        nodes = (
+            "missing " + ",".join(r["missing_nodes"])
+            if r.get("missing_nodes")
+            else ("all" if r["ok"] else "-")
+        )
+        rows.append(
+            (
+                r["url"],
+                "yes" if r["ok"] else "NO",
+                r.get("comfyui_version") or "-",
+                nodes,
+                str(len(r.get("model_files") or [])),
+                vram,
+                r.get("error") or "",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

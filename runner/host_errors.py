@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "HostError",
     "TransientHostError",
+    "HostAuthError",
     "HostOOMError",
     "JobInputError",
     "ValidationHostError",
@@ -61,6 +62,16 @@ class TransientHostError(HostError):
 
     retryable = True
     default_kind = "connection"
+
+
+class HostAuthError(TransientHostError):
+    """The host (its proxy) refused our credentials (HTTP 401/403).
+
+    Retryable because another host may accept the job; the scheduler should treat
+    the host as unhealthy, since repeating the same headers there will not help.
+    """
+
+    default_kind = "auth"
 
 
 class HostOOMError(HostError):

@@ -33,7 +33,9 @@ def audio_duration(path: str | Path, exact: bool = False) -> float:
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise ProbeError(f"audio {path}: the file has no audio stream; give a speech clip (wav, mp3, m4a, ...)")
+                raise ProbeError(
+                    f"audio {path}: the file has no audio stream; give a speech clip (wav, mp3, m4a, ...)"
+                )
             stream = container.streams.audio[0]
             formats = set((container.format.name or "").split(","))
             if not exact and not formats & _ESTIMATED_FORMATS:

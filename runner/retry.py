@@ -14,7 +14,18 @@ RESOLUTION_TIERS: tuple[int, ...] = (384, 512, 768, 1024)
 
 #: HostError kinds (runner/host_errors.py) that are worth another attempt.
 DEFAULT_RETRY_KINDS: frozenset[str] = frozenset(
-    {"connection", "http_5xx", "socket", "restart", "timeout", "execution", "oom"}
+    {
+        "connection",
+        "http_5xx",
+        "socket",
+        "restart",
+        "timeout",
+        "interrupted",
+        "execution",
+        "verify",
+        "auth",
+        "oom",
+    }
 )
 
 

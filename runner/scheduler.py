@@ -146,9 +146,7 @@ class Scheduler:
         return None
 
     def _best_host(self, job: JobRecord) -> HostState | None:
-        candidates = [
-            h for h in self.hosts.values() if h.healthy and h.free > 0 and host_can_take(h, job)
-        ]
+        candidates = [h for h in self.hosts.values() if h.healthy and h.free > 0 and host_can_take(h, job)]
         if not candidates:
             return None
         return min(candidates, key=lambda h: (len(h.inflight), h.last_dispatch))

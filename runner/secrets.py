@@ -103,13 +103,13 @@ def safe_url(url: str) -> str:
     """The URL without userinfo and with credential query values masked: the only form we write."""
     try:
         parts = urlsplit(url)
-    except ValueError:
+        netloc = parts.hostname or ""
+        if ":" in netloc:  # IPv6 literal
+            netloc = f"[{netloc}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+    except ValueError:  # e.g. a port that is not a number: mask what we can
         return redact(url)
-    netloc = parts.hostname or ""
-    if ":" in netloc:  # IPv6 literal
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc += f":{parts.port}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
@@ -228,7 +228,9 @@ def _from_mapping(item: dict, where: str) -> HostSpec:
         raise HostSpecError(
             f"{where}: {safe_url(url)!r} is not an http(s) URL; give e.g. http://127.0.0.1:8188"
         )
-    headers = {str(k): _resolve_value(str(v), f"{where} header {k}") for k, v in (item.get("headers") or {}).items()}
+    headers = {
+        str(k): _resolve_value(str(v), f"{where} header {k}") for k, v in (item.get("headers") or {}).items()
+    }
     for name, value in headers.items():
         if _SECRET_HEADER.search(name):
             register_secret(value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,25 @@ NODE_INPUT_ALIASES = (
     "fps",
     "crf",
 )
+
+# Declared types of our nodes' numeric inputs. A template saved by ComfyUI's front end
+# writes a FLOAT widget holding 25.0 as the JSON number 25, so the template value alone
+# cannot tell an INT input from a FLOAT one; for our own nodes we know.
+DECLARED_TYPES: dict[str, type] = {
+    "seed": int,
+    "inference_steps": int,
+    "min_resolution": int,
+    "crf": int,
+    "face_index": int,
+    "duration": float,
+    "expand_ratio": float,
+    "dynamic_scale": float,
+    "motion_scale": float,
+    "fps": float,
+    "min_appearance_guidance_scale": float,
+    "max_appearance_guidance_scale": float,
+    "audio_guidance_scale": float,
+}
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -164,8 +184,17 @@ def available_inputs(prompt: dict) -> list[str]:
     return names
 
 
-def coerce(value: Any, current: Any, where: str) -> Any:
-    """Convert a manifest value (often a CSV string) to the type the template already holds."""
+def coerce(value: Any, current: Any, where: str, declared: type | None = None) -> Any:
+    """Convert a manifest value (often a CSV string) to the input's type.
+
+    The type is the declared one for our nodes, else the type of the value the
+    template holds. A template int may stand for a FLOAT widget (JSON cannot tell
+    25 from 25.0), so for other nodes a fractional number is kept as a float there.
+    """
+    if declared is float and not isinstance(current, bool):
+        current = float(current) if isinstance(current, (int, float)) else 0.0
+    elif declared is int and not isinstance(current, bool):
+        current = int(current) if isinstance(current, (int, float)) else 0
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
@@ -181,19 +210,24 @@ def coerce(value: Any, current: Any, where: str) -> Any:
         if isinstance(value, int):
             return value
         try:
-            number = float(str(value).strip())
-        except ValueError:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
             raise WorkflowError(f"{where}: {value!r} is not a whole number; give an integer") from None
         if not number.is_integer():
+            if declared is None and math.isfinite(number):
+                return number  # an unknown node's FLOAT widget saved as a JSON integer
             raise WorkflowError(f"{where}: {value!r} is not a whole number; give an integer")
         return int(number)
     if isinstance(current, float):
         if isinstance(value, bool):
             raise WorkflowError(f"{where}: {value!r} is not a number; give a decimal number")
         try:
-            return float(value.strip() if isinstance(value, str) else value)
+            number = float(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
-            raise WorkflowError(f"{where}: {value!r} is not a number; give a decimal number") from None
+            number = math.nan
+        if not math.isfinite(number):
+            raise WorkflowError(f"{where}: {value!r} is not a number; give a decimal number")
+        return number
     if isinstance(current, str):
         if isinstance(value, (dict, list)):
             raise WorkflowError(f"{where}: expected text, got {type(value).__name__}")
@@ -227,7 +261,9 @@ def apply_params(prompt: dict, params: dict[str, Any]) -> dict:
             )
         for nid, name in settable:
             inputs = result[nid]["inputs"]
-            inputs[name] = coerce(value, inputs[name], f"parameter {key!r} ({_label(result, nid, name)})")
+            declared = DECLARED_TYPES.get(name) if result[nid].get("class_type") in OUR_CLASSES else None
+            where = f"parameter {key!r} ({_label(result, nid, name)})"
+            inputs[name] = coerce(value, inputs[name], where, declared)
     return result
 
 

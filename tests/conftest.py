@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,3 +28,48 @@ def _ensure_pack_importable() -> None:
 
 
 _ensure_pack_importable()
+
+
+def speech_like(seconds: float, sample_rate: int = 16000, seed: int = 0):
+    """Voiced syllables (harmonics of ~120 Hz under a ~4 Hz envelope) with a pause in the middle.
+
+    Stands in for speech in tests: it has an energy envelope that opens and
+    closes like syllables, silence to close the mouth in, and a spectrum.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 120 + 15 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 3.7 * t), 0, None) ** 1.5
+    envelope[(t > seconds * 0.45) & (t < seconds * 0.6)] = 0.0  # a pause
+    signal = 0.25 * voiced * envelope + 0.002 * rng.standard_normal(t.size)
+    return signal.astype(np.float32)
+
+
+@pytest.fixture
+def face_image():
+    """A real photographed face that ships with scikit-image (NASA, public domain)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture
+def face_file(tmp_path, face_image):
+    from PIL import Image
+
+    path = tmp_path / "face.png"
+    Image.fromarray(face_image).save(path)
+    return path
+
+
+@pytest.fixture
+def speech_file(tmp_path):
+    import soundfile
+
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, speech_like(2.0, 22050), 22050)
+    return path

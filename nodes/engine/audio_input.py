@@ -53,13 +53,19 @@ def check_audio(audio: Audio, input_name: str = "audio", limit: float | None = N
     samples = audio.samples
     if samples.ndim != 2 or samples.shape[0] < 1:
         raise SonicInputError(
-            input_name, f"expected audio samples [channels, n], got shape {list(samples.shape)}", "connect a Load Audio node"
+            input_name,
+            f"expected audio samples [channels, n], got shape {list(samples.shape)}",
+            "connect a Load Audio node",
         )
     if samples.shape[1] == 0:
-        raise SonicInputError(input_name, "the audio is empty (0 samples)", "use a speech clip of at least 0.1 s")
+        raise SonicInputError(
+            input_name, "the audio is empty (0 samples)", "use a speech clip of at least 0.1 s"
+        )
     if not (isinstance(audio.sample_rate, int | np.integer) and 1000 <= audio.sample_rate <= 384_000):
         raise SonicInputError(
-            input_name, f"unusable sample rate {audio.sample_rate!r}", "use audio sampled at 8-192 kHz (e.g. 16 or 44.1 kHz)"
+            input_name,
+            f"unusable sample rate {audio.sample_rate!r}",
+            "use audio sampled at 8-192 kHz (e.g. 16 or 44.1 kHz)",
         )
     seconds = audio.duration
     if seconds < MIN_DURATION:
@@ -79,9 +85,13 @@ def load_audio(path: str | Path, input_name: str = "audio", limit: float | None 
     path = Path(path)
     limit = max_duration() if limit is None else limit
     if not path.is_file():
-        raise SonicInputError(input_name, f"file not found: {path}", "give the path of an existing audio file")
+        raise SonicInputError(
+            input_name, f"file not found: {path}", "give the path of an existing audio file"
+        )
     if path.stat().st_size == 0:
-        raise SonicInputError(input_name, f"{path.name} is empty (0 bytes)", "use a WAV, MP3, FLAC or M4A speech clip")
+        raise SonicInputError(
+            input_name, f"{path.name} is empty (0 bytes)", "use a WAV, MP3, FLAC or M4A speech clip"
+        )
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
@@ -102,13 +112,15 @@ def load_audio(path: str | Path, input_name: str = "audio", limit: float | None 
             raise _undecodable(input_name, path, exc) from None
     audio = Audio(samples=samples, sample_rate=rate)
     if samples.shape[1] == 0:
-        raise SonicInputError(input_name, f"{path.name} decodes to no samples", "use a speech clip of at least 0.1 s")
+        raise SonicInputError(
+            input_name, f"{path.name} decodes to no samples", "use a speech clip of at least 0.1 s"
+        )
     check_audio(audio, input_name, limit)
     return audio
 
 
 def _undecodable(input_name: str, path: Path, exc: Exception) -> SonicInputError:
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = getattr(exc, "strerror", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return SonicInputError(
         input_name, f"cannot decode {path.name} ({detail})", "use a WAV, MP3, FLAC or M4A speech clip"
     )
@@ -148,8 +160,12 @@ def _clean(samples: np.ndarray) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def audio_from_comfy(audio: Any, input_name: str = "audio") -> Audio:
-    """ComfyUI AUDIO dict {"waveform": [B, C, T], "sample_rate": int} -> Audio (first batch item)."""
+def audio_from_comfy(audio: Any, input_name: str = "audio", *, validate: bool = True) -> Audio:
+    """ComfyUI AUDIO dict {"waveform": [B, C, T], "sample_rate": int} -> Audio (first batch item).
+
+    validate=False skips the speech-length limits (for muxing audio that is
+    fitted to a video anyway); the shape and sample rate are still checked.
+    """
     if not isinstance(audio, dict) or "waveform" not in audio:
         raise SonicInputError(
             input_name,
@@ -159,23 +175,29 @@ def audio_from_comfy(audio: Any, input_name: str = "audio") -> Audio:
     rate = audio.get("sample_rate", audio.get("sampler_rate"))
     wave = audio["waveform"]
     if hasattr(wave, "detach"):
-        wave = wave.detach().cpu().float().numpy()
+        wave = wave.detach().cpu()
+        wave = (wave if str(wave.dtype) == "torch.float32" else wave.float()).numpy()
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim == 1:
         wave = wave[None, None]
     elif wave.ndim == 2:
         wave = wave[None]
-    if wave.ndim != 3 or wave.shape[0] < 1:
+    if wave.ndim != 3 or wave.shape[0] < 1 or wave.shape[1] < 1:
         raise SonicInputError(
-            input_name, f"expected a waveform of shape [B, C, T], got {list(wave.shape)}", "connect a Load Audio node"
+            input_name,
+            f"expected a waveform of shape [B, C, T], got {list(wave.shape)}",
+            "connect a Load Audio node",
         )
     try:
         rate_int = int(rate)
     except (TypeError, ValueError):
         rate_int = -1
-    result = Audio(samples=_clean(wave[0]), sample_rate=rate_int)
-    check_audio(result, input_name)
-    return result
+    raw = Audio(samples=wave[0], sample_rate=rate_int)
+    if validate:
+        check_audio(raw, input_name)  # on the shape only: nothing is copied before the checks pass
+    elif not 1000 <= rate_int <= 384_000:
+        raise SonicInputError(input_name, f"unusable sample rate {rate!r}", "connect a Load Audio node")
+    return Audio(samples=_clean(raw.samples), sample_rate=rate_int)
 
 
 def to_mono(audio: Audio) -> np.ndarray:
@@ -209,4 +231,6 @@ def fit_length(audio: Audio, seconds: float) -> Audio:
     n = round(seconds * audio.sample_rate)
     if n == audio.samples.shape[1]:
         return audio
-    return Audio(samples=_exact_length(audio.samples, n).astype(np.float32, copy=False), sample_rate=audio.sample_rate)
+    return Audio(
+        samples=_exact_length(audio.samples, n).astype(np.float32, copy=False), sample_rate=audio.sample_rate
+    )

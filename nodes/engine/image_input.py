@@ -23,7 +23,9 @@ MAX_PIXELS = 40_000_000  # 40 MP: a phone photo is ~12-48 MP; beyond this the cr
 def check_image_size(width: int, height: int, input_name: str = "image") -> None:
     """Raise SonicInputError when an image of this size cannot (or should not) be processed."""
     if width < 1 or height < 1:
-        raise SonicInputError(input_name, f"the image is empty ({width}x{height})", "connect a real portrait photo")
+        raise SonicInputError(
+            input_name, f"the image is empty ({width}x{height})", "connect a real portrait photo"
+        )
     if min(width, height) < MIN_SIDE:
         raise SonicInputError(
             input_name,
@@ -49,7 +51,9 @@ def load_image(path: str | Path, input_name: str = "image") -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise SonicInputError(input_name, f"file not found: {path}", "give the path of an existing image file")
+        raise SonicInputError(
+            input_name, f"file not found: {path}", "give the path of an existing image file"
+        )
     try:
         with Image.open(path) as img:  # lazy: reads the header only
             check_image_size(img.width, img.height, input_name)
@@ -132,11 +136,15 @@ def image_from_comfy(image: Any, input_name: str = "image") -> np.ndarray:
         image = image[None]
     if len(shape) != 4:
         raise SonicInputError(
-            input_name, f"expected an IMAGE of shape [B, H, W, C], got {list(shape)}", "connect a Load Image node"
+            input_name,
+            f"expected an IMAGE of shape [B, H, W, C], got {list(shape)}",
+            "connect a Load Image node",
         )
     batch, height, width, channels = shape
     if batch < 1:
-        raise SonicInputError(input_name, "the IMAGE batch is empty", "connect a Load Image node with one portrait")
+        raise SonicInputError(
+            input_name, "the IMAGE batch is empty", "connect a Load Image node with one portrait"
+        )
     check_image_size(width, height, input_name)
     if channels not in (1, 2, 3, 4):
         raise SonicInputError(
@@ -149,13 +157,23 @@ def image_from_comfy(image: Any, input_name: str = "image") -> np.ndarray:
             first = first.float()
         first = first.numpy()
     arr = np.asarray(first)
+    out = np.empty((height, width, 3), np.uint8)
+    for y in range(0, height, _ROWS_PER_PASS):  # bounded temporaries even for a 40 MP image
+        out[y : y + _ROWS_PER_PASS] = _rows_to_uint8(arr[y : y + _ROWS_PER_PASS], channels)
+    return out
+
+
+_ROWS_PER_PASS = 512
+
+
+def _rows_to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
     if arr.dtype == np.uint8:
         f = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
         f = arr.astype(np.float32) / 65535.0
     else:
-        f = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
-        f = np.clip(f, 0.0, 1.0)
+        f = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(f, 0.0, 1.0, out=f)
     if channels in (2, 4):
         f = composite_on_white(f[..., :-1], f[..., -1])
     if f.shape[-1] == 1:

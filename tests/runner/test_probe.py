@@ -7,7 +7,6 @@ import struct
 import wave
 
 import pytest
-
 from comfyui_sonic.runner.probe import ProbeError, audio_duration
 
 RATE = 16_000
@@ -26,12 +25,13 @@ def write_wav(path, seconds: float):
     return path
 
 
-def write_aac(path, seconds: float, container_format: str):
-    """Encode a tone with PyAV; raw ADTS has no duration in its header, MP4 (m4a) has."""
+def write_aac(path, seconds: float, container_format: str, silent_seconds: float = 0.0):
+    """Encode silence then noise with PyAV; raw ADTS has no duration in its header, MP4 (m4a) has."""
     import av
     import numpy as np
 
-    pcm = np.array(tone(seconds), dtype=np.float32)[None, :]
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, int((seconds - silent_seconds) * RATE))
+    pcm = np.concatenate([np.zeros(int(silent_seconds * RATE)), noise]).astype(np.float32)[None, :]
     with av.open(str(path), "w", format=container_format) as out:
         stream = out.add_stream("aac", rate=RATE, layout="mono")
         for start in range(0, pcm.shape[1], 1024):
@@ -59,8 +59,11 @@ def test_an_m4a_file_reports_its_length(tmp_path):
 
 
 def test_raw_aac_without_a_reliable_header_is_measured_by_decoding(tmp_path):
-    # ffmpeg only estimates raw ADTS duration from the bitrate; the probe counts decoded samples
-    assert audio_duration(write_aac(tmp_path / "speech.aac", 3.0, "adts")) == pytest.approx(3.0, abs=0.1)
+    # ffmpeg only estimates raw ADTS duration from the bitrate of the first packets: a quiet start
+    # makes that estimate far too long (about 10 s here); the probe counts decoded samples instead
+    # (within the encoder's priming/padding of at most two 1024-sample frames)
+    path = write_aac(tmp_path / "speech.aac", 6.0, "adts", silent_seconds=2.0)
+    assert audio_duration(path) == pytest.approx(6.0, abs=2048 / RATE)
 
 
 def test_a_missing_file_is_a_one_line_error_naming_it(tmp_path):

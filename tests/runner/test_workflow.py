@@ -211,3 +211,19 @@ def test_bad_workflow_files_give_one_line_errors(tmp_path, content, expected):
     with pytest.raises(WorkflowError, match=expected) as err:
         load_workflow(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_float_inputs_saved_as_json_integers_still_take_fractions():
+    # ComfyUI's front end writes a FLOAT widget holding 25.0 as the JSON number 25
+    prompt = sonic_template()
+    prompt["5"]["inputs"].update({"fps": 25, "dynamic_scale": 1})
+    prompt["8"] = {"class_type": "SomeoneElsesNode", "inputs": {"strength": 1}, "_meta": {"title": "Extra"}}
+    job = apply_params(prompt, {"fps": "29.97", "dynamic_scale": "1.15", "Extra.strength": "0.5"})
+    assert job["5"]["inputs"]["fps"] == pytest.approx(29.97)
+    assert job["5"]["inputs"]["dynamic_scale"] == pytest.approx(1.15)
+    assert job["8"]["inputs"]["strength"] == 0.5
+    # our INT inputs stay strict: a fractional seed or step count is refused, not truncated
+    with pytest.raises(WorkflowError, match="not a whole number"):
+        apply_params(prompt, {"inference_steps": "25.5"})
+    with pytest.raises(WorkflowError, match="not a number"):
+        apply_params(prompt, {"motion_scale": "nan"})

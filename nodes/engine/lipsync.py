@@ -1,0 +1,343 @@
+"""Measure and correct the audio/video offset of a talking-head clip from any backend.
+
+The mouth seen in the frames (inner-lip opening from 68-point landmarks,
+tracked frame to frame) is correlated with the loudness of the audio at the
+frame rate; the lag of the best correlation, refined between frames by a
+parabola through the peak, is the offset. Positive means the video is late
+(the mouth moves after the sound). Correction shifts the frames against the
+audio by whole frames (the first/last frame is repeated at the ends), so the
+output still has exactly as many frames as the audio needs.
+
+Temporal smoothing (deflicker) is a motion-adaptive recursive filter: pixels
+that barely change are averaged with the previous output, pixels that move
+are left alone, and the mouth is never blended (that would smear speech).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .errors import SonicInputError
+from .face import EYE_LEFT, EYE_RIGHT, MOUTH_OUTER, FaceAnalyzer, default_analyzer
+from .progress import Progress
+from .types import Box
+
+MODES = ("auto", "manual")
+MANUAL_RANGE = 0.5  # seconds either way
+MAX_SEARCH = 1.0  # seconds: the largest max_offset accepted
+_STABLE = np.r_[27:48]  # nose and eyes: they do not move when the mouth does (tracking anchor)
+_DETECT_TRIES = 3
+
+
+@dataclass
+class MouthMotion:
+    """Per frame: inner-lip opening (in eye distances) and the landmarks it was read from."""
+
+    openings: np.ndarray  # [N] float32; NaN where the face was lost
+    landmarks: np.ndarray  # [N, 68, 2] float32
+
+
+@dataclass(frozen=True)
+class OffsetEstimate:
+    seconds: float  # + : video late (mouth after sound)
+    frames: float
+    correlation: float  # Pearson r at the peak (how much to trust it)
+
+
+@dataclass
+class LipSyncResult:
+    frames: np.ndarray  # [n, H, W, 3] uint8, n = round(audio duration x fps)
+    offset_seconds: float  # measured (auto) or applied (manual)
+    applied_frames: int  # whole frames the video was moved earlier (+) or later (-)
+    correlation: float | None = None  # auto only
+    notes: list[str] = field(default_factory=list)
+
+
+# --- what the frames show ----------------------------------------------------------------------------
+class FaceTracker:
+    """Landmarks frame after frame: the face is detected once, then each frame's box follows the
+    previous frame's nose and eyes (keeping the shape the detector gave it), which is steadier and
+    much faster than detecting every frame."""
+
+    def __init__(self, analyzer: FaceAnalyzer | None = None) -> None:
+        self.analyzer = analyzer or default_analyzer()
+        self.relation: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+        self.seen = 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """[68, 2] landmarks, or None while no face has been found yet."""
+        image = _rgb8(frame)
+        self.seen += 1
+        if self.previous is None:
+            # Detection is slow: try the first frames, then every 10th until a face shows.
+            if self.seen > _DETECT_TRIES and self.seen % 10:
+                return None
+            boxes = self.analyzer.detect(image)
+            if not boxes:
+                return None
+            points = np.asarray(self.analyzer.landmarks(image, boxes[0]), dtype=np.float32)
+            self.relation = _box_relation(boxes[0], points)
+        else:
+            box = _box_from(self.relation, self.previous)
+            points = np.asarray(self.analyzer.landmarks(image, box), dtype=np.float32)
+        self.previous = points
+        return points
+
+
+def track_landmarks(
+    frames: Iterable[np.ndarray], analyzer: FaceAnalyzer | None = None, progress: Progress | None = None
+) -> np.ndarray:
+    """[N, 68, 2] landmarks of every frame (frames before the face is first found copy its first landmarks)."""
+    tracker = FaceTracker(analyzer)
+    found: list[np.ndarray | None] = []
+    for i, frame in enumerate(frames):
+        found.append(tracker(frame))
+        if progress is not None and i % 25 == 24:
+            progress.check_cancel()
+            progress.update(25)
+    if not found:
+        raise SonicInputError("images", "no frames were given", "connect the frames to correct")
+    first = next((p for p in found if p is not None), None)
+    if first is None:
+        raise SonicInputError(
+            "images", "no face found in the frames", "use auto mode only on talking-head frames, or use manual mode"
+        )
+    return np.stack([first if p is None else p for p in found])
+
+
+def _rgb8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return np.ascontiguousarray(frame)
+    return np.clip(np.asarray(frame, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _stable_box(points: np.ndarray) -> np.ndarray:
+    s = points[_STABLE]
+    return np.array([*s.min(axis=0), *s.max(axis=0)], dtype=np.float64)
+
+
+def _box_relation(box: Box, points: np.ndarray) -> np.ndarray:
+    """The detector box in units of the nose/eye box (so it can be rebuilt from landmarks)."""
+    s = _stable_box(points)
+    w, h = max(1.0, s[2] - s[0]), max(1.0, s[3] - s[1])
+    return np.array([(box[0] - s[0]) / w, (box[1] - s[1]) / h, (box[2] - s[0]) / w, (box[3] - s[1]) / h])
+
+
+def _box_from(relation: np.ndarray, points: np.ndarray) -> Box:
+    s = _stable_box(points)
+    w, h = max(1.0, s[2] - s[0]), max(1.0, s[3] - s[1])
+    x0, y0 = s[0] + relation[0] * w, s[1] + relation[1] * h
+    x1, y1 = s[0] + relation[2] * w, s[1] + relation[3] * h
+    return (round(x0), round(y0), max(round(x1), round(x0) + 2), max(round(y1), round(y0) + 2))
+
+
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip gap in eye distances (so it does not change with face size): [N] for [N, 68, 2]."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    gap = np.linalg.norm(pts[:, [61, 62, 63]] - pts[:, [67, 66, 65]], axis=2).mean(axis=1)
+    eyes = np.linalg.norm(pts[:, EYE_LEFT].mean(axis=1) - pts[:, EYE_RIGHT].mean(axis=1), axis=1)
+    return (gap / np.maximum(eyes, 1e-6)).astype(np.float32)
+
+
+def mouth_motion(
+    frames: Iterable[np.ndarray], analyzer: FaceAnalyzer | None = None, progress: Progress | None = None
+) -> MouthMotion:
+    landmarks = track_landmarks(frames, analyzer, progress)
+    return MouthMotion(openings=mouth_opening(landmarks), landmarks=landmarks)
+
+
+# --- what the audio says -----------------------------------------------------------------------------
+def audio_envelope(samples: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
+    """Loudness over each frame's display interval [i/fps, (i+1)/fps), 0 (silence) .. 1 (loud)."""
+    x = np.asarray(samples, dtype=np.float64)
+    x = x.mean(axis=0) if x.ndim == 2 else x.reshape(-1)
+    edges = np.round(np.arange(n_frames + 1) * sample_rate / fps).astype(np.int64)
+    edges = np.clip(edges, 0, len(x))
+    csum = np.concatenate([[0.0], np.cumsum(x * x)])
+    counts = np.maximum(edges[1:] - edges[:-1], 1)
+    power = (csum[edges[1:]] - csum[edges[:-1]]) / counts
+    db = 10.0 * np.log10(np.maximum(power, 1e-12))
+    loud = db[db > -60.0]
+    ref = float(np.percentile(loud, 95)) if loud.size else -60.0
+    return np.clip((db - max(ref - 35.0, -60.0)) / 35.0, 0.0, 1.0).astype(np.float32)
+
+
+# --- the offset --------------------------------------------------------------------------------------
+def estimate_offset(openings: np.ndarray, envelope: np.ndarray, fps: float, max_offset: float) -> OffsetEstimate:
+    """Lag (within +-max_offset) at which the mouth best follows the audio, refined below a frame."""
+    m = _detrend(np.nan_to_num(np.asarray(openings, dtype=np.float64), nan=0.0), fps)
+    e = _detrend(np.asarray(envelope, dtype=np.float64), fps)
+    n = min(len(m), len(e))
+    m, e = m[:n], e[:n]
+    k_max = min(int(np.floor(max_offset * fps + 1e-9)), n // 3)
+    lags = np.arange(-k_max - 1, k_max + 2)
+    corr = np.array([_pearson(m, e, int(k)) for k in lags])
+    inner = slice(1, len(lags) - 1)  # the outer two lags are only for interpolation
+    if not np.isfinite(corr[inner]).any():
+        return OffsetEstimate(0.0, 0.0, 0.0)
+    best = int(np.nanargmax(np.where(np.isfinite(corr[inner]), corr[inner], -np.inf))) + 1
+    lag = float(lags[best])
+    y0, y1, y2 = corr[best - 1], corr[best], corr[best + 1]
+    denom = y0 - 2 * y1 + y2
+    if np.isfinite(denom) and denom < 0:
+        lag += float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
+    lag = float(np.clip(lag, -max_offset * fps, max_offset * fps))
+    return OffsetEstimate(seconds=lag / fps, frames=lag, correlation=float(y1))
+
+
+def _detrend(x: np.ndarray, fps: float) -> np.ndarray:
+    """Remove the slow trend (about 1 s) so the syllable rhythm decides the lag, not overall level."""
+    k = max(3, int(round(fps)) | 1)
+    pad = np.pad(x, (k // 2, k // 2), mode="edge")
+    trend = np.convolve(pad, np.ones(k) / k, mode="valid")
+    return x - trend
+
+
+def _pearson(m: np.ndarray, e: np.ndarray, lag: int) -> float:
+    """corr(m[t], e[t - lag]) over the frames where both exist."""
+    n = len(m)
+    a, b = (m[lag:], e[: n - lag]) if lag >= 0 else (m[: n + lag], e[-lag:])
+    if len(a) < 8:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 1e-12 else float("nan")
+
+
+# --- the correction ----------------------------------------------------------------------------------
+def shift_indices(n_in: int, n_out: int, shift: int) -> np.ndarray:
+    """Source frame for each output frame when the video moves `shift` frames earlier (+) or later (-)."""
+    return np.clip(np.arange(n_out) + int(shift), 0, n_in - 1)
+
+
+def deflicker(
+    frames: Iterable[np.ndarray], strength: float, mouth_boxes: Iterable[Box | None] | None = None
+) -> Iterator[np.ndarray]:
+    """Temporal smoothing of uint8 frames in two steps, never inside the mouth boxes.
+
+    1. Exposure: each frame's mean colour (mouth left out) is pulled towards a running
+       average, which removes whole-frame brightness/colour jumps.
+    2. Texture: a pixel that barely changed since the previous output is blended with
+       it; a pixel that moved (head, eyes) is left alone, so motion does not ghost.
+    """
+    strength = float(np.clip(strength, 0.0, 1.0))
+    boxes = iter(mouth_boxes) if mouth_boxes is not None else None
+    keep = 0.8 * strength  # share of the previous output a static pixel keeps
+    keep_mean = 0.9 * strength  # running-average weight for the mean colour
+    sigma = 2.0 + 8.0 * strength  # grey-level change that counts as motion, not flicker
+    prev: np.ndarray | None = None
+    target: np.ndarray | None = None
+    for frame in frames:
+        box = next(boxes, None) if boxes is not None else None
+        if strength <= 0:
+            yield frame
+            continue
+        cur = frame.astype(np.float32)
+        outside = np.ones(cur.shape[:2], dtype=bool)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            outside[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = False
+        mean = cur[outside].mean(axis=0) if outside.any() else cur.reshape(-1, 3).mean(axis=0)
+        target = mean if target is None else target + (1.0 - keep_mean) * (mean - target)
+        cur += target - mean
+        if prev is not None:
+            change = cv2.blur(np.abs(cur - prev).mean(axis=2), (5, 5))
+            weight = keep * np.exp(-((change / sigma) ** 2))
+            if box is not None:
+                _clear_box(weight, box)
+            cur += (prev - cur) * weight[..., None]
+        prev = cur
+        yield np.clip(cur + 0.5, 0, 255).astype(np.uint8)
+
+
+def _clear_box(weight: np.ndarray, box: Box) -> None:
+    """Zero the weight inside `box` with a soft border (no seam where blending starts)."""
+    h, w = weight.shape
+    x0, y0, x1, y1 = box
+    pad = max(2, (x1 - x0) // 4)
+    ys = np.arange(max(0, y0 - pad), min(h, y1 + pad))
+    xs = np.arange(max(0, x0 - pad), min(w, x1 + pad))
+    if ys.size == 0 or xs.size == 0:
+        return
+    dy = np.maximum(np.maximum(y0 - ys, ys - (y1 - 1)), 0) / pad
+    dx = np.maximum(np.maximum(x0 - xs, xs - (x1 - 1)), 0) / pad
+    ramp = np.clip(np.maximum.outer(dy, dx), 0.0, 1.0).astype(np.float32)
+    weight[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1] *= ramp
+
+
+def mouth_box(points: np.ndarray, grow: float = 0.35) -> Box:
+    """The outer lips' box grown by `grow` x the mouth width (covers the jaw's motion near the lips)."""
+    lips = points[MOUTH_OUTER]
+    x0, y0 = lips.min(axis=0)
+    x1, y1 = lips.max(axis=0)
+    g = grow * (x1 - x0)
+    return (int(x0 - g), int(y0 - g), int(np.ceil(x1 + g)), int(np.ceil(y1 + 1.5 * g)))
+
+
+def check_settings(fps: float, mode: str, offset: float, max_offset: float, smoothing: float) -> None:
+    if not (np.isfinite(fps) and fps > 0):
+        raise SonicInputError("fps", f"{fps!r} is not a frame rate", "use the rate the frames were made at (25)")
+    if mode not in MODES:
+        raise SonicInputError("mode", f"unknown mode {mode!r}", "use 'auto' or 'manual'")
+    if not (np.isfinite(offset) and abs(offset) <= MANUAL_RANGE):
+        raise SonicInputError("offset", f"{offset!r} s is outside +-{MANUAL_RANGE} s", "use a value in -0.5..0.5")
+    if not (np.isfinite(max_offset) and 0 <= max_offset <= MAX_SEARCH):
+        raise SonicInputError("max_offset", f"{max_offset!r} s is outside 0..{MAX_SEARCH} s", "use 0.3")
+    if not (np.isfinite(smoothing) and 0 <= smoothing <= 1):
+        raise SonicInputError("smoothing", f"{smoothing!r} is outside 0..1", "use 0 (off) to 1 (strongest)")
+
+
+def correct(
+    frames: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    mode: str = "auto",
+    offset: float = 0.0,
+    max_offset: float = 0.3,
+    smoothing: float = 0.0,
+    analyzer: FaceAnalyzer | None = None,
+    progress: Progress | None = None,
+) -> LipSyncResult:
+    """Measure (auto) or take (manual) the offset, shift the frames to fix it, optionally deflicker.
+
+    `frames` is uint8 [N, H, W, 3]; `audio` is [n] or [C, n]. The result has
+    round(audio duration x fps) frames, whatever N was.
+    """
+    check_settings(fps, mode, offset, max_offset, smoothing)
+    if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
+        raise SonicInputError("images", f"expected [N, H, W, 3] frames, got shape {frames.shape}", "connect an image batch")
+    samples = np.asarray(audio, dtype=np.float32)
+    n_audio = samples.shape[-1]
+    if n_audio == 0 or sample_rate <= 0:
+        raise SonicInputError("audio", "the audio is empty", "connect the speech the frames were made from")
+    n_out = max(1, round(n_audio / sample_rate * fps))
+    notes: list[str] = []
+    landmarks = None
+    correlation = None
+    if mode == "auto":
+        motion = mouth_motion(frames, analyzer, progress)
+        landmarks = motion.landmarks
+        envelope = audio_envelope(samples, sample_rate, fps, len(frames))
+        est = estimate_offset(motion.openings, envelope, fps, max_offset)
+        seconds, correlation = est.seconds, est.correlation
+        if est.correlation < 0.2:
+            notes.append(f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable")
+    else:
+        seconds = float(offset)
+    shift = round(seconds * fps)
+    idx = shift_indices(len(frames), n_out, shift)
+    out = frames[idx]
+    if smoothing > 0:
+        if landmarks is None:
+            landmarks = track_landmarks(frames, analyzer, progress)
+        boxes = [mouth_box(landmarks[i]) for i in idx]
+        out = np.stack(list(deflicker(out, smoothing, boxes)))
+    return LipSyncResult(
+        frames=out, offset_seconds=float(seconds), applied_frames=int(shift), correlation=correlation, notes=notes
+    )

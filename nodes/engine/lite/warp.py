@@ -1,0 +1,334 @@
+"""Dense backward maps that move one portrait's landmarks, applied with cv2.remap.
+
+Every output pixel p samples the source image at map(p). The map is built from
+a handful of smooth fields, each defined in the coordinate frame of the
+feature it moves, so the motion looks anatomical rather than a rubber sheet:
+
+- head: a small rotation/scale/shift of the head about the neck, fading to
+  zero over the shoulders and background (computed on a coarse grid and
+  resized - it is very smooth);
+- mouth and jaw: everything below the lower lip drops with the jaw (more at the
+  chin, nothing past the mouth corners at lip level), the upper lip lifts a
+  little, and the corners spread or purse. Pixels that end up between the lips
+  sample the lip line; mouth.py paints the cavity there;
+- eyelids: the upper lid slides down to the lower lid (blinks);
+- brows: lift with the forehead, stretching the skin above the eyes.
+
+The local fields are computed only inside their feature's box, at the
+positions the head motion has moved the landmarks to, so one remap applies
+head and face motion together (one resampling, no double blur).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..face import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT
+
+_COARSE = 8  # head field grid step (pixels)
+
+
+@dataclass(frozen=True)
+class FacePose:
+    """One frame's expression and pose (all 0 = the input image unchanged)."""
+
+    jaw: float = 0.0  # lower lip/jaw drop, in mouth half-widths
+    lip_raise: float = 0.0  # upper lip lift, mouth half-widths
+    width: float = 0.0  # relative change of mouth width (+ spread, - pursed)
+    roundness: float = 0.0  # 0..1: rounder opening ("oo")
+    blink: float = 0.0  # 0 open .. 1 closed
+    brow: float = 0.0  # 0..1 raise
+    head: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # dx, dy (face widths), roll (rad), scale
+
+
+@dataclass
+class FrameMap:
+    """One frame's remap map over `box` (y0, y1, x0, x1); outside it the frame is the input image."""
+
+    box: tuple[int, int, int, int]
+    map: np.ndarray  # [y1-y0, x1-x0, 2] float32 source coordinates
+    gap: MouthGap | None
+
+
+@dataclass
+class MouthGap:
+    """Where the lips parted in this frame, for painting the inner mouth (all arrays [h, w])."""
+
+    box: tuple[int, int, int, int]  # y0, y1, x0, x1 in the output frame
+    alpha: np.ndarray  # 0..1 coverage of the opening (anti-aliased edges)
+    depth: np.ndarray  # 0 at the upper lip edge .. 1 at the lower lip edge
+    across: np.ndarray  # -1..1 from one mouth corner to the other
+    height_px: np.ndarray  # opening height at this column, pixels
+    half_width_px: float  # mouth half-width, pixels (sets teeth size)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(1e-6, float(np.hypot(v[0], v[1])))
+
+
+def _clip_box(x0: float, y0: float, x1: float, y1: float, w: int, h: int) -> tuple[int, int, int, int]:
+    return (
+        int(np.clip(np.floor(y0), 0, h)),
+        int(np.clip(np.ceil(y1), 0, h)),
+        int(np.clip(np.floor(x0), 0, w)),
+        int(np.clip(np.ceil(x1), 0, w)),
+    )
+
+
+def _frame_box(origin: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float, xr, yr, w: int, h: int):
+    """Image box covering the rectangle xr x yr of a local frame (origin, axes u/v, units of `scale`)."""
+    corners = np.array([origin + scale * (x * u + y * v) for x in xr for y in yr])
+    return _clip_box(*corners.min(axis=0), *corners.max(axis=0), w, h)
+
+
+def _local_coords(box, origin: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float):
+    y0, y1, x0, x1 = box
+    dx = (np.arange(x0, x1, dtype=np.float32) - np.float32(origin[0]))[None, :]
+    dy = (np.arange(y0, y1, dtype=np.float32) - np.float32(origin[1]))[:, None]
+    s = np.float32(1.0 / scale)
+    return (dx * np.float32(u[0]) + dy * np.float32(u[1])) * s, (dx * np.float32(v[0]) + dy * np.float32(v[1])) * s
+
+
+def _clipped(box: tuple[int, int, int, int], field: np.ndarray, w: int, h: int):
+    """(box, field) cut to the image (a field moved with the head may hang over an edge)."""
+    y0, y1, x0, x1 = (int(v) for v in box)
+    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+    if cy1 <= cy0 or cx1 <= cx0:
+        return (0, 0, 0, 0), field[:0, :0]
+    return (cy0, cy1, cx0, cx1), field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+
+
+def _profile(q: np.ndarray, roundness: float) -> np.ndarray:
+    """max(q, 0) ** (1.5 - 0.5 * roundness), without a float power (slow): rounder = fuller corners."""
+    q = np.maximum(q, 0.0)
+    r = np.float32(roundness)
+    return q * (np.sqrt(q) * (1.0 - r) + r)
+
+
+class FaceRig:
+    """The static geometry of one portrait; `backward_map(pose)` gives one frame's remap map."""
+
+    def __init__(self, shape: tuple[int, int], landmarks: np.ndarray) -> None:
+        self.h, self.w = int(shape[0]), int(shape[1])
+        self.points = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
+        p = self.points
+        self.face_width = float(np.hypot(*(p[16] - p[0])))
+        brow_y = float(p[17:27, 1].mean())
+        chin = p[8]
+        face_height = max(1.0, float(chin[1] - brow_y))
+        self.pivot = np.array([float(p[:, 0].mean()), float(chin[1] + 0.3 * face_height)])
+        ys, xs = np.mgrid[0 : self.h, 0 : self.w].astype(np.float32)
+        self.grid = np.dstack([xs, ys])  # identity map [H, W, 2]
+        self.head_weight, self.coarse_xy = self._head_weight(p, brow_y, face_height)
+        self.source_mouth_open = self._source_mouth_open(p)
+        # Brow lifts are linear in their amount and move only with the head: precompute the unit
+        # field once and paste it where the head motion has carried the brow (whole pixels).
+        iod = float(np.hypot(*(p[EYE_LEFT].mean(0) - p[EYE_RIGHT].mean(0))))
+        self._brows = [(p[b].mean(axis=0), *self._brow_field(p[b], 0.05 * iod)) for b in (BROW_RIGHT, BROW_LEFT)]
+
+    def _head_weight(self, p: np.ndarray, brow_y: float, face_height: float):
+        """1 on the head (face, hair, ears), fading over neck, shoulders and background."""
+        hc, wc = -(-self.h // _COARSE), -(-self.w // _COARSE)
+        ys = np.arange(hc, dtype=np.float32) * _COARSE + (_COARSE - 1) / 2.0
+        xs = np.arange(wc, dtype=np.float32) * _COARSE + (_COARSE - 1) / 2.0
+        top = brow_y - 0.9 * face_height
+        cy, ry = (p[8, 1] + top) / 2.0, (p[8, 1] - top) / 2.0 * 1.05
+        cx, rx = float(p[:, 0].mean()), 0.62 * self.face_width
+        r = np.sqrt(((xs[None, :] - cx) / rx) ** 2 + ((ys[:, None] - cy) / ry) ** 2)
+        weight = np.exp(-((np.maximum(r - 1.0, 0.0) / 0.35) ** 2))
+        # Still at the frame edges: a moving edge would sample outside the image (smeared rows).
+        edge = np.minimum.outer(np.minimum(ys, self.h - 1 - ys), np.minimum(xs, self.w - 1 - xs))
+        taper = np.clip(edge / (0.06 * max(self.h, self.w)), 0.0, 1.0)
+        weight = (weight * taper * taper * (3 - 2 * taper)).astype(np.float32)
+        # Only the cells where the head moves at all (the rest of the frame stays the input).
+        rows = np.flatnonzero((weight > 1e-3).any(axis=1))
+        cols = np.flatnonzero((weight > 1e-3).any(axis=0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        self.head_box = (r0 * _COARSE, min(r1 * _COARSE, self.h), c0 * _COARSE, min(c1 * _COARSE, self.w))
+        xy = np.dstack(np.meshgrid(xs[c0:c1], ys[r0:r1])).astype(np.float32)
+        return weight[r0:r1, c0:c1], xy
+
+    @staticmethod
+    def _source_mouth_open(p: np.ndarray) -> bool:
+        gap = np.mean(np.hypot(*(p[[61, 62, 63]] - p[[67, 66, 65]]).T))
+        return bool(gap > 0.08 * np.hypot(*(p[54] - p[48])))
+
+    # --- head -----------------------------------------------------------------------------------------
+    def head_matrix(self, head) -> np.ndarray:
+        """Forward 2x3 similarity (source -> output) about the neck pivot."""
+        dx, dy, roll, scale = (float(v) for v in head)
+        c, s = np.cos(roll) * (1.0 + scale), np.sin(roll) * (1.0 + scale)
+        a = np.array([[c, -s], [s, c]])
+        t = self.pivot - a @ self.pivot + np.array([dx, dy]) * self.face_width
+        return np.hstack([a, t[:, None]])
+
+    def _head_field(self, forward: np.ndarray) -> np.ndarray:
+        """Backward head displacement over `head_box` (the coarse grid there, resized)."""
+        inv = cv2.invertAffineTransform(forward).astype(np.float32)
+        xy = self.coarse_xy
+        src = xy @ inv[:, :2].T + inv[:, 2]
+        disp = (src - xy) * self.head_weight[..., None]
+        y0, y1, x0, x1 = self.head_box
+        size = (x1 - x0, y1 - y0)
+        return cv2.resize(disp, size, interpolation=cv2.INTER_LINEAR)
+
+    # --- the map ---------------------------------------------------------------------------------------
+    def backward_map(self, pose: FacePose) -> FrameMap | None:
+        """The remap map over the part of the frame that moves (None: the frame is the input)."""
+        forward = self.head_matrix(pose.head)
+        moved = self.points @ forward[:, :2].T + forward[:, 2]
+        fields: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
+        gap = None
+        if abs(pose.jaw) > 1e-4 or abs(pose.lip_raise) > 1e-4 or abs(pose.width) > 1e-4:
+            box, delta, gap = self._mouth_field(moved, pose)
+            fields.append((box, delta))
+        if pose.blink > 1e-3:
+            for eye in (EYE_RIGHT, EYE_LEFT):
+                fields.append(self._eyelid_field(moved[eye], pose.blink))
+        if pose.brow > 1e-3:
+            for centre, box, field in self._brows:
+                shift = np.round(forward[:, :2] @ centre + forward[:, 2] - centre).astype(int)
+                moved_box = (box[0] + shift[1], box[1] + shift[1], box[2] + shift[0], box[3] + shift[0])
+                fields.append(_clipped(moved_box, field * np.float32(pose.brow), self.w, self.h))
+        head = any(abs(float(v)) > 1e-6 for v in pose.head)
+        boxes = [b for b, d in fields if d.size] + ([self.head_box] if head else [])
+        if not boxes:
+            return None
+        y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
+        y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
+        mapping = self.grid[y0:y1, x0:x1].copy()
+        if head:
+            hb = self.head_box
+            mapping[hb[0] - y0 : hb[1] - y0, hb[2] - x0 : hb[3] - x0] += self._head_field(forward)
+        for (by0, by1, bx0, bx1), delta in fields:
+            if delta.size:
+                mapping[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] += delta
+        return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap)
+
+    # --- mouth and jaw ---------------------------------------------------------------------------------
+    def _mouth_field(self, p: np.ndarray, pose: FacePose):
+        u = _unit(p[54] - p[48])
+        if u[0] < 0:
+            u = -u
+        v = np.array([-u[1], u[0]])  # points down the face
+        a = max(2.0, float(np.hypot(*(p[54] - p[48]))) / 2.0)
+        c = (p[48] + p[54]) / 2.0
+
+        def local(q):
+            d = q - c
+            return d @ u / a, d @ v / a
+
+        # The parting line: the lower inner lip (upper teeth, if shown, go up with the upper lip).
+        sep_pts = p[[48, 60, 67, 66, 65, 64, 54]]
+        sx, sy = local(sep_pts)
+        order = np.argsort(sx)
+        sx, sy = sx[order], sy[order]
+        cx, cy = local(p[8])
+        chin = max(0.8, float(cy - np.interp(cx, sx, sy)))
+
+        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.2), self.w, self.h)
+        xp, yp = _local_coords(box, c, u, v, a)
+        ypp = yp - np.interp(xp, sx, sy).astype(np.float32)
+        f32 = np.float32
+
+        # Corners spread/purse: backward x scale near the lip line (x^4: flat over the mouth).
+        x2 = xp * xp * f32(1 / 1.8**2)
+        y2 = ypp * ypp * f32(1 / 0.9**2)
+        g = np.exp(-(y2 + x2 * x2))
+        src_x = xp / (1.0 + f32(pose.width) * g)
+        sx2 = src_x * src_x
+
+        # Opening profile across the mouth: 0 at the corners at lip level, widening towards the chin.
+        sig = 1.0 + f32(0.8 / 1.5) * np.minimum(np.maximum(ypp, 0.0), f32(1.5))
+        prof = _profile(1.0 - sx2 / (sig * sig), pose.roundness)
+        vert = 1.0 + f32(0.3 / chin) * np.minimum(np.maximum(ypp, 0.0), f32(chin))
+        below_chin = np.maximum(ypp - f32(chin), 0.0)
+        vert *= np.exp(-(below_chin * below_chin))
+        drop = f32(pose.jaw) * prof * vert
+        lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
+
+        src_y = np.where(ypp >= 0, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
+        dxp, dyp = src_x - xp, src_y - ypp
+        delta = np.empty(xp.shape + (2,), dtype=np.float32)
+        delta[..., 0] = a * (dxp * f32(u[0]) + dyp * f32(v[0]))
+        delta[..., 1] = a * (dxp * f32(u[1]) + dyp * f32(v[1]))
+
+        gap = self._gap(box, a, xp, ypp, src_x, drop, lift)
+        return box, delta, gap
+
+    @staticmethod
+    def _gap(box, a: float, xp, ypp, src_x, drop, lift) -> MouthGap | None:
+        inside = np.minimum(ypp + lift, drop - ypp) * np.float32(a)  # pixels from the nearer lip edge
+        # One-pixel anti-aliased edges; an opening thinner than a pixel covers only its height.
+        alpha = np.clip(np.minimum(inside + 0.5, (lift + drop) * np.float32(a)), 0.0, 1.0)
+        rows = np.flatnonzero(alpha.any(axis=1))
+        cols = np.flatnonzero(alpha.any(axis=0))
+        if rows.size == 0 or cols.size == 0:
+            return None
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        sl = (slice(r0, r1), slice(c0, c1))
+        total = (lift + drop)[sl]
+        return MouthGap(
+            box=(box[0] + r0, box[0] + r1, box[2] + c0, box[2] + c1),
+            alpha=alpha[sl],
+            depth=np.clip((ypp[sl] + lift[sl]) / np.maximum(total, 1e-3), 0.0, 1.0),
+            across=np.clip(src_x[sl], -1.0, 1.0),
+            height_px=total * np.float32(a),
+            half_width_px=a,
+        )
+
+    # --- eyelids ---------------------------------------------------------------------------------------
+    def _eyelid_field(self, eye: np.ndarray, blink: float):
+        c0, c1 = (eye[0], eye[3]) if eye[0][0] <= eye[3][0] else (eye[3], eye[0])
+        ue = _unit(c1 - c0)
+        ve = np.array([-ue[1], ue[0]])
+        ew = max(2.0, float(np.hypot(*(c1 - c0))))
+
+        def local(q):
+            d = q - c0
+            return d @ ue, d @ ve
+
+        ux, uy = local(eye[[0, 1, 2, 3]])
+        lx, ly = local(eye[[0, 5, 4, 3]])
+        box = _frame_box(c0, ue, ve, ew, (-0.4, 1.4), (-1.1, 0.6), self.w, self.h)
+        xe, ye = _local_coords(box, c0, ue, ve, 1.0)
+        o = np.argsort(ux)
+        upper = np.interp(xe, ux[o], uy[o]).astype(np.float32)
+        o = np.argsort(lx)
+        lower = np.interp(xe, lx[o], ly[o]).astype(np.float32)
+        lower = np.maximum(lower, upper)
+        new_upper = upper + np.float32(0.94 * blink) * (lower - upper)
+        shift = new_upper - upper
+        lam = np.float32(0.5 * ew)
+        above = ye - shift * np.exp(-((np.minimum(ye - new_upper, 0.0) / lam) ** 2))
+        squeeze = (lower - upper) / np.maximum(lower - new_upper, 1e-3)
+        middle = lower - (lower - ye) * squeeze
+        src = np.where(ye < new_upper, above, np.where(ye <= lower, middle, ye))
+        outside = np.maximum(np.maximum(-xe, xe - ew), 0.0)
+        lateral = np.exp(-((outside / np.float32(0.12 * ew)) ** 2))
+        d = (src - ye) * lateral
+        delta = np.empty(xe.shape + (2,), dtype=np.float32)
+        delta[..., 0] = d * np.float32(ve[0])
+        delta[..., 1] = d * np.float32(ve[1])
+        return box, delta
+
+    # --- brows -----------------------------------------------------------------------------------------
+    def _brow_field(self, brow: np.ndarray, amount_px: float):
+        ub = _unit(brow[-1] - brow[0])
+        if ub[0] < 0:
+            ub = -ub
+        vb = np.array([-ub[1], ub[0]])
+        bl = max(2.0, float(np.hypot(*(brow[-1] - brow[0]))))
+        c = brow.mean(axis=0)
+        box = _frame_box(c, ub, vb, bl, (-1.6, 1.6), (-2.4, 1.2), self.w, self.h)
+        xb, yb = _local_coords(box, c, ub, vb, bl)
+        across = np.exp(-((xb / 0.75) ** 2))
+        updown = np.where(yb < 0, np.exp(-((yb / 1.3) ** 2)), np.exp(-((yb / 0.45) ** 2)))
+        d = np.float32(amount_px) * across * updown  # sample from below = the brow moves up
+        delta = np.empty(xb.shape + (2,), dtype=np.float32)
+        delta[..., 0] = d * np.float32(vb[0])
+        delta[..., 1] = d * np.float32(vb[1])
+        return box, delta

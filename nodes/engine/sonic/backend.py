@@ -1,0 +1,308 @@
+"""The `sonic` backend: official Sonic weights, our own inference (see DESIGN.md section 4).
+
+generate() runs, for one prepared portrait + speech clip:
+  encode image (CLIP embedding, VAE latent) -> audio features (whisper, adapters)
+  -> denoise (sampler) -> decode in chunks -> RIFE in chunks -> uint8 -> retime to fps
+and yields uint8 chunks as they are ready, so memory stays bounded for long
+audio. Nothing about a call is stored on the backend: two calls with the same
+inputs and seed give the same frames.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SonicInputError, SonicModelError, SonicOutOfMemoryError, next_lower_tier
+from ..progress import Progress
+from ..types import GenerationParams, SonicData
+from .attention import AudioAttentionContext
+from .audio_features import audio_windows, frame_conditioning
+from .config import CLIP_MEAN, CLIP_STD, SonicConfig, get_config
+from .decode import decode_chunks, to_uint8
+from .interpolate import Retimer, interpolate_stream
+from .sampler import Conditioning, denoise, make_schedule
+from .timing import NoTimes, StageTimes
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class SonicLoadOptions:
+    """What SONIC_ModelLoader passes for backend `sonic`."""
+
+    model_dir: Path  # folder with unet.pth, audio2token.pth, audio2bucket.pth, whisper-tiny/, RIFE/
+    svd: Path | None = None  # svd_xt*.safetensors single file, or a diffusers SVD folder
+    dtype: str = "bf16"  # fp16 / bf16 / fp32 for UNet, VAE, CLIP (whisper + adapters stay fp32)
+    device: str = "auto"  # auto / cuda / cuda:N / cpu
+    enable_rife: bool = True  # interpolate 12.5 -> 25 fps with RIFE/flownet.pkl when present
+    config: str = "auto"  # "full" (official weights), "tiny" (tests) or "auto" (from unet.pth)
+
+
+@dataclass
+class SonicModels:
+    """The loaded networks (no per-call state)."""
+
+    config: SonicConfig
+    unet: nn.Module
+    context: AudioAttentionContext
+    vae: nn.Module
+    clip: nn.Module
+    scheduler_config: dict
+    feature_extractor: object
+    whisper: nn.Module
+    audio_to_tokens: nn.Module
+    audio_to_bucket: nn.Module
+    rife: nn.Module | None
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SonicInputError(
+            "device", f"{device!r} is not a torch device", "use auto, cuda, cuda:N or cpu"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SonicInputError("device", "CUDA is not available on this machine", "choose auto or cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise SonicInputError("dtype", f"{dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class SonicBackend:
+    """generate(data, params, progress) -> uint8 frame chunks [n, H, W, 3] at params.fps."""
+
+    name = "sonic"
+
+    def __init__(self, models: SonicModels, device: torch.device, dtype: torch.dtype) -> None:
+        self.models = models
+        self.device = device
+        self.dtype = dtype
+        self._on_device = False
+        self._place(device)
+
+    # ---------------------------------------------------------------- placement
+
+    def _place(self, device: torch.device) -> None:
+        m = self.models
+        for module, dtype in (
+            (m.unet, self.dtype),
+            (m.vae, self.dtype),
+            (m.clip, self.dtype),
+            (m.whisper, torch.float32),
+            (m.audio_to_tokens, torch.float32),
+            (m.audio_to_bucket, torch.float32),
+            (m.rife, torch.float32),
+        ):
+            if module is not None:
+                # nn.Module.to: diffusers' override only adds a warning about fp32-kept modules (none here)
+                nn.Module.to(module, device=device, dtype=dtype)
+        self._on_device = device == self.device
+
+    def offload(self) -> None:
+        """Move every network to the CPU (ComfyUI asked for memory); the next generate() moves them back."""
+        if self.device.type != "cpu" and self._on_device:
+            self._place(torch.device("cpu"))
+            _free_device_memory()
+
+    @property
+    def rife_active(self) -> bool:
+        return self.models.rife is not None
+
+    def output_fps_source(self) -> float:
+        """Frame rate of the generated (and interpolated) frames before retiming."""
+        fps = self.models.config.generation_fps
+        return fps * 2 if self.rife_active else fps
+
+    def progress_total(self, params: GenerationParams) -> int:
+        """progress.update() is called once per denoising step."""
+        return int(params.inference_steps)
+
+    # ---------------------------------------------------------------- generate
+
+    def generate(
+        self,
+        data: SonicData,
+        params: GenerationParams,
+        progress: Progress,
+        timings: StageTimes | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Frames for `data` at params.fps: exactly data.frame_count(params.fps) of them, in uint8 chunks.
+
+        A CUDA out-of-memory frees what this call allocated and raises
+        SonicOutOfMemoryError naming the resolution and the next lower tier.
+        `timings` (benchmarks only) collects seconds per stage.
+        """
+        _check_inputs(data, params)
+        failure = None
+        try:
+            yield from self._generate(data, params, progress, timings or NoTimes())
+        except torch.OutOfMemoryError as exc:
+            failure = str(exc).splitlines()[0][:200] if str(exc) else "device out of memory"
+        # outside the except block the traceback (and the tensors its frames hold) is gone
+        if failure is not None:
+            _free_device_memory()
+            raise SonicOutOfMemoryError(data.min_resolution, next_lower_tier(data.min_resolution), failure)
+
+    @torch.inference_mode()
+    def _generate(
+        self, data: SonicData, params: GenerationParams, progress: Progress, timer: StageTimes
+    ) -> Iterator[np.ndarray]:
+        m = self.models
+        cfg = m.config
+        if not self._on_device:
+            self._place(self.device)
+        device, dtype = self.device, self.dtype
+
+        with timer.stage("encode image"):
+            image = torch.from_numpy(np.ascontiguousarray(data.image)).to(device)
+            image = image.permute(2, 0, 1)[None].float() / 127.5 - 1.0  # [1, 3, H, W] in [-1, 1]
+            clip_embeds = m.clip(pixel_values=_clip_pixels(data.image, device, dtype)).image_embeds  # [1, C]
+            image_latents = m.vae.encode(image.to(dtype)).latent_dist.mode()  # [1, 4, h, w]
+            del image
+
+        with timer.stage("audio features"):
+            windows = audio_windows(data.audio_16k, m.feature_extractor, m.whisper, cfg, device)
+            tokens, uncond, buckets = frame_conditioning(
+                windows, m.audio_to_tokens, m.audio_to_bucket, clip_embeds, dtype
+            )
+            del windows
+            buckets = buckets * float(params.dynamic_scale)
+            buckets[:, 0] = buckets[:, 0] * float(params.motion_scale)  # head-motion bucket
+        frames = tokens.shape[0]
+
+        schedule = make_schedule(m.scheduler_config, int(params.inference_steps))
+        generator = torch.Generator("cpu").manual_seed(int(params.seed))
+        noise = torch.randn((frames, *image_latents.shape[1:]), generator=generator).to(device)
+        # as the official pipeline: the reference latent noised to sigma_max (i2i strength 1)
+        latents = image_latents.float() * float(m.vae.config.scaling_factor) + noise * schedule.sigmas[0]
+        del noise
+
+        cond = Conditioning(
+            image_latents=image_latents,
+            image_embeds=clip_embeds[:, None].to(dtype),
+            audio_tokens=tokens.to(dtype),
+            uncond_tokens=uncond.to(dtype),
+            buckets=buckets.float(),
+            face_mask=torch.from_numpy(np.asarray(data.face_mask, dtype=np.float32)).to(device),
+            fps=cfg.generation_fps,
+        )
+        del tokens, uncond, buckets
+        steps = int(params.inference_steps)
+        appearance = torch.linspace(
+            params.min_appearance_guidance_scale, params.max_appearance_guidance_scale, steps
+        ).tolist()
+        with timer.stage("denoise"):
+            latents = denoise(
+                m.unet,
+                m.context,
+                cond,
+                latents,
+                schedule,
+                cfg,
+                appearance,
+                float(params.audio_guidance_scale),
+                progress,
+            )
+        del cond
+
+        retimer = Retimer(self.output_fps_source(), float(params.fps), data.frame_count(params.fps))
+        decoded = timer.iterate(decode_chunks(m.vae, latents, cfg.decode_chunk, dtype), "vae decode")
+        for chunk in timer.iterate(interpolate_stream(decoded, m.rife, batch=cfg.decode_chunk), "rife"):
+            with timer.stage("to uint8 + retime"):
+                out = retimer.push(to_uint8(chunk))
+            del chunk
+            if out is not None:
+                yield out
+        tail = retimer.finish()
+        if tail is not None:
+            yield tail
+
+
+def _clip_pixels(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The crop resized to 224x224 (Lanczos) and CLIP-normalised: [1, 3, 224, 224]."""
+    from PIL import Image
+
+    small = Image.fromarray(np.ascontiguousarray(image)).resize((224, 224), Image.LANCZOS)
+    x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return ((x - mean) / std)[None].to(device=device, dtype=dtype)
+
+
+def _check_inputs(data: SonicData, params: GenerationParams) -> None:
+    h, w = data.image.shape[:2]
+    if h % 64 or w % 64 or data.image.ndim != 3 or data.image.shape[2] != 3:
+        raise SonicInputError(
+            "sonic_data",
+            f"image is {w}x{h}x{data.image.shape[2:]}",
+            "both sides must be multiples of 64 (use SONIC_PreData)",
+        )
+    if tuple(data.face_mask.shape) != (h, w):
+        raise SonicInputError("sonic_data", "face_mask size differs from the image", "re-run SONIC_PreData")
+    if int(params.inference_steps) < 1:
+        raise SonicInputError(
+            "inference_steps", f"{params.inference_steps} is below 1", "use 10-50 (25 is balanced)"
+        )
+    if not params.fps > 0:
+        raise SonicInputError("fps", f"{params.fps} is not positive", "use e.g. 25")
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -------------------------------------------------------------------- loading
+
+
+def load_sonic_models(options: SonicLoadOptions) -> SonicModels:
+    """Read every file strictly (see loading.py) into networks on the CPU."""
+    from .loading import load_adapters, load_rife, load_svd, load_unet, load_whisper
+
+    config = get_config(options.config)
+    model_dir = Path(options.model_dir)
+    if not model_dir.is_dir():
+        raise SonicModelError(
+            f"model_dir: {model_dir} is not a folder; it must hold unet.pth, audio2token.pth, ..."
+        )
+    context = AudioAttentionContext()
+    unet = load_unet(model_dir, config, context)
+    to_tokens, to_bucket = load_adapters(model_dir, config)
+    extractor, whisper = load_whisper(model_dir)
+    svd = load_svd(options.svd, config)
+    rife = load_rife(model_dir, config.rife_channels) if options.enable_rife else None
+    return SonicModels(
+        config=config,
+        unet=unet,
+        context=context,
+        vae=svd.vae,
+        clip=svd.clip,
+        scheduler_config=svd.scheduler_config,
+        feature_extractor=extractor,
+        whisper=whisper,
+        audio_to_tokens=to_tokens,
+        audio_to_bucket=to_bucket,
+        rife=rife,
+    )
+
+
+def load_sonic_backend(options: SonicLoadOptions) -> SonicBackend:
+    """Load the official Sonic files + SVD base and return a ready backend."""
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype)
+    return SonicBackend(load_sonic_models(options), device, dtype)

@@ -1,0 +1,915 @@
+"""The batch orchestrator: every job of a manifest done exactly once across many ComfyUI hosts.
+
+How "exactly once" holds even under kill -9:
+- Every state change is committed to the journal before it takes effect; an attempt's
+  prompt_id (our own uuid4) is committed as "submitted" before ``POST /prompt``.
+- A job is re-queued only when its previous attempt can no longer run: it ended on the
+  host (success or error), the host confirmed it does not know the prompt (never arrived,
+  or the host restarted and lost its queue), a timed-out prompt was cancelled and the
+  cancel confirmed, or the host stayed unreachable for the whole failover grace period
+  (the attempt is then "abandoned" and cancelled on that host first thing if it returns).
+- On ``--resume`` every job that may exist on a host is asked about (``prompt_status``)
+  before anything else: done -> fetch its outputs, running/pending -> keep following it,
+  unknown -> a new attempt.
+
+Threads: the calling thread dispatches (scheduler decisions, health probes, batch events);
+one short-lived worker thread follows each in-flight job (at most ``cap`` per host).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import jobs as J
+from .host_errors import (
+    ExecutionHostError,
+    HostError,
+    JobInputError,
+    JobTimeoutError,
+    TransientHostError,
+    one_line,
+)
+from .jobs import JobRecord, parse_priority
+from .journal import Journal
+from .retry import RetryPolicy
+from .scheduler import HostState, Scheduler
+
+Sink = Callable[[dict], None]
+
+#: Manifest columns that describe the job rather than fill a workflow input.
+JOB_COLUMNS = {"image", "audio", "id", "priority", "row", "vram_gb"}
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_STARTED_EVENTS = {"execution_start", "executing", "progress", "executed", "execution_cached"}
+
+
+@dataclass
+class BatchConfig:
+    """Everything a batch needs; the CLI fills it from arguments."""
+
+    workflow_path: Path
+    out_dir: Path
+    hosts: list  # list[HostSpec] (runner/secrets.py)
+    journal_path: Path | None = None
+    manifest_path: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # --set, under every row's own values
+    resume: bool = False
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    inflight: int = 2
+    timeout: float = 3600.0  # per attempt, counted from when the prompt starts running
+    failover_grace: float = 30.0  # an unreachable host's jobs move elsewhere after this long
+    health_backoff_base: float = 1.0
+    health_backoff_cap: float = 30.0
+    poll_interval: float = 2.0
+    request_timeout: float = 30.0
+    batch_event_interval: float = 1.0
+    verify_outputs: bool = True
+
+    def journal_file(self) -> Path:
+        return Path(self.journal_path) if self.journal_path else Path(self.out_dir) / "journal.sqlite"
+
+
+class BatchError(RuntimeError):
+    """The batch cannot start (one line: what is wrong and what to do)."""
+
+
+class _LostAttempt(Exception):
+    """The host confirmed it does not know the prompt: safe to run the job again."""
+
+
+class _Abandoned(Exception):
+    """The host stayed unreachable for the failover grace period."""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def safe_job_id(value: object) -> str:
+    """A manifest id usable as a file name (the output is OUT/<job_id><ext>)."""
+    text = _SAFE_NAME.sub("_", str(value).strip()).strip("._")
+    return text[:120]
+
+
+def verify_media(path: Path) -> None:
+    """Raise unless ``path`` is non-empty and PyAV can decode something from it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ExecutionHostError(f"output {path.name} is empty or missing after download", kind="verify")
+    import av  # lazy: keeps `sonic-runner --help` fast
+
+    try:
+        with av.open(str(path)) as container:
+            streams = (
+                list(container.streams.video) or list(container.streams.audio) or list(container.streams)
+            )
+            if streams:
+                for frame in container.decode(streams[0]):
+                    if frame is not None:
+                        return
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken file
+        raise ExecutionHostError(
+            f"output {path.name} does not decode: {one_line(exc)}", kind="verify"
+        ) from None
+    raise ExecutionHostError(f"output {path.name} has no decodable frame", kind="verify")
+
+
+def build_jobs(rows: Iterable[Any], template: dict, params: dict[str, Any]) -> list[JobRecord]:
+    """JobRecords for manifest rows (runner/manifest.py); a bad row becomes a dead job with its error.
+
+    Parameter names are checked against the template here (once per distinct column), so a
+    typo in a column name ends its rows at once with the list of inputs that exist, before
+    any host is touched. Values are converted when the job's graph is built; a bad value
+    then ends that job (non-retryable) with the same kind of one-line message.
+    """
+    from .workflow import apply_params, resolution_of
+
+    jobs: list[JobRecord] = []
+    seen: set[str] = set()
+    good_keys: set[str] = set()
+    files: dict[str, bool] = {}  # path -> exists (manifests often reuse a portrait or a clip)
+    default_resolution = resolution_of(template)
+    now = time.time()
+    for index, row in enumerate(rows, 1):
+        if isinstance(row, BaseException):
+            row = {"row": getattr(row, "row", None) or index, "error": one_line(row)}
+        number = int(row.get("row") or index)
+        job_id = safe_job_id(row["id"]) if row.get("id") not in (None, "") else f"row{number:05d}"
+        if job_id in seen:
+            job_id = f"row{number:05d}"
+        seen.add(job_id)
+        if row.get("error"):
+            jobs.append(_dead(job_id, number, one_line(row["error"]), now))
+            continue
+        if isinstance(row.get("params"), dict):  # runner/manifest.py rows
+            row_params = dict(row["params"])
+        else:  # a flat row (image, audio, id, priority, parameter columns)
+            row_params = {k: v for k, v in row.items() if k not in JOB_COLUMNS}
+        row_params = {
+            k: v for k, v in row_params.items() if k not in ("line", "error") and v not in (None, "")
+        }
+        vram_gb = row_params.pop("vram_gb", row.get("vram_gb"))
+        job_params = {**params, **row_params}
+        try:
+            priority = parse_priority(row.get("priority"))
+            for key in ("image", "audio"):
+                value = row.get(key)
+                if not value or not (files.get(value) or files.setdefault(value, os.path.isfile(value))):
+                    raise ValueError(
+                        f"column {key!r}: {row.get(key)!r} not found; give the path of an existing file"
+                    )
+            if vram_gb not in (None, ""):
+                vram_gb = float(vram_gb)
+            for key, value in job_params.items():
+                if key not in good_keys:
+                    apply_params(template, {key: value})
+                    good_keys.add(key)
+            resolution = _resolution(job_params, default_resolution)
+        except ValueError as exc:
+            jobs.append(_dead(job_id, number, f"row {number}: {one_line(exc)}", now))
+            continue
+        spec = {
+            "image": os.path.abspath(row["image"]),
+            "audio": os.path.abspath(row["audio"]),
+            "params": job_params,
+        }
+        if vram_gb not in (None, ""):
+            spec["vram_gb"] = vram_gb
+        spec["resolution"] = resolution
+        jobs.append(
+            JobRecord(
+                job_id=job_id, row=number, priority=priority, spec=spec, resolution=resolution, created_at=now
+            )
+        )
+    return jobs
+
+
+def _resolution(params: dict[str, Any], default: int | None) -> int | None:
+    """The job's min_resolution tier: its own parameter if it sets one, else the template's."""
+    for key, value in params.items():
+        if key == "min_resolution" or key.endswith(".min_resolution"):
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a whole number; give e.g. 512") from None
+            if not number.is_integer() or number <= 0:
+                raise ValueError(f"{key}={value!r} is not a positive whole number; give e.g. 512")
+            return int(number)
+    return default
+
+
+def _dead(job_id: str, row: int, message: str, now: float) -> JobRecord:
+    return JobRecord(
+        job_id=job_id,
+        row=row,
+        state=J.DEAD,
+        error=message,
+        error_kind="input",
+        created_at=now,
+        finished_at=now,
+    )
+
+
+class Batch:
+    """Runs (or resumes) one batch; ``run()`` returns the exit code (1 if any job is dead)."""
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        sinks: Iterable[Sink] = (),
+        client_factory: Callable[[Any], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.sinks = list(sinks)
+        self._client_factory = client_factory or self._default_client
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._emit_lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
+        self._probing: set[str] = set()
+        self._prep_failures: dict[str, int] = {}
+        self._enqueued_at: dict[str, float] = {}
+        self._durations: dict[str, float] = {}
+        self._stop = threading.Event()
+        self.jobs: dict[str, JobRecord] = {}
+        self._open = 0  # jobs not yet done/dead (the loop ends at 0 with no worker left)
+        self.journal: Journal | None = None
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.first_dispatch_at: float | None = None
+        specs = list(config.hosts)
+        if not specs:
+            raise BatchError("no hosts: give at least one --host URL or a --hosts-file")
+        self.specs = {s.safe_url: s for s in specs}
+        self.clients = {s.safe_url: self._client_factory(s) for s in specs}
+        self.scheduler = Scheduler(
+            [HostState(s.safe_url, s.max_resolution, s.vram_gb, cap=max(1, config.inflight)) for s in specs],
+            health_backoff_base=config.health_backoff_base,
+            health_backoff_cap=config.health_backoff_cap,
+        )
+
+    # ------------------------------------------------------------------ setup
+    def _default_client(self, spec: Any) -> Any:
+        from .client import ComfyClient
+
+        client = ComfyClient(spec.base_url, headers=spec.headers, timeout=self.config.request_timeout)
+        # wait() gives up on an unreachable host after this long; the batch's failover grace then runs.
+        client.host_down_grace = min(client.host_down_grace, self.config.failover_grace)
+        return client
+
+    def _redact(self, text: str) -> str:
+        try:
+            from .secrets import redact
+        except ImportError:  # pragma: no cover - secrets.py is part of the package
+            return text
+        return redact(text)
+
+    def open(self) -> None:
+        """Create the journal (new batch) or load it (resume); loads self.template and self.jobs."""
+        from .workflow import load_workflow
+
+        cfg = self.config
+        path = cfg.journal_file()
+        self.template = load_workflow(cfg.workflow_path)
+        workflow_hash = sha256_file(cfg.workflow_path)
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        exists = path.is_file() and path.stat().st_size > 0
+        if cfg.resume and not exists:
+            raise BatchError(f"--resume: journal {path} does not exist; start the batch without --resume")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(path, redact=self._redact)
+        meta = self.journal.meta()
+        if cfg.resume:
+            if meta.get("workflow_hash") not in (None, workflow_hash):
+                raise BatchError(
+                    f"--resume: workflow {cfg.workflow_path} changed since the batch started "
+                    "(hash differs); resume with the same workflow file or start a new batch"
+                )
+            self.jobs = {j.job_id: j for j in self.journal.jobs()}
+            return
+        if meta.get("created") is not None or self.journal.counts():
+            raise BatchError(
+                f"journal {path} already holds a batch; add --resume to continue it or pass a new --journal/--out"
+            )
+        if cfg.manifest_path is not None:
+            from .manifest import read_manifest
+
+            rows = read_manifest(cfg.manifest_path)  # a whole-file problem raises ManifestError
+        else:
+            rows = []
+        new_jobs = build_jobs(rows, self.template, cfg.params)
+        self.add_jobs(new_jobs, workflow_hash)
+
+    def add_jobs(self, new_jobs: list[JobRecord], workflow_hash: str | None = None) -> None:
+        """Write the batch meta and its jobs (used by ``open`` and by the one-job ``run``)."""
+        cfg = self.config
+        self.journal.set_meta(
+            {
+                "workflow_path": str(Path(cfg.workflow_path).resolve()),
+                "workflow_hash": workflow_hash or sha256_file(cfg.workflow_path),
+                "out_dir": str(Path(cfg.out_dir).resolve()),
+                "manifest_path": str(cfg.manifest_path) if cfg.manifest_path else None,
+                "created": time.time(),
+                "hosts": sorted(self.specs),
+            }
+        )
+        self.journal.add_jobs(new_jobs)
+        self.jobs = {j.job_id: j for j in new_jobs}
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, event: dict) -> None:
+        with self._emit_lock:
+            for sink in self.sinks:
+                try:
+                    sink(event)
+                except Exception:  # noqa: BLE001 - a sink must never break the batch
+                    pass
+
+    def _job_event(self, job: JobRecord) -> None:
+        self._emit(
+            {
+                "event": "job",
+                "job_id": job.job_id,
+                "row": job.row,
+                "state": job.state,
+                "host": job.host,
+                "attempt": job.attempts,
+                "error": job.error,
+                "error_kind": job.error_kind,
+                "outputs": list(job.outputs),
+                "ts": time.time(),
+            }
+        )
+
+    def _move(self, job: JobRecord, state: str, attempt_state: str | None = None, **changes) -> None:
+        """Commit a transition, then announce it."""
+        self.journal.transition(job, state, attempt_state=attempt_state, **changes)
+        if state in J.FINAL_STATES:
+            with self._lock:
+                self._open -= 1
+                self._lock.notify_all()
+        self._job_event(job)
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in J.STATES}
+        for job in self.jobs.values():
+            out[job.state] += 1
+        return out
+
+    def _batch_event(self) -> None:
+        c = self.counts()
+        self._emit(
+            {
+                "event": "batch",
+                "total": len(self.jobs),
+                "done": c[J.DONE],
+                "dead": c[J.DEAD],
+                "running": sum(c[s] for s in J.IN_FLIGHT_STATES),
+                "queued": c[J.QUEUED] + c[J.FAILED],
+                "ts": time.time(),
+            }
+        )
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        """Dispatch until every job is done or dead; returns 0, or 1 if any job is dead."""
+        if self.journal is None:
+            self.open()
+        self.started_at = time.time()
+        self._open = sum(1 for j in self.jobs.values() if not j.final)
+        self._recover_and_queue()
+        last_batch_event = 0.0
+        try:
+            while True:
+                with self._lock:
+                    now = self._clock()
+                    self._dispatch(now)
+                    for host in self.scheduler.due_checks(now):
+                        self._start_probe(host.name)
+                    if self._stop.is_set():
+                        break
+                    if not self._workers and self._open <= 0:
+                        break
+                    wake = self.scheduler.next_wakeup()
+                    delay = 0.25 if wake is None else max(0.005, min(0.25, wake - now))
+                    if time.time() - last_batch_event >= self.config.batch_event_interval:
+                        last_batch_event = time.time()
+                        emit_batch = True
+                    else:
+                        emit_batch = False
+                    self._lock.wait(delay)
+                if emit_batch:
+                    self._batch_event()
+        finally:
+            stopped = self._stop.is_set()
+            self._stop.set()
+            self.finished_at = time.time()
+        self._batch_event()
+        if stopped:
+            return 130  # stopped early: unfinished jobs stay in the journal for --resume
+        return 1 if any(j.state == J.DEAD for j in self.jobs.values()) else 0
+
+    def stop(self) -> None:
+        """Stop dispatching and return from run(); in-flight jobs stay recorded for --resume."""
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def _recover_and_queue(self) -> None:
+        """Put every job where it belongs: asked about on its host, queued, or left final."""
+        now = self._clock()
+        for job in sorted(self.jobs.values(), key=lambda j: j.row):
+            if job.final:
+                continue
+            if job.state == J.UPLOADING:  # killed before POST /prompt: nothing exists on a host
+                self._move(job, J.QUEUED)
+            if job.state in J.ON_HOST_STATES:
+                self._start_recovery(job)
+                continue
+            self._queue(job, now)
+
+    def _queue(self, job: JobRecord, now: float) -> None:
+        why = self.scheduler.why_unplaceable(job)
+        if why is not None:
+            self._move(job, J.DEAD, error=why, error_kind="capability", finished_at=time.time())
+            return
+        self._enqueued_at.setdefault(job.job_id, now)
+        self.scheduler.push(job)
+
+    def _dispatch(self, now: float) -> None:
+        while True:
+            picked = self.scheduler.next_assignment(now)
+            if picked is None:
+                return
+            job, host = picked
+            if self.first_dispatch_at is None:
+                self.first_dispatch_at = time.time()
+            waited = now - self._enqueued_at.pop(job.job_id, now)
+            if job.state == J.FAILED:
+                self.journal.transition(job, J.QUEUED)
+            self._move(job, J.UPLOADING, host=host.name, queued_seconds=job.queued_seconds + max(0.0, waited))
+            self._spawn(self._attempt, job, host.name)
+
+    def _spawn(self, target: Callable, *args: Any) -> None:
+        def body() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._workers.discard(threading.current_thread())
+                    self._lock.notify_all()
+
+        thread = threading.Thread(target=body, daemon=True)
+        with self._lock:
+            self._workers.add(thread)
+        thread.start()
+
+    # ------------------------------------------------------------------ one attempt
+    def _attempt(self, job: JobRecord, host: str) -> None:
+        """Prepare, submit and follow one attempt of ``job`` on ``host`` (worker thread)."""
+        client = self.clients[host]
+        try:
+            try:
+                prompt = self._prepare(job, client)
+            except HostError as exc:
+                self._prep_failures[job.job_id] = self._prep_failures.get(job.job_id, 0) + 1
+                if isinstance(exc, TransientHostError):
+                    self._host_failed(host, exc)
+                self._failed(job, exc, attempt_state=None)
+                return
+            prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
+            self.journal.start_attempt(job, host, prompt_id, client_id, job.resolution)
+            self._job_event(job)
+            try:
+                client.submit(prompt, prompt_id, client_id)
+            except HostError as exc:
+                if exc.retryable:  # the POST may have reached the host: follow it before retrying
+                    self._follow(job, host, client_id, lost_error=exc)
+                else:  # refused (400): nothing was queued
+                    self._failed(job, exc, attempt_state="dead" if not exc.retryable else "failed")
+                return
+            self._follow(job, host, client_id)
+        except Exception as exc:  # noqa: BLE001 - a bug must end the job visibly, not hang the batch
+            self._crashed(job, exc)
+
+    def _prepare(self, job: JobRecord, client: Any) -> dict:
+        """The graph for this attempt: uploads, real audio duration, params, resolution tier."""
+        from .workflow import WorkflowError, apply_params, get_param, set_resolution
+
+        spec = job.spec
+        params = dict(spec.get("params") or {})
+        audio = Path(spec["audio"])
+        try:
+            duration = self._duration(audio)
+        except (ValueError, OSError) as exc:
+            raise JobInputError(f"audio {audio}: {one_line(exc)}") from None
+        try:
+            fps = float(params.get("fps") or get_param(self.template, "fps"))
+        except (WorkflowError, TypeError, ValueError):
+            fps = 25.0
+        try:
+            get_param(self.template, "duration")
+            has_duration = True
+        except WorkflowError:
+            has_duration = False
+        if has_duration:
+            given = params.get("duration")
+            if given not in (None, "") and float(given) > 0 and abs(float(given) - duration) > 1.0 / fps:
+                note = f"duration {float(given):g} s corrected to the audio's {duration:.3f} s"
+                if note not in job.notes:
+                    job.notes.append(note)  # written with the job's next transition
+            params["duration"] = round(duration, 3)
+        for key in ("image", "audio"):
+            try:
+                params[key] = client.upload(Path(spec[key]))
+            except OSError as exc:  # the file went away (or became unreadable) since the batch started
+                raise JobInputError(f"{key} {spec[key]}: cannot read it ({exc.strerror or exc})") from None
+        try:
+            prompt = apply_params(self.template, params)
+            if job.resolution is not None and job.resolution != spec.get("resolution"):
+                prompt = set_resolution(prompt, job.resolution)
+        except WorkflowError as exc:
+            raise JobInputError(one_line(exc)) from None
+        return prompt
+
+    def _duration(self, audio: Path) -> float:
+        key = str(audio)
+        if key not in self._durations:
+            from .probe import audio_duration
+
+            self._durations[key] = float(audio_duration(audio))
+        return self._durations[key]
+
+    def _follow(self, job: JobRecord, host: str, client_id: str, lost_error: HostError | None = None) -> None:
+        """Wait for the current attempt to end on ``host``, then fetch or fail it."""
+        client = self.clients[host]
+        prompt_id = job.prompt_id
+        try:
+            entry = self._wait_settled(job, host, client, prompt_id, client_id, lost_error)
+            self._check_entry(entry)
+            self._fetch(job, client, entry)
+        except _LostAttempt as exc:
+            self._failed(job, TransientHostError(str(exc), kind="restart"), attempt_state="lost")
+        except _Abandoned as exc:
+            self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
+        except HostError as exc:
+            self._failed(job, exc, attempt_state="failed")
+
+    def _on_event(self, job: JobRecord, host: str, prompt_id: str) -> Callable[[dict], None]:
+        def handle(event: dict) -> None:
+            kind, data = event.get("type"), event.get("data") or {}
+            if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
+                return
+            if kind in _STARTED_EVENTS and job.state == J.SUBMITTED and job.prompt_id == prompt_id:
+                self._mark_running(job)
+            if kind == "progress" and isinstance(data, dict):
+                self._emit(
+                    {
+                        "event": "progress",
+                        "job_id": job.job_id,
+                        "host": host,
+                        "value": data.get("value"),
+                        "max": data.get("max"),
+                    }
+                )
+
+        return handle
+
+    def _mark_running(self, job: JobRecord) -> None:
+        if job.state == J.SUBMITTED:
+            self._move(job, J.RUNNING, attempt_state="running", started_at=time.time())
+
+    def _wait_settled(
+        self,
+        job: JobRecord,
+        host: str,
+        client: Any,
+        prompt_id: str,
+        client_id: str,
+        lost_error: HostError | None,
+    ) -> dict:
+        """The finished history entry of ``prompt_id``; raises only once the attempt cannot run any more.
+
+        The timeout counts from when the prompt starts running, so a job queued behind
+        another one on its host is not punished for the wait.
+        """
+        timeout = self.config.timeout
+        check_first = lost_error is not None
+        while True:
+            if check_first:
+                check_first = False
+                status = self._status_or_grace(job, host, client, prompt_id)
+                if status == "unknown":
+                    why = f"{lost_error.message}; " if lost_error is not None else ""
+                    raise _LostAttempt(
+                        f"{why}host {host} does not know prompt {prompt_id} (it restarted or never got it)"
+                    )
+                if status == "done":
+                    return self._history(client, prompt_id)
+                if status == "running":
+                    self._mark_running(job)
+            started = job.started_at if job.state == J.RUNNING else None
+            remaining = timeout - (time.time() - started) if started else timeout
+            if remaining <= 0:
+                return self._cancel_timed_out(job, host, client, prompt_id)
+            try:
+                entry = client.wait(
+                    prompt_id,
+                    client_id,
+                    timeout=remaining,
+                    on_event=self._on_event(job, host, prompt_id),
+                    poll_interval=self.config.poll_interval,
+                )
+                self._host_ok(host)
+                return entry
+            except JobTimeoutError:
+                check_first = True  # still queued (fine) or running too long (cancelled above)
+            except TransientHostError as exc:
+                if exc.kind == "interrupted":
+                    raise
+                check_first = True  # ask the host what became of the prompt before anything else
+
+    def _status_or_grace(self, job: JobRecord, host: str, client: Any, prompt_id: str) -> str:
+        """prompt_status, retried with backoff while the host is unreachable, up to the failover grace."""
+        first_failure: float | None = None
+        delay = 0.1
+        while True:
+            try:
+                status = client.prompt_status(prompt_id)
+                self._host_ok(host)
+                return status
+            except HostError as exc:
+                now = time.time()
+                first_failure = first_failure or now
+                self._host_failed(host, exc)
+                if now - first_failure >= self.config.failover_grace:
+                    raise _Abandoned(
+                        f"host {host} unreachable for {self.config.failover_grace:g} s ({exc.message}); "
+                        "moving the job elsewhere"
+                    ) from None
+                time.sleep(min(delay, max(0.0, self.config.failover_grace - (now - first_failure))))
+                delay = min(delay * 2, 5.0)
+
+    def _cancel_timed_out(self, job: JobRecord, host: str, client: Any, prompt_id: str) -> dict:
+        """Stop a prompt that ran past the timeout; returns its entry if it finished meanwhile."""
+        deadline = time.time() + max(5.0, self.config.failover_grace)
+        for _ in range(1000):
+            status = self._status_or_grace(job, host, client, prompt_id)
+            if status == "done":
+                entry = self._history(client, prompt_id)
+                if _entry_ok(entry):
+                    return entry
+                break
+            if status == "unknown":
+                break
+            try:
+                if status == "pending":
+                    client.delete_queued([prompt_id])
+                else:
+                    client.interrupt(prompt_id)
+            except HostError:
+                pass
+            if time.time() > deadline:
+                raise _Abandoned(f"host {host} did not stop prompt {prompt_id} after the timeout")
+            time.sleep(0.2)
+        raise JobTimeoutError(f"job did not finish within {self.config.timeout:g} s on {host}")
+
+    def _history(self, client: Any, prompt_id: str) -> dict:
+        for _ in range(20):
+            entry = client.history(prompt_id)
+            if entry:
+                return entry
+            time.sleep(0.1)
+        raise TransientHostError(
+            f"history of {prompt_id} stayed empty although the host reported it done", kind="restart"
+        )
+
+    @staticmethod
+    def _check_entry(entry: dict) -> None:
+        if not _entry_ok(entry):
+            from .host_errors import classify_execution_error
+
+            raise classify_execution_error(entry.get("status") or {})
+
+    def _fetch(self, job: JobRecord, client: Any, entry: dict) -> None:
+        """Download and verify every output file; then the job is done."""
+        if job.state == J.SUBMITTED:
+            self._mark_running(job)
+        finished_on_host = time.time()
+        if job.state != J.FETCHING:  # (a resumed download is already "fetching")
+            began = job.started_at or job.submitted_at or finished_on_host
+            run_seconds = job.run_seconds + max(0.0, finished_on_host - began)
+            self._move(job, J.FETCHING, attempt_state="fetching", run_seconds=run_seconds)
+        refs = client.output_files(entry)
+        if not refs:
+            raise ExecutionHostError("host reported success but listed no output files", kind="execution")
+        out_dir = Path(self.config.out_dir)
+        paths = []
+        for index, ref in enumerate(refs):
+            ext = Path(str(ref.get("filename", ""))).suffix or ".bin"
+            name = f"{job.job_id}{ext}" if index == 0 else f"{job.job_id}_{index}{ext}"
+            dest = out_dir / name
+            client.download(ref, dest)
+            if self.config.verify_outputs:
+                verify_media(dest)
+            paths.append(str(dest.resolve()))
+        now = time.time()
+        self._move(
+            job,
+            J.DONE,
+            attempt_state="done",
+            outputs=paths,
+            finished_at=now,
+            download_seconds=job.download_seconds + (now - finished_on_host),
+            notes=job.notes,
+        )
+        self._release(job)
+
+    # ------------------------------------------------------------------ endings
+    def _release(self, job: JobRecord) -> None:
+        with self._lock:
+            self.scheduler.release(job.job_id)
+            self._lock.notify_all()
+
+    def _failed(self, job: JobRecord, exc: HostError, attempt_state: str | None) -> None:
+        """Apply the retry policy to a failed attempt (its prompt can no longer run)."""
+        attempts = job.attempts + self._prep_failures.get(job.job_id, 0)
+        decision = self.config.policy.decide(
+            attempts=max(1, attempts),
+            kind=exc.kind,
+            retryable=exc.retryable,
+            message=exc.message,
+            resolution=job.resolution,
+        )
+        notes = [*job.notes, decision.note] if decision.note else job.notes
+        if job.state in (J.SUBMITTED, J.RUNNING, J.FETCHING, J.UPLOADING) and attempt_state is not None:
+            a_state = attempt_state if decision.retry or attempt_state in ("lost", "abandoned") else "dead"
+        else:
+            a_state = None
+        if decision.retry:
+            self._move(
+                job,
+                J.FAILED,
+                attempt_state=a_state,
+                error=exc.message,
+                error_kind=exc.kind,
+                resolution=decision.resolution,
+                notes=notes,
+                next_attempt_at=self._clock() + decision.delay,
+            )
+            with self._lock:
+                self.scheduler.release(job.job_id)
+                self._queue(job, self._clock())
+                self._lock.notify_all()
+        else:
+            self._move(
+                job,
+                J.DEAD,
+                attempt_state=a_state,
+                error=decision.message,
+                error_kind=exc.kind,
+                notes=notes,
+                finished_at=time.time(),
+            )
+            self._release(job)
+
+    def _crashed(self, job: JobRecord, exc: Exception) -> None:
+        """A bug in the runner: end the job visibly (dead, with the error) instead of hanging the batch."""
+        message = f"runner error ({type(exc).__name__}): {one_line(exc)}"
+        try:
+            if not job.final:
+                self._move(job, J.DEAD, error=message, error_kind="runner", finished_at=time.time())
+        finally:
+            self._release(job)
+
+    # ------------------------------------------------------------------ resume
+    def _start_recovery(self, job: JobRecord) -> None:
+        """A job that may exist on its host (resume): hold its host slot and ask the host first."""
+        host = job.host
+        if host not in self.clients:
+            from .secrets import HostSpec
+
+            self.clients[host] = self._client_factory(HostSpec(url=host))
+        if host in self.scheduler.hosts:
+            self.scheduler.hold(job.job_id, host)
+        attempt = self.journal.attempt(job.job_id, job.attempts) or {}
+        client_id = attempt.get("client_id") or uuid.uuid4().hex
+        lost = TransientHostError("runner restarted; asking the host about the prompt", kind="restart")
+        self._spawn(self._recover, job, host, client_id, lost)
+
+    def _recover(self, job: JobRecord, host: str, client_id: str, lost: HostError) -> None:
+        try:
+            client = self.clients[host]
+            status = self._status_or_grace(job, host, client, job.prompt_id)
+            if status == "unknown":
+                # Never reached the host, or the host lost it: a new attempt (not a failure of the job).
+                self._move(job, J.QUEUED, attempt_state="lost", error=None, error_kind=None)
+                with self._lock:
+                    self.scheduler.release(job.job_id)
+                    self._queue(job, self._clock())
+                    self._lock.notify_all()
+                return
+            if status == "done" and job.state == J.FETCHING:
+                entry = self._history(client, job.prompt_id)
+                self._check_entry(entry)
+                self._fetch(job, client, entry)
+                return
+            self._follow(job, host, client_id, lost_error=lost)
+        except _Abandoned as exc:
+            self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
+        except HostError as exc:
+            self._failed(job, exc, attempt_state="failed")
+        except Exception as exc:  # noqa: BLE001
+            self._crashed(job, exc)
+
+    # ------------------------------------------------------------------ hosts
+    def _host_failed(self, host: str, exc: HostError) -> None:
+        if host not in self.scheduler.hosts:
+            return
+        with self._lock:
+            became = self.scheduler.mark_unhealthy(host, self._clock(), exc.message)
+            self._lock.notify_all()
+        if became:
+            self._emit({"event": "host", "host": host, "healthy": False, "error": self._redact(exc.message)})
+
+    def _host_ok(self, host: str) -> None:
+        if host not in self.scheduler.hosts or self.scheduler.hosts[host].healthy:
+            return
+        self._cancel_abandoned(host)
+        with self._lock:
+            became = self.scheduler.mark_healthy(host)
+            self._lock.notify_all()
+        if became:
+            self._emit({"event": "host", "host": host, "healthy": True, "error": None})
+
+    def _start_probe(self, host: str) -> None:
+        if host in self._probing:
+            return
+        self._probing.add(host)
+        self.scheduler.hosts[host].next_check_at = self._clock() + 3600  # until the probe reports
+
+        def probe() -> None:
+            try:
+                self.clients[host].system_stats()
+            except HostError as exc:
+                with self._lock:
+                    self.scheduler.hosts[host].next_check_at = 0
+                self._host_failed(host, exc)
+            except Exception as exc:  # noqa: BLE001
+                with self._lock:
+                    self.scheduler.hosts[host].next_check_at = 0
+                self._host_failed(host, TransientHostError(one_line(exc)))
+            else:
+                self._host_ok(host)
+            finally:
+                with self._lock:
+                    self._probing.discard(host)
+                    self._lock.notify_all()
+
+        threading.Thread(target=probe, daemon=True).start()
+
+    def _cancel_abandoned(self, host: str) -> None:
+        """A host that comes back: stop any attempt we moved away from it while it was unreachable."""
+        client = self.clients[host]
+        for a in self.journal.attempts_in_state("abandoned"):
+            if a["host"] != host:
+                continue
+            try:
+                status = client.prompt_status(a["prompt_id"])
+                if status == "pending":
+                    client.delete_queued([a["prompt_id"]])
+                elif status == "running":
+                    client.interrupt(a["prompt_id"])
+                self.journal.set_attempt_state(
+                    a["job_id"], a["attempt"], "cancelled" if status in ("pending", "running") else "lost"
+                )
+            except HostError:
+                return
+
+
+def _entry_ok(entry: dict) -> bool:
+    status = entry.get("status") or {}
+    return status.get("status_str", "success") != "error" and not any(
+        isinstance(m, (list, tuple)) and m and m[0] in ("execution_error", "execution_interrupted")
+        for m in status.get("messages") or []
+    )
+
+
+def summarize(jobs: Iterable[JobRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for job in jobs:
+        out[job.state] = out.get(job.state, 0) + 1
+    return out
+
+
+def dumps_event(event: dict) -> str:
+    return json.dumps(event, default=str)

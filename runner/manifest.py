@@ -1,0 +1,196 @@
+"""Batch manifests: one row per job (image, audio, optional id and priority, any parameters).
+
+CSV (a header row, then one job per row) or JSON lines (one object per line).
+Rows are read lazily, so a 10,000-row manifest never sits in memory as a list.
+A row that cannot become a job does not stop the batch: it is yielded with
+"error" set (one line naming the row and the column) and the batch records it
+dead while the other rows go on. Problems with the file itself (missing, no
+image/audio column) raise ManifestError, since no row could run.
+
+Each yielded row is a dict:
+    {"row": 1-based data row, "line": line in the file, "id": str | None,
+     "priority": 0..2 (P0 highest, default P1), "image": absolute path,
+     "audio": absolute path, "params": {column: value}, "error": str | None}
+Parameter values keep what the file holds (strings from CSV; JSON types from
+JSON lines); workflow.apply_params converts them to the template's types.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .jobs import parse_priority
+
+RESERVED = {"image", "audio", "id", "priority"}
+_ALIASES = {"job_id": "id"}  # other spellings of the reserved columns
+_JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+
+
+class ManifestError(ValueError):
+    """The manifest file as a whole cannot be used (one line: the file and what to do)."""
+
+
+def read_manifest(path: str | Path) -> Iterator[dict]:
+    """Rows of a CSV or JSON-lines manifest, paths resolved against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path}: file not found; give a CSV or JSON-lines file")
+    if _is_json_lines(path):
+        return _read_json_lines(path)
+    return _read_csv(path)
+
+
+def _is_json_lines(path: Path) -> bool:
+    if path.suffix.lower() in _JSONL_SUFFIXES:
+        return True
+    if path.suffix.lower() == ".csv":
+        return False
+    with path.open(encoding="utf-8-sig", errors="replace") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("{")
+
+
+def _read_csv(path: Path) -> Iterator[dict]:
+    # The header is checked before the first row is asked for, so a wrong file fails at once.
+    f = path.open(newline="", encoding="utf-8-sig")  # utf-8-sig: Excel writes a BOM
+    reader = csv.reader(f)
+    try:
+        header = next(reader)
+    except StopIteration:
+        f.close()
+        raise ManifestError(
+            f"manifest {path}: the file is empty; add a header row with image,audio"
+        ) from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        f.close()
+        raise ManifestError(
+            f"manifest {path}: cannot read the header ({exc}); save it as UTF-8 CSV"
+        ) from None
+    columns = [_column_name(h) for h in header]
+    missing = [c for c in ("image", "audio") if c not in columns]
+    if missing:
+        f.close()
+        raise ManifestError(
+            f"manifest {path}: no {' or '.join(repr(m) for m in missing)} column; "
+            f"the header has {', '.join(repr(h) for h in header)}"
+        )
+    return _csv_rows(path, f, reader, columns)
+
+
+def _csv_rows(path: Path, f, reader, columns: list[str]) -> Iterator[dict]:
+    seen: set[str] = set()
+    with f:
+        row = 0
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                row += 1
+                yield _bad_row(
+                    row, reader.line_num, f"manifest {path} row {row} (line {reader.line_num}): {exc}"
+                )
+                return  # the reader cannot resynchronise after a broken record
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            row += 1
+            where = f"manifest {path} row {row} (line {reader.line_num})"
+            if len(cells) > len(columns):
+                yield _bad_row(
+                    row,
+                    reader.line_num,
+                    f"{where}: {len(cells)} cells but the header has {len(columns)} columns",
+                )
+                continue
+            values = {
+                col: cell.strip() for col, cell in zip(columns, cells, strict=False) if cell.strip() != ""
+            }
+            yield _make_row(path, row, reader.line_num, where, values, seen)
+
+
+def _read_json_lines(path: Path) -> Iterator[dict]:
+    seen: set[str] = set()
+    row = 0
+    with path.open(encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row += 1
+            where = f"manifest {path} row {row} (line {lineno})"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield _bad_row(row, lineno, f"{where}: not valid JSON ({exc.msg}); one object per line")
+                continue
+            if not isinstance(obj, dict):
+                yield _bad_row(row, lineno, f"{where}: expected a JSON object with image and audio")
+                continue
+            values: dict[str, Any] = {}
+            nested = obj.pop("params", None)
+            if isinstance(nested, dict):
+                obj = {**nested, **obj}
+            for key, value in obj.items():
+                if value is not None and value != "":
+                    values[_column_name(key)] = value
+            yield _make_row(path, row, lineno, where, values, seen)
+
+
+def _column_name(name: str) -> str:
+    stripped = str(name).strip()
+    lowered = stripped.lower()
+    lowered = _ALIASES.get(lowered, lowered)
+    return lowered if lowered in RESERVED else stripped
+
+
+def _bad_row(row: int, line: int, error: str) -> dict:
+    return {
+        "row": row,
+        "line": line,
+        "id": None,
+        "priority": 1,
+        "image": None,
+        "audio": None,
+        "params": {},
+        "error": error,
+    }
+
+
+def _make_row(path: Path, row: int, line: int, where: str, values: dict, seen: set[str]) -> dict:
+    result = _bad_row(row, line, None)
+    result["params"] = {k: v for k, v in values.items() if k not in RESERVED}
+    try:
+        result["priority"] = parse_priority(values.get("priority"))
+    except ValueError:
+        result["error"] = f"{where}, column 'priority': {values['priority']!r} is not P0, P1 or P2"
+        return result
+    job_id = values.get("id")
+    if job_id is not None:
+        job_id = str(job_id)
+        if job_id in seen:
+            result["error"] = (
+                f"{where}, column 'id': {job_id!r} is used by an earlier row; give each row its own id"
+            )
+            return result
+        seen.add(job_id)
+        result["id"] = job_id
+    for column, what in (("image", "the portrait"), ("audio", "the speech clip")):
+        value = values.get(column)
+        if value is None:
+            result["error"] = f"{where}, column {column!r}: empty; give the path of {what}"
+            return result
+        if not isinstance(value, str):
+            result["error"] = f"{where}, column {column!r}: {value!r} is not a path"
+            return result
+        file = (path.parent / Path(value).expanduser()).resolve()
+        if not file.is_file():
+            result["error"] = (
+                f"{where}, column {column!r}: {file} not found; fix the path (relative paths start at the manifest's folder)"
+            )
+            return result
+        result[column] = str(file)
+    return result

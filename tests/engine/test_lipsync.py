@@ -1,0 +1,119 @@
+"""LipSyncCorrect's engine: measure the offset of a talking-head clip and move the frames to fix it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from .lite.lite_clips import prepared, render
+
+from comfyui_sonic.nodes.engine.errors import SonicInputError
+from comfyui_sonic.nodes.engine.lipsync import (
+    audio_envelope,
+    correct,
+    deflicker,
+    estimate_offset,
+    mouth_box,
+    mouth_motion,
+)
+
+FPS = 25.0
+FRAME = 1.0 / FPS
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepared(6.0, seed=1, resolution=256)
+
+
+@pytest.fixture(scope="module")
+def clip(data):
+    return render(data, seed=3)
+
+
+@pytest.fixture(scope="module")
+def openings(clip):
+    return mouth_motion(clip).openings
+
+
+def late_by(frames: np.ndarray, n: int) -> np.ndarray:
+    """The same clip with the video n frames late (n < 0: early); the length stays the same."""
+    return frames[np.clip(np.arange(len(frames)) - n, 0, len(frames) - 1)]
+
+
+def measure(frames, data):
+    return correct(frames, data.audio_16k, 16000, FPS, mode="auto").offset_seconds
+
+
+def test_a_clip_in_sync_measures_zero(data, clip):
+    assert abs(measure(clip, data)) < FRAME / 2
+
+
+@pytest.mark.parametrize("seconds", [0.08, 0.2, -0.08, -0.2])
+def test_injected_offsets_are_measured_and_corrected_within_a_frame(data, clip, seconds):
+    shifted = late_by(clip, round(seconds * FPS))
+    result = correct(shifted, data.audio_16k, 16000, FPS, mode="auto", max_offset=0.3)
+    assert result.offset_seconds == pytest.approx(seconds, abs=FRAME)
+    assert len(result.frames) == len(clip)
+    assert abs(measure(result.frames, data)) <= FRAME
+
+
+def test_an_offset_between_frames_is_resolved_below_a_frame(data, openings):
+    delay = 0.06  # audio 60 ms late = video 1.5 frames early
+    pad = round(delay * 16000)
+    audio = np.concatenate([np.zeros(pad, np.float32), data.audio_16k[:-pad]])
+    envelope = audio_envelope(audio, 16000, FPS, len(openings))
+    assert estimate_offset(openings, envelope, FPS, 0.3).seconds == pytest.approx(-delay, abs=0.5 * FRAME)
+
+
+def test_offsets_beyond_max_offset_are_not_searched(data, openings):
+    envelope = audio_envelope(data.audio_16k, 16000, FPS, len(openings))
+    late = openings[np.clip(np.arange(len(openings)) - 5, 0, None)]
+    assert abs(estimate_offset(late, envelope, FPS, 0.1).seconds) <= 0.1 + 1e-9
+
+
+def test_manual_mode_moves_the_frames_by_the_given_seconds(data, clip):
+    result = correct(clip, data.audio_16k, 16000, FPS, mode="manual", offset=0.12)
+    assert result.applied_frames == 3 and result.offset_seconds == pytest.approx(0.12)
+    assert np.array_equal(result.frames[:-3], clip[3:])
+    assert np.array_equal(result.frames[-3:], np.repeat(clip[-1:], 3, axis=0))  # last frame held
+    early = correct(clip, data.audio_16k, 16000, FPS, mode="manual", offset=-0.08)
+    assert np.array_equal(early.frames[2:], clip[:-2]) and np.array_equal(early.frames[0], clip[0])
+
+
+def test_the_output_has_as_many_frames_as_the_audio_needs(data, clip):
+    result = correct(clip[:140], data.audio_16k, 16000, FPS, mode="manual", offset=0.0)
+    assert len(result.frames) == round(6.0 * FPS) == 150
+    assert np.array_equal(result.frames[140:], np.repeat(clip[139:140], 10, axis=0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"mode": "manual", "offset": 0.7}, "offset"),
+        ({"mode": "sideways"}, "mode"),
+        ({"max_offset": -0.1}, "max_offset"),
+        ({"smoothing": 1.5}, "smoothing"),
+    ],
+)
+def test_bad_settings_name_the_input(data, clip, kwargs, name):
+    with pytest.raises(SonicInputError, match=rf"^{name}: "):
+        correct(clip[:10], data.audio_16k, 16000, FPS, **kwargs)
+
+
+def test_deflicker_steadies_brightness_but_never_smears_the_mouth(data, clip):
+    rng = np.random.default_rng(0)
+    jitter = rng.integers(-10, 11, size=(len(clip), 1, 1, 1))
+    flickering = np.clip(clip.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
+    box = mouth_box(data.landmarks)
+    out = np.stack(list(deflicker(flickering, 1.0, [box] * len(clip))))
+    steadiness = np.abs(np.diff(out.reshape(len(out), -1).mean(axis=1))).mean()
+    before = np.abs(np.diff(flickering.reshape(len(clip), -1).mean(axis=1))).mean()
+    assert steadiness < 0.3 * before
+    x0, y0, x1, y1 = box
+    change = out[:, y0:y1, x0:x1].astype(float) - flickering[:, y0:y1, x0:x1]
+    # Inside the mouth only a uniform exposure shift is allowed: no blending with other frames.
+    assert change.std(axis=(1, 2, 3)).max() < 1.0
+
+
+def test_zero_smoothing_leaves_frames_untouched(clip):
+    assert np.array_equal(np.stack(list(deflicker(clip[:5], 0.0))), clip[:5])

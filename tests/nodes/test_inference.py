@@ -1,0 +1,55 @@
+"""SONIC_ModelLoader + SONIC_Inference used the way a ComfyUI graph uses them (lite backend)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfyui_sonic.nodes.engine.errors import SonicModelError
+from comfyui_sonic.nodes.inference import SONIC_Inference
+from comfyui_sonic.nodes.model_loader import SONIC_ModelLoader
+from comfyui_sonic.nodes.pre_data import SONIC_PreData
+
+from tests.conftest import speech_like
+
+
+@pytest.fixture
+def prepared(face_image):
+    image = torch.from_numpy(face_image).float().div(255).unsqueeze(0)
+    audio = {"waveform": torch.from_numpy(speech_like(1.2, 16000)).reshape(1, 1, -1), "sample_rate": 16000}
+    data = SONIC_PreData().prepare(image=image, audio=audio, duration=0.0, min_resolution=256, expand_ratio=0.5)["result"][0]
+    return data
+
+
+def run(data, **overrides):
+    (model,) = SONIC_ModelLoader().load(backend="lite")
+    args = dict(seed=0, inference_steps=25, dynamic_scale=1.0, motion_scale=1.0, fps=25.0)
+    args.update(overrides)
+    return SONIC_Inference().generate(model=model, data=data, **args)
+
+
+def test_frames_are_a_comfy_image_batch_with_matching_audio(prepared):
+    frames, audio, fps = run(prepared)
+    assert frames.dtype == torch.float32 and frames.shape == (30, *prepared.image.shape[:2], 3)
+    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+    assert fps == 25.0
+    assert audio["waveform"].shape[0] == 1
+    assert audio["waveform"].shape[-1] / audio["sample_rate"] == pytest.approx(30 / 25.0, abs=1e-3)
+
+
+def test_seed_zero_is_a_seed_and_the_same_seed_repeats(prepared):
+    a, _, _ = run(prepared, seed=0)
+    b, _, _ = run(prepared, seed=0)
+    c, _, _ = run(prepared, seed=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_paste_back_returns_frames_the_size_of_the_original_image(prepared):
+    frames, _, _ = run(prepared, paste_back=True)
+    assert frames.shape[1:3] == prepared.original.shape[:2]
+
+
+def test_sonic_backend_without_weights_says_where_to_put_them(tmp_path):
+    with pytest.raises(SonicModelError, match=r"model_dir: unet.pth not found in .*; put the Sonic model files in"):
+        SONIC_ModelLoader().load(backend="sonic", model_dir=str(tmp_path))

@@ -1,0 +1,62 @@
+"""LipSyncCorrect used the way a ComfyUI graph uses it: IMAGE + AUDIO in, fixed IMAGE + AUDIO + offset out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from comfyui_sonic.nodes.engine.errors import SonicInputError
+from comfyui_sonic.nodes.lipsync_correct import LipSyncCorrect
+
+from ..engine.lite.lite_clips import prepared, render
+
+FPS = 25.0
+
+
+@pytest.fixture(scope="module")
+def clip():
+    data = prepared(5.0, seed=4, resolution=256)
+    frames = render(data, seed=0)
+    audio = {"waveform": torch.from_numpy(data.audio_16k).reshape(1, 1, -1), "sample_rate": 16000}
+    return frames, audio
+
+
+def as_image(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).float().div(255.0)
+
+
+def test_every_input_has_a_tooltip_and_the_outputs_are_named():
+    inputs = LipSyncCorrect.INPUT_TYPES()["required"]
+    assert set(inputs) == {"images", "audio", "fps", "mode", "offset", "max_offset", "smoothing"}
+    assert all("tooltip" in spec[1] for spec in inputs.values())
+    assert LipSyncCorrect.RETURN_TYPES == ("IMAGE", "AUDIO", "FLOAT")
+    assert LipSyncCorrect.RETURN_NAMES == ("images", "audio", "offset_seconds")
+    assert inputs["max_offset"][1]["default"] == 0.3 and inputs["offset"][1]["max"] == 0.5
+
+
+def test_auto_measures_a_late_video_fixes_it_and_shows_the_offset(clip):
+    frames, audio = clip
+    late = frames[np.clip(np.arange(len(frames)) - 2, 0, None)]  # 80 ms late
+    out = LipSyncCorrect().correct(as_image(late), audio, FPS, mode="auto", max_offset=0.3, smoothing=0.0)
+    images, audio_out, offset = out["result"]
+    assert offset == pytest.approx(0.08, abs=1.0 / FPS)
+    assert images.dtype == torch.float32 and images.shape == (125, 256, 256, 3)
+    assert audio_out is audio
+    assert out["ui"]["text"][0].startswith("offset +") and "measured" in out["ui"]["text"][0]
+    fixed = (images.numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(fixed[:-2], frames[:-2])
+
+
+def test_manual_mode_applies_the_offset(clip):
+    frames, audio = clip
+    out = LipSyncCorrect().correct(as_image(frames), audio, FPS, mode="manual", offset=-0.2)
+    images, _, offset = out["result"]
+    assert offset == pytest.approx(-0.2) and "applied" in out["ui"]["text"][0]
+    assert torch.equal(images[5:], as_image(frames)[:-5])
+
+
+def test_an_out_of_range_offset_is_refused_by_name(clip):
+    frames, audio = clip
+    with pytest.raises(SonicInputError, match="^offset: "):
+        LipSyncCorrect().correct(as_image(frames[:4]), audio, FPS, mode="manual", offset=0.9)

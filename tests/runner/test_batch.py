@@ -1,0 +1,463 @@
+"""The batch orchestrator against in-memory hosts: retries, OOM tiers, failover, priorities, timeouts.
+
+`MemHost` follows the ComfyClient contract (runner_shared.md) without a network, so every
+orchestration rule is checked in milliseconds; test_resume_kill.py and test_cli.py run the
+same machinery against the fake ComfyUI server over real HTTP and websockets.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import wave
+from pathlib import Path
+
+import pytest
+from comfyui_sonic.runner.batch import Batch, BatchConfig, build_jobs
+from comfyui_sonic.runner.host_errors import (
+    HostOOMError,
+    JobInputError,
+    JobTimeoutError,
+    TransientHostError,
+    ValidationHostError,
+)
+from comfyui_sonic.runner.retry import RetryPolicy
+from comfyui_sonic.runner.secrets import HostSpec
+
+
+def write_wav(path: Path, seconds: float = 0.2, rate: int = 8000) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(seconds * rate))
+    return path
+
+
+class MemHost:
+    """One host. `script`: list of outcomes consumed per submission ("ok", "oom", "input", "validation",
+    "submit_500", "drop" (wait raises socket error, prompt keeps running), "restart" (host forgets it))."""
+
+    def __init__(self, url: str, run_seconds: float = 0.0, script: list[str] | None = None) -> None:
+        self.url = url
+        self.run_seconds = run_seconds
+        self.script = list(script or [])
+        self.down = False
+        self.lock = threading.Lock()
+        self.prompts: dict[str, dict] = {}  # prompt_id -> {"state", "prompt", "outcome"}
+        self.executions: list[str] = []
+        self.submitted_prompts: list[dict] = []
+        self.uploads = 0
+
+    # contract ----------------------------------------------------------
+    def _check(self) -> None:
+        if self.down:
+            raise TransientHostError(f"{self.url}: connection refused", kind="connection")
+
+    def system_stats(self) -> dict:
+        self._check()
+        return {"system": {"comfyui_version": "mem"}}
+
+    def upload(self, path: Path, subfolder: str = "sonic") -> str:
+        self._check()
+        self.uploads += 1
+        return f"{subfolder}/{Path(path).name}"
+
+    def submit(self, prompt: dict, prompt_id: str, client_id: str, front: bool = False) -> None:
+        self._check()
+        with self.lock:
+            outcome = self.script.pop(0) if self.script else "ok"
+        if outcome == "validation":
+            raise ValidationHostError("prompt_outputs_failed_validation: Required input is missing: images")
+        if outcome == "submit_500":
+            raise TransientHostError("HTTP 500 from /prompt", kind="http_5xx")
+        self.submitted_prompts.append(prompt)
+        self.prompts[prompt_id] = {"state": "pending", "outcome": outcome, "prompt": prompt}
+
+    def prompt_status(self, prompt_id: str) -> str:
+        self._check()
+        entry = self.prompts.get(prompt_id)
+        return "unknown" if entry is None else entry["state"]
+
+    def history(self, prompt_id: str) -> dict | None:
+        self._check()
+        entry = self.prompts.get(prompt_id)
+        return entry.get("history") if entry else None
+
+    def wait(self, prompt_id, client_id, timeout, on_event=None, poll_interval=2.0) -> dict:
+        self._check()
+        entry = self.prompts.get(prompt_id)
+        if entry is None:
+            raise TransientHostError("host restarted", kind="restart")
+        if entry["state"] == "done":
+            return self._result(prompt_id, entry)
+        outcome = entry["outcome"]
+        if entry["state"] == "pending":
+            entry["state"] = "running"
+            self.executions.append(prompt_id)
+        if on_event:
+            on_event({"type": "execution_start", "data": {"prompt_id": prompt_id}})
+            on_event({"type": "progress", "data": {"prompt_id": prompt_id, "value": 1, "max": 2}})
+        if outcome == "drop":
+            entry["outcome"] = "ok"  # keeps running; the socket dropped
+            raise TransientHostError("websocket closed", kind="socket")
+        if outcome == "die":  # the host dies mid-job and stays down
+            self.down = True
+            self.prompts.clear()
+            raise TransientHostError("websocket closed", kind="socket")
+        if outcome == "restart":
+            self.prompts.clear()
+            raise TransientHostError("host restarted", kind="restart")
+        if outcome == "hang":
+            time.sleep(min(timeout, 0.2))
+            raise JobTimeoutError("timed out")
+        time.sleep(self.run_seconds)
+        entry["state"] = "done"
+        status = {"status_str": "success", "completed": True, "messages": []}
+        if outcome in ("oom", "input"):
+            exc_type = "torch.OutOfMemoryError" if outcome == "oom" else "SonicInputError"
+            msg = "CUDA out of memory" if outcome == "oom" else "image: no face found; use a portrait"
+            status = {
+                "status_str": "error",
+                "completed": False,
+                "messages": [["execution_error", {"exception_type": exc_type, "exception_message": msg}]],
+            }
+        entry["history"] = {
+            "outputs": {
+                "9": {"images": [{"filename": f"{prompt_id}.wav", "subfolder": "", "type": "output"}]}
+            }
+            if outcome == "ok"
+            else {},
+            "status": status,
+        }
+        return self._result(prompt_id, entry)
+
+    def _result(self, prompt_id, entry):
+        if entry["outcome"] == "oom":
+            raise HostOOMError("torch.OutOfMemoryError: CUDA out of memory")
+        if entry["outcome"] == "input":
+            raise JobInputError("SonicInputError: image: no face found; use a portrait")
+        return entry["history"]
+
+    def output_files(self, history_entry: dict) -> list[dict]:
+        return [
+            i
+            for node in history_entry.get("outputs", {}).values()
+            for items in node.values()
+            for i in items
+            if isinstance(i, dict) and "filename" in i
+        ]
+
+    def download(self, file_ref: dict, dest: Path) -> Path:
+        self._check()
+        return write_wav(Path(dest), 0.05)
+
+    def interrupt(self, prompt_id: str) -> None:
+        self._check()
+        entry = self.prompts.get(prompt_id)
+        if entry and entry["state"] == "running":
+            entry["state"] = "done"
+            entry["outcome"] = "interrupted"
+            entry["history"] = {
+                "outputs": {},
+                "status": {
+                    "status_str": "error",
+                    "messages": [["execution_interrupted", {"prompt_id": prompt_id}]],
+                },
+            }
+
+    def delete_queued(self, prompt_ids: list[str]) -> None:
+        self._check()
+        for pid in prompt_ids:
+            if self.prompts.get(pid, {}).get("state") == "pending":
+                del self.prompts[pid]
+
+
+# ---------------------------------------------------------------------- fixtures
+TEMPLATE = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}, "_meta": {"title": "Portrait"}},
+    "2": {"class_type": "LoadAudio", "inputs": {"audio": "placeholder.wav"}, "_meta": {"title": "Speech"}},
+    "3": {"class_type": "SONIC_ModelLoader", "inputs": {"backend": "lite", "checkpoint": "none"}},
+    "4": {
+        "class_type": "SONIC_PreData",
+        "inputs": {
+            "image": ["1", 0],
+            "audio": ["2", 0],
+            "duration": 0.0,
+            "min_resolution": 768,
+            "expand_ratio": 0.5,
+        },
+    },
+    "5": {
+        "class_type": "SONIC_Inference",
+        "inputs": {"model": ["3", 0], "data": ["4", 0], "seed": 1, "inference_steps": 25, "fps": 25.0},
+    },
+    "6": {
+        "class_type": "VideoEncode",
+        "inputs": {
+            "images": ["5", 0],
+            "audio": ["5", 1],
+            "fps": 25.0,
+            "crf": 19,
+            "filename_prefix": "sonic/sonic",
+        },
+    },
+}
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    image = tmp_path / "face.png"
+    image.write_bytes(b"png")
+    audio = write_wav(tmp_path / "speech.wav", 0.2)
+    workflow = tmp_path / "wf_api.json"
+    workflow.write_text(json.dumps(TEMPLATE))
+    return {"image": image, "audio": audio, "workflow": workflow, "dir": tmp_path}
+
+
+def manifest(inputs, rows):
+    path = inputs["dir"] / "manifest.jsonl"
+    with path.open("w") as f:
+        for row in rows:
+            f.write(json.dumps({"image": str(inputs["image"]), "audio": str(inputs["audio"]), **row}) + "\n")
+    return path
+
+
+def make_batch(inputs, hosts, rows, sinks=(), specs=None, **config):
+    config.setdefault("policy", RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_cap=0.05))
+    config.setdefault("failover_grace", 0.3)
+    config.setdefault("poll_interval", 0.05)
+    cfg = BatchConfig(
+        workflow_path=inputs["workflow"],
+        out_dir=inputs["dir"] / "out",
+        hosts=specs or [HostSpec(url=h.url) for h in hosts],
+        manifest_path=manifest(inputs, rows),
+        **config,
+    )
+    by_url = {h.url: h for h in hosts}
+    batch = Batch(cfg, sinks=sinks, client_factory=lambda spec: by_url[spec.safe_url])
+    batch.open()
+    return batch
+
+
+def run(batch):
+    code = batch.run()
+    return code, {j.job_id: j for j in batch.journal.jobs()}
+
+
+# ---------------------------------------------------------------------- tests
+def test_every_job_done_once_with_verified_outputs(inputs):
+    a, b = MemHost("http://a:1"), MemHost("http://b:1")
+    events = []
+    batch = make_batch(inputs, [a, b], [{"id": f"clip{i}"} for i in range(6)], sinks=[events.append])
+    code, jobs = run(batch)
+    assert code == 0
+    assert all(j.state == "done" and j.attempts == 1 for j in jobs.values())
+    assert sorted(Path(j.outputs[0]).name for j in jobs.values()) == [f"clip{i}.wav" for i in range(6)]
+    assert all(Path(j.outputs[0]).stat().st_size > 0 for j in jobs.values())
+    assert len(a.executions) + len(b.executions) == 6 and a.executions and b.executions
+    states = [e["state"] for e in events if e["event"] == "job" and e["job_id"] == "clip0"]
+    assert states == ["uploading", "submitted", "running", "fetching", "done"]
+    assert events[-1]["event"] == "batch" and events[-1]["done"] == 6
+
+
+def test_a_sink_that_raises_never_breaks_the_batch(inputs):
+    def broken(event):
+        raise RuntimeError("display crashed")
+
+    code, jobs = run(make_batch(inputs, [MemHost("http://a:1")], [{}], sinks=[broken]))
+    assert code == 0
+
+
+def test_http_500_on_submit_retries_with_a_new_attempt(inputs):
+    host = MemHost("http://a:1", script=["submit_500"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    job = jobs["x"]
+    assert code == 0 and job.state == "done" and job.attempts == 2
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["lost", "done"]
+
+
+def make_journal_attempts(inputs, job_id):
+    from comfyui_sonic.runner.journal import Journal
+
+    with Journal(inputs["dir"] / "out" / "journal.sqlite") as j:
+        return j.attempts(job_id)
+
+
+def test_socket_drop_keeps_following_the_same_prompt(inputs):
+    host = MemHost("http://a:1", script=["drop"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    assert code == 0 and jobs["x"].attempts == 1 and len(host.executions) == 1
+
+
+def test_host_restart_loses_the_prompt_and_the_job_runs_again(inputs):
+    host = MemHost("http://a:1", script=["restart"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    assert code == 0 and jobs["x"].attempts == 2
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["lost", "done"]
+
+
+def test_oom_retries_at_the_next_lower_tier_and_records_it(inputs):
+    host = MemHost("http://a:1", script=["oom"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    job = jobs["x"]
+    assert code == 0 and job.attempts == 2 and job.resolution == 512
+    assert any("768" in n and "512" in n for n in job.notes)
+    tiers = [p["4"]["inputs"]["min_resolution"] for p in host.submitted_prompts]
+    assert tiers == [768, 512]
+    assert [(a["resolution"], a["error_kind"]) for a in make_journal_attempts(inputs, "x")] == [
+        (768, "oom"),
+        (512, None),
+    ]
+
+
+def test_oom_at_the_lowest_tier_is_dead(inputs):
+    host = MemHost("http://a:1", script=["oom"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x", "min_resolution": 384}]))
+    assert code == 1 and jobs["x"].state == "dead" and "no lower tier" in jobs["x"].error
+
+
+@pytest.mark.parametrize(
+    "outcome,kind,text", [("input", "input", "no face"), ("validation", "validation", "Required input")]
+)
+def test_bad_input_and_validation_errors_are_dead_at_once_with_the_host_message(inputs, outcome, kind, text):
+    host = MemHost("http://a:1", script=[outcome])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "bad"}, {"id": "good"}], inflight=1))
+    assert code == 1
+    assert jobs["bad"].state == "dead" and jobs["bad"].attempts == 1 and jobs["bad"].error_kind == kind
+    assert text in jobs["bad"].error
+    assert jobs["good"].state == "done"
+
+
+def test_a_bad_manifest_row_is_dead_and_the_rest_go_on(inputs):
+    host = MemHost("http://a:1")
+    code, jobs = run(make_batch(inputs, [host], [{"id": "ok"}, {"id": "typo", "sed": 3}]))
+    assert code == 1 and jobs["ok"].state == "done"
+    assert jobs["typo"].state == "dead" and "'sed'" in jobs["typo"].error and not host.executions[1:]
+
+
+def test_failover_moves_jobs_of_a_dead_host_after_the_grace_period(inputs):
+    dying = MemHost("http://a:1", script=["die"], run_seconds=0.0)
+    spare = MemHost("http://b:1", run_seconds=0.05)
+    events = []
+    batch = make_batch(inputs, [dying, spare], [{"id": "x"}, {"id": "y"}], sinks=[events.append], inflight=1)
+    code, jobs = run(batch)
+    assert code == 0 and all(j.state == "done" and j.host == "http://b:1" for j in jobs.values())
+    moved = [j for j in jobs.values() if j.attempts == 2]
+    assert len(moved) == 1
+    assert [a["state"] for a in make_journal_attempts(inputs, moved[0].job_id)] == ["abandoned", "done"]
+    assert {"event": "host", "host": "http://a:1", "healthy": False} == {
+        k: v for k, v in next(e for e in events if e["event"] == "host").items() if k != "error"
+    }
+
+
+def test_priority_lanes_run_p0_first_then_p1_then_p2(inputs):
+    host = MemHost("http://a:1")
+    rows = [
+        {"id": "low", "priority": "P2"},
+        {"id": "mid", "priority": "P1"},
+        {"id": "top", "priority": "P0"},
+        {"id": "mid2"},
+        {"id": "top2", "priority": "P0"},
+    ]
+    batch = make_batch(inputs, [host], rows, inflight=1)
+    order = []
+    batch.sinks.append(lambda e: order.append(e["job_id"]) if e.get("state") == "submitted" else None)
+    code, _ = run(batch)
+    assert code == 0 and order == ["top", "top2", "mid", "mid2", "low"]
+
+
+def test_capability_routing_and_a_job_no_host_can_take(inputs):
+    small, big = MemHost("http://small:1"), MemHost("http://big:1")
+    specs = [HostSpec(url=small.url, max_resolution=512), HostSpec(url=big.url, max_resolution=1024)]
+    rows = [{"id": f"hi{i}", "min_resolution": 1024} for i in range(3)] + [
+        {"id": "lo", "min_resolution": 384}
+    ]
+    code, jobs = run(make_batch(inputs, [small, big], rows, specs=specs))
+    assert code == 0
+    assert {jobs[f"hi{i}"].host for i in range(3)} == {"http://big:1"}
+    only_small = [HostSpec(url=small.url, max_resolution=512)]
+    code, jobs = run(
+        make_batch(
+            {**inputs, "dir": inputs["dir"] / "b"} if (inputs["dir"] / "b").mkdir() is None else inputs,
+            [small],
+            [{"id": "huge", "min_resolution": 1024}],
+            specs=only_small,
+        )
+    )
+    assert code == 1 and jobs["huge"].error_kind == "capability"
+    assert "min_resolution=1024" in jobs["huge"].error and "max_resolution=512" in jobs["huge"].error
+
+
+def test_per_job_timeout_cancels_the_prompt_then_retries(inputs):
+    host = MemHost("http://a:1", script=["hang"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}], timeout=0.3))
+    assert code == 0 and jobs["x"].attempts == 2
+    first, second = make_journal_attempts(inputs, "x")
+    assert first["error_kind"] == "timeout" and first["state"] == "failed" and second["state"] == "done"
+    assert host.prompts[first["prompt_id"]]["outcome"] == "interrupted"  # it can no longer run
+
+
+def test_duration_follows_the_audio_and_a_wrong_value_is_noted(inputs):
+    host = MemHost("http://a:1")
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x", "duration": 5}, {"id": "y", "duration": 0.2}]))
+    assert [p["4"]["inputs"]["duration"] for p in host.submitted_prompts] == [0.2, 0.2]
+    assert any("corrected" in n for n in jobs["x"].notes) and not jobs["y"].notes
+
+
+def resumable(inputs, hosts, rows, states):
+    """A batch whose journal looks like a runner was killed with jobs in `states` (job_id -> (state, host))."""
+    batch = make_batch(inputs, hosts, rows)
+    for job in batch.jobs.values():
+        state, host = states[job.job_id]
+        batch.journal.transition(job, "uploading", host=host.url)
+        if state != "uploading":
+            pid = f"00000000-0000-4000-8000-{job.row:012d}"
+            batch.journal.start_attempt(job, host.url, pid, "cid", job.resolution)
+            if state == "running":
+                batch.journal.transition(job, "running", attempt_state="running", started_at=time.time())
+    batch.journal.close()
+    cfg = batch.config
+    cfg.resume = True
+    by_url = {h.url: h for h in hosts}
+    again = Batch(cfg, client_factory=lambda spec: by_url[spec.safe_url])
+    again.open()
+    return again
+
+
+def test_resume_asks_the_host_before_anything_else(inputs):
+    host = MemHost("http://a:1")
+    rows = [{"id": i} for i in ("finished", "running", "queued_on_host", "never_arrived", "was_uploading")]
+    states = {
+        "finished": ("submitted", host),
+        "running": ("running", host),
+        "queued_on_host": ("submitted", host),
+        "never_arrived": ("submitted", host),
+        "was_uploading": ("uploading", host),
+    }
+    pid = {r["id"]: f"00000000-0000-4000-8000-{n:012d}" for n, r in enumerate(rows, 1)}
+    done_hist = {
+        "outputs": {"9": {"images": [{"filename": "f.wav", "subfolder": "", "type": "output"}]}},
+        "status": {"status_str": "success"},
+    }
+    host.prompts[pid["finished"]] = {"state": "done", "outcome": "ok", "history": done_hist}
+    host.prompts[pid["running"]] = {"state": "running", "outcome": "ok"}
+    host.prompts[pid["queued_on_host"]] = {"state": "pending", "outcome": "ok"}
+    batch = resumable(inputs, [host], rows, states)
+    code, jobs = run(batch)
+    assert code == 0 and all(j.state == "done" for j in jobs.values())
+    assert {k: j.attempts for k, j in jobs.items()} == {
+        "finished": 1,
+        "running": 1,
+        "queued_on_host": 1,
+        "never_arrived": 2,
+        "was_uploading": 1,
+    }
+    # nothing that the host still had was submitted again
+    assert len(host.submitted_prompts) == 2
+
+
+def test_build_jobs_marks_missing_files_dead():
+    jobs = build_jobs([{"row": 1, "image": "/nope.png", "audio": "/nope.wav", "params": {}}], TEMPLATE, {})
+    assert jobs[0].state == "dead" and "not found" in jobs[0].error

@@ -1,0 +1,222 @@
+"""`sonic-runner` end to end against the fake ComfyUI: exit codes, faults, status/report, secrets, --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+from comfyui_sonic.runner.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # the fake server lives in tests/fake_comfy, imported from the repo root
+    sys.path.insert(0, str(REPO))
+from tests.fake_comfy import FakeComfy  # noqa: E402
+from tests.runner.test_resume_kill import template_for  # noqa: E402 - graph builder for the fake host
+
+
+@pytest.fixture(scope="module")
+def host():
+    with FakeComfy(run_seconds=0.03) as srv:
+        yield srv
+
+
+@pytest.fixture
+def files(tmp_path, host):
+    from PIL import Image
+
+    for name, color in (("face.png", (180, 140, 120)), ("noface.png", (20, 90, 200))):
+        Image.new("RGB", (64, 64), color).save(tmp_path / name)
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * 8000)
+    workflow = tmp_path / "sonic_api.json"
+    workflow.write_text(json.dumps(template_for(host.url)))
+    return tmp_path
+
+
+def write_manifest(folder: Path, rows: list[str]) -> Path:
+    path = folder / "batch.csv"
+    path.write_text("id,image,audio,min_resolution\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def events(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_batch_with_every_retry_class_on_a_real_protocol(files, host, capsys):
+    host.set_faults(http_500={"/prompt": 1}, drop_socket=1, oom_above=512)
+    manifest = write_manifest(
+        files,
+        [
+            "ok1,face.png,speech.wav,512",
+            "oom,face.png,speech.wav,768",  # the host runs out of memory above 512: retried one tier lower
+            "noface,noface.png,speech.wav,512",  # the host's SonicInputError: dead at once
+            "ok2,face.png,speech.wav,384",
+        ],
+    )
+    out = files / "out"
+    code = main(
+        [
+            "batch",
+            str(files / "sonic_api.json"),
+            str(manifest),
+            "--host",
+            host.url,
+            "--out",
+            str(out),
+            "--jsonl",
+            "--poll-interval",
+            "0.2",
+            "--inflight",
+            "1",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1  # one job is dead
+    finals = {
+        e["job_id"]: e for e in events(captured.out) if e["event"] == "job" and e["state"] in ("done", "dead")
+    }
+    assert {k: v["state"] for k, v in finals.items()} == {
+        "ok1": "done",
+        "oom": "done",
+        "noface": "dead",
+        "ok2": "done",
+    }
+    assert finals["noface"]["error_kind"] == "input" and "SonicInputError" in finals["noface"]["error"]
+    db = sqlite3.connect(out / "journal.sqlite")
+    oom_attempts = db.execute(
+        "SELECT resolution, error_kind FROM attempts WHERE job_id='oom' ORDER BY attempt"
+    ).fetchall()
+    assert oom_attempts[0] == (768, "oom") and oom_attempts[-1][0] == 512
+    assert db.execute("SELECT attempts FROM jobs WHERE job_id='noface'").fetchone() == (1,)
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["ok1.mp4", "ok2.mp4", "oom.mp4"]
+    assert "dead: noface" in captured.err
+
+    assert main(["status", str(out / "journal.sqlite"), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["states"] == {"done": 3, "dead": 1} and host.url in status["hosts"]
+    assert main(["report", str(out / "journal.sqlite"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["attempts"]) >= 6  # 500 retry, OOM retry and the rest: every attempt accounted for
+    assert main(["report", str(out / "journal.sqlite")]) == 0
+    assert "noface" in capsys.readouterr().out
+
+
+def test_all_done_exits_zero_and_a_second_start_needs_resume(files, host, capsys):
+    host.set_faults(http_500={}, drop_socket=0, oom_above=None)
+    manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(3)])
+    args = [
+        "batch",
+        str(files / "sonic_api.json"),
+        str(manifest),
+        "--host",
+        host.url,
+        "--out",
+        str(files / "o"),
+        "--quiet",
+        "--poll-interval",
+        "0.2",
+    ]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # nothing left to do; nothing submitted again
+    assert len(list((files / "o").glob("*.mp4"))) == 3
+
+
+def test_bad_arguments_are_one_line_errors(files, host, capsys):
+    code = main(
+        [
+            "batch",
+            str(files / "missing_api.json"),
+            str(files / "x.csv"),
+            "--host",
+            host.url,
+            "--out",
+            str(files / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "missing_api.json" in err
+    assert main(["status", str(files / "nope.sqlite")]) == 2
+
+
+def test_run_on_a_host_prints_the_mp4(files, host, capsys):
+    code = main(
+        [
+            "run",
+            str(files / "sonic_api.json"),
+            "--image",
+            str(files / "face.png"),
+            "--audio",
+            str(files / "speech.wav"),
+            "--host",
+            host.url,
+            "-o",
+            str(files / "single"),
+            "--quiet",
+            "--set",
+            "seed=7",
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and out[-1].endswith("face.mp4") and Path(out[-1]).stat().st_size > 0
+
+
+def test_bearer_token_reaches_the_host_and_never_the_journal(files, tmp_path, capsys, monkeypatch):
+    token = "tok-9f8e7d6c5b4a"
+    monkeypatch.setenv("SONIC_TEST_TOKEN", token)
+    with FakeComfy(run_seconds=0.01, token=token) as guarded:
+        (files / "sonic_api.json").write_text(
+            json.dumps(template_for(guarded.url, {"Authorization": f"Bearer {token}"}))
+        )
+        manifest = write_manifest(files, ["a,face.png,speech.wav,512"])
+        code = main(
+            [
+                "batch",
+                str(files / "sonic_api.json"),
+                str(manifest),
+                "--host",
+                f"{guarded.url} token_env=SONIC_TEST_TOKEN",
+                "--out",
+                str(files / "sec"),
+                "--jsonl",
+                "--poll-interval",
+                "0.2",
+            ]
+        )
+    out = capsys.readouterr()
+    assert code == 0
+    for path in (files / "sec").iterdir():
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token not in out.out + out.err
+
+
+def test_help_is_fast_to_import_and_never_imports_torch():
+    code = (
+        "import sys, time; t=time.perf_counter(); from comfyui_sonic.runner import cli; "
+        "import contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: cli.main(['--help'])\n"
+        "    except SystemExit: pass\n"
+        "print('torch' in sys.modules, 'requests' in sys.modules, 'av' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60,
+    )
+    assert result.stdout.split() == ["False", "False", "False"], result.stderr

@@ -1,0 +1,75 @@
+"""The embedded executor: an API-format workflow run in-process, no ComfyUI server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from comfyui_sonic.runner.embedded import WorkflowError, execution_order, node_classes, run_embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+LITE_FAST = ROOT / "workflows" / "api" / "sonic_lite_fast_api.json"
+
+
+def lite_prompt(face_file, speech_file) -> dict:
+    prompt = json.loads(LITE_FAST.read_text())
+    by_class = {n["class_type"]: n for n in prompt.values()}
+    by_class["LoadImage"]["inputs"]["image"] = str(face_file)
+    by_class["LoadAudio"]["inputs"]["audio"] = str(speech_file)
+    by_class["SONIC_PreData"]["inputs"]["min_resolution"] = 256
+    return prompt
+
+
+def test_runs_the_lite_template_to_an_mp4(tmp_path, face_file, speech_file):
+    import av
+
+    events = []
+    files = run_embedded(lite_prompt(face_file, speech_file), tmp_path / "out", progress_sink=events.append)
+    assert len(files) == 1 and files[0].suffix == ".mp4" and files[0].stat().st_size > 0
+    assert files[0].is_relative_to(tmp_path / "out")
+    with av.open(str(files[0])) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+    assert frames == 50  # 2.0 s at 25 fps
+    assert any(e["event"] == "progress" for e in events)
+    assert [e["title"] for e in events if e["event"] == "node"][-1] == "Save MP4"
+
+
+def test_only_nodes_that_feed_an_output_run_and_after_their_inputs():
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt["99"] = {"class_type": "LoadImage", "inputs": {"image": "unused.png"}, "_meta": {"title": "dangling"}}
+    order = execution_order(prompt, node_classes())
+    assert "99" not in order
+    position = {node_id: i for i, node_id in enumerate(order)}
+    for node_id in order:
+        for value in prompt[node_id]["inputs"].values():
+            if isinstance(value, list):
+                assert position[value[0]] < position[node_id]
+
+
+def test_unknown_node_type_names_the_node_and_suggests_a_host():
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt["5"]["class_type"] = "KSampler"
+    with pytest.raises(WorkflowError, match=r"node 5 \(KSampler\): unknown node type.*--host"):
+        execution_order(prompt, node_classes())
+
+
+def test_a_cycle_is_reported():
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt["4"]["inputs"]["image"] = ["6", 0]
+    with pytest.raises(WorkflowError, match="cycle"):
+        execution_order(prompt, node_classes())
+
+
+def test_missing_required_input_names_node_and_input(tmp_path, face_file, speech_file):
+    prompt = lite_prompt(face_file, speech_file)
+    del prompt["5"]["inputs"]["seed"]
+    with pytest.raises(WorkflowError, match=r"Animate: required input\(s\) seed missing"):
+        run_embedded(prompt, tmp_path)
+
+
+def test_missing_image_file_is_a_one_line_error(tmp_path, speech_file):
+    prompt = lite_prompt(tmp_path / "nope.png", speech_file)
+    with pytest.raises(FileNotFoundError, match=r"image: file not found: .*nope.png; pass an existing file with --image"):
+        run_embedded(prompt, tmp_path)

@@ -1,0 +1,207 @@
+"""kill -9 the runner at random moments, resume, and prove every job was done exactly once.
+
+Real processes over real HTTP/websockets: three fake ComfyUI hosts (tests/fake_comfy) in
+this process, and `python -m comfyui_sonic.runner batch ...` as a child that is killed with
+SIGKILL several times, then resumed with --resume until it exits. One host dies for good
+mid-run. The fake's `executions` probe (TEST-ONLY) lists every prompt a host started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # the fake server lives in tests/fake_comfy, imported from the repo root
+    sys.path.insert(0, str(REPO))
+from tests.fake_comfy import FakeComfy  # noqa: E402
+
+_VALUE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+GRAPH = [  # (node id, class, title, fixed inputs)
+    ("1", "LoadImage", "Portrait", {}),
+    ("2", "LoadAudio", "Speech", {}),
+    ("3", "SONIC_ModelLoader", "Model", {}),
+    ("4", "SONIC_PreData", "Prepare", {"duration": 0.0, "min_resolution": 512}),
+    ("5", "SONIC_Inference", "Sonic", {}),
+    ("6", "VideoEncode", "Encode", {}),
+]
+
+
+def template_for(url: str, headers: dict[str, str] | None = None) -> dict:
+    """A Sonic API-format graph that passes the host's validation: every required input the host's
+    /object_info declares is filled (links by type from the nodes before it, values by default)."""
+    request = urllib.request.Request(url + "/object_info", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        info = json.load(resp)
+    prompt: dict = {}
+    for nid, cls, title, fixed in GRAPH:
+        spec = info[cls]["input"]
+        inputs = dict(fixed)
+        for name, decl in spec.get("required", {}).items():
+            if name in inputs:
+                continue
+            kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+            if isinstance(kind, list):
+                inputs[name] = kind[0] if kind else ""
+            elif kind in _VALUE_TYPES or "default" in opts:
+                inputs[name] = opts.get("default", 0 if kind in ("INT", "FLOAT") else "")
+            else:
+                src = next(
+                    p
+                    for p, _, _, _ in reversed(GRAPH[: int(nid) - 1])
+                    if kind in info[prompt[p]["class_type"]]["output"]
+                )
+                inputs[name] = [src, info[prompt[src]["class_type"]]["output"].index(kind)]
+        for name, decl in spec.get(
+            "optional", {}
+        ).items():  # feed optional links (e.g. audio into the encoder)
+            kind = decl[0]
+            if isinstance(kind, str) and kind not in _VALUE_TYPES and name not in inputs:
+                for p, _, _, _ in reversed(GRAPH[: int(nid) - 1]):
+                    outs = info[prompt[p]["class_type"]]["output"]
+                    if kind in outs:
+                        inputs[name] = [p, outs.index(kind)]
+                        break
+        prompt[nid] = {"class_type": cls, "inputs": inputs, "_meta": {"title": title}}
+    return prompt
+
+
+def make_inputs(folder: Path, url: str, rows: int) -> tuple[Path, Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (180, 140, 120)).save(folder / "face.png")
+    with wave.open(str(folder / "speech.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * 8000)
+    workflow = folder / "sonic_api.json"
+    workflow.write_text(json.dumps(template_for(url)))
+    manifest = folder / "batch.csv"
+    lines = ["id,image,audio,priority,seed"]
+    lines += [f"clip{i:03d},face.png,speech.wav,P{i % 3},{i}" for i in range(rows)]
+    manifest.write_text("\n".join(lines) + "\n")
+    return workflow, manifest
+
+
+def runner_cmd(workflow, manifest, out, urls, *extra):
+    argv = [
+        sys.executable,
+        "-m",
+        "comfyui_sonic.runner",
+        "batch",
+        str(workflow),
+        str(manifest),
+        "--out",
+        str(out),
+        "--jsonl",
+        "--poll-interval",
+        "0.2",
+        "--failover-grace",
+        "1.5",
+        "--timeout",
+        "60",
+    ]
+    for url in urls:
+        argv += ["--host", url]
+    return argv + list(extra)
+
+
+def journal_rows(path: Path, sql: str) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def check_exactly_once(journal: Path, hosts: list[FakeComfy], n_jobs: int) -> None:
+    """Every job done with a decodable output; no prompt ran twice; no job ran again while an
+    earlier attempt could still run (every earlier attempt ended, was lost or abandoned)."""
+    import av
+
+    jobs = journal_rows(journal, "SELECT job_id, state, outputs FROM jobs")
+    assert len(jobs) == n_jobs
+    assert {state for _, state, _ in jobs} == {"done"}, [j for j in jobs if j[1] != "done"]
+    for _, _, outputs in jobs:
+        (path,) = json.loads(outputs)
+        assert Path(path).stat().st_size > 0
+        with av.open(path) as container:
+            assert next(container.decode(video=0)) is not None
+    attempts = journal_rows(
+        journal, "SELECT job_id, attempt, prompt_id, state FROM attempts ORDER BY job_id, attempt"
+    )
+    job_of = {pid: (job, n, state) for job, n, pid, state in attempts}
+    executed = [pid for h in hosts for pid in h.executions]
+    assert len(executed) == len(set(executed)), "a prompt was executed twice"
+    assert set(executed) <= set(job_of), "a host executed a prompt the journal never recorded"
+    by_job: dict[str, list[tuple[int, str]]] = {}
+    for pid in executed:
+        job, n, state = job_of[pid]
+        by_job.setdefault(job, []).append((n, state))
+    for job, runs in by_job.items():
+        runs.sort()
+        for _n, state in runs[:-1]:  # earlier executed attempts must have been settled before the next one
+            assert state in ("failed", "lost", "abandoned", "cancelled"), (job, runs)
+    done = [a for a in attempts if a[3] == "done"]
+    assert sorted(a[0] for a in done) == sorted(j for j, _, _ in jobs), "a job has two done attempts"
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_and_resume_many_times_loses_and_duplicates_nothing(tmp_path):
+    rng = random.Random(int(os.environ.get("SONIC_KILL_SEED", "5")))
+    n_jobs = int(os.environ.get("SONIC_KILL_JOBS", "60"))
+    hosts = [FakeComfy(tmp_path / f"host{i}", run_seconds=0.2).start() for i in range(3)]
+    try:
+        urls = [h.url for h in hosts]
+        workflow, manifest = make_inputs(tmp_path / "in", urls[0], n_jobs)
+        out = tmp_path / "out"
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        kills = 0
+        for round_ in range(4):
+            extra = ["--resume"] if round_ else []
+            proc = subprocess.Popen(
+                runner_cmd(workflow, manifest, out, urls, *extra),
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            time.sleep(rng.uniform(0.7, 1.6))
+            if round_ == 1:
+                hosts[2].kill()  # a host dies for good in the middle of the batch
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(10)
+        final = subprocess.run(
+            runner_cmd(workflow, manifest, out, urls, "--resume"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
+        )
+        assert final.returncode == 0, final.stderr[-2000:]
+        assert kills >= 2
+        check_exactly_once(out / "journal.sqlite", hosts, n_jobs)
+        states = journal_rows(
+            out / "journal.sqlite", "SELECT host, state, COUNT(*) FROM attempts GROUP BY host, state"
+        )
+        print(f"kills={kills} attempts={states} executions={[len(h.executions) for h in hosts]}")
+        assert any(h == urls[2] for h, _, _ in states)  # the host that died had taken work
+    finally:
+        for h in hosts:
+            h.stop()

@@ -1,0 +1,80 @@
+"""The pack as ComfyUI sees it: registration, schemas, and an import that stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import comfyui_sonic
+from comfyui_sonic.nodes import comfy_bridge
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES = {"SONIC_ModelLoader", "SONIC_PreData", "SONIC_Inference", "LipSyncCorrect", "VideoEncode"}
+
+
+def test_the_five_nodes_are_registered_with_display_names():
+    assert set(comfyui_sonic.NODE_CLASS_MAPPINGS) == NODES
+    assert set(comfyui_sonic.NODE_DISPLAY_NAME_MAPPINGS) == NODES
+    assert (ROOT / comfyui_sonic.WEB_DIRECTORY / "sonic.js").is_file()
+
+
+def test_every_node_is_a_v1_class_in_category_sonic_with_tooltips_everywhere():
+    for name, cls in comfyui_sonic.NODE_CLASS_MAPPINGS.items():
+        assert cls.CATEGORY == "Sonic", name
+        assert callable(getattr(cls, cls.FUNCTION)), name
+        assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES, name
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for input_name, input_spec in spec.get(section, {}).items():
+                assert len(input_spec) > 1 and input_spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_importing_the_pack_does_not_import_torch():
+    # A fresh interpreter, loading the folder the way ComfyUI does (package from __init__.py).
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("ComfyUI_Sonic", {str(ROOT / "__init__.py")!r},
+                                              submodule_search_locations=[{str(ROOT)!r}])
+mod = importlib.util.module_from_spec(spec); sys.modules["ComfyUI_Sonic"] = mod; spec.loader.exec_module(mod)
+print(len(mod.NODE_CLASS_MAPPINGS), "torch" in sys.modules, "diffusers" in sys.modules, "dlib" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["5", "False", "False", "False"]
+
+
+def test_registers_the_sonic_model_folder_inside_comfyui(monkeypatch, tmp_path):
+    calls = []
+    fake = types.SimpleNamespace(models_dir=str(tmp_path), add_model_folder_path=lambda *a: calls.append(a))
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    comfy_bridge.register_model_folder()
+    assert calls == [("sonic", str(tmp_path / "sonic"))]
+
+
+def test_outside_comfyui_model_folder_registration_is_a_no_op(monkeypatch):
+    monkeypatch.setitem(sys.modules, "folder_paths", None)  # import raises ImportError
+    comfy_bridge.register_model_folder()
+
+
+def test_pyproject_declares_comfy_registry_metadata_and_a_runner_extra():
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["tool"]["comfy"]["PublisherId"]
+    assert "runner" in meta["project"]["optional-dependencies"]
+    assert not any(dep.startswith("torch") for dep in meta["project"]["dependencies"])
+    assert meta["project"]["scripts"]["sonic-runner"] == "comfyui_sonic.runner.cli:main"
+    listed = set(meta["tool"]["setuptools"]["packages"])
+    on_disk = {
+        "comfyui_sonic" + ("." + ".".join(p.parent.relative_to(ROOT).parts) if p.parent != ROOT else "")
+        for p in ROOT.glob("**/__init__.py")
+        if ".venv" not in p.parts and "tests" not in p.parts and "build" not in p.parts
+    }
+    assert on_disk <= listed, f"packages missing from pyproject.toml: {sorted(on_disk - listed)}"
+
+
+def test_web_extension_is_valid_enough_to_load():
+    text = (ROOT / "web" / "sonic.js").read_text()
+    assert "registerExtension" in text and json.dumps("LipSyncCorrect") in text
