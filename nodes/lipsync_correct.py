@@ -30,11 +30,20 @@ class LipSyncCorrect:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "Talking-head frames (one face, e.g. from SONIC_Inference)."}),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "Talking-head frames (one face, e.g. from SONIC_Inference)."},
+                ),
                 "audio": ("AUDIO", {"tooltip": "The speech the frames should follow."}),
                 "fps": (
                     "FLOAT",
-                    {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01, "tooltip": "Frame rate of the frames."},
+                    {
+                        "default": 25.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "step": 0.01,
+                        "tooltip": "Frame rate of the frames.",
+                    },
                 ),
                 "mode": (
                     list(MODES),
@@ -109,11 +118,16 @@ class LipSyncCorrect:
             progress=progress,
         )
         what = "measured" if mode == "auto" else "applied"
-        text = f"offset {result.offset_seconds * 1000:+.0f} ms {what} ({result.applied_frames:+d} frames moved)"
+        text = (
+            f"offset {result.offset_seconds * 1000:+.0f} ms {what} ({result.applied_frames:+d} frames moved)"
+        )
         if result.correlation is not None:
             text += f", mouth/audio r={result.correlation:.2f}"
         text += "".join(f"; {note}" for note in result.notes)
-        return {"ui": {"text": [text]}, "result": (_to_image(result.frames), audio, float(result.offset_seconds))}
+        return {
+            "ui": {"text": [text]},
+            "result": (_to_image(result.frames), audio, float(result.offset_seconds)),
+        }
 
 
 def _to_uint8(images: Any):
@@ -124,13 +138,16 @@ def _to_uint8(images: Any):
 
     shape = tuple(int(s) for s in getattr(images, "shape", ()))
     if len(shape) != 4 or shape[0] < 1 or shape[-1] != 3:
-        raise SonicInputError("images", f"expected an IMAGE batch [B, H, W, 3], got {list(shape)}", "connect frames")
+        raise SonicInputError(
+            "images", f"expected an IMAGE batch [B, H, W, 3], got {list(shape)}", "connect frames"
+        )
     out = np.empty(shape, dtype=np.uint8)
     for i in range(0, shape[0], _ROWS):
         part = images[i : i + _ROWS]
         if hasattr(part, "detach"):
             part = part.detach().cpu().float().numpy()
-        out[i : i + _ROWS] = np.clip(np.asarray(part, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        scaled = np.asarray(part, dtype=np.float32) * 255.0 + 0.5
+        out[i : i + _ROWS] = np.clip(scaled, 0, 255).astype(np.uint8)
     return out
 
 

@@ -6,17 +6,39 @@ from pathlib import Path
 
 from . import comfy_bridge
 from .engine.backend import SonicModel
+from .engine.errors import SonicModelError
+from .engine.sonic.options import DEVICE_CHOICES, DTYPE_CHOICES
 
 BACKENDS = ("lite", "sonic")
-DTYPES = ("bf16", "fp16", "fp32")
-DEVICES = ("auto", "cuda", "cpu")
-DIFFUSERS_FOLDER = "(diffusers folder svd in models/sonic)"
+# Fixed first choices: ComfyUI rejects a combo value that is not in the list, so the
+# templates must name values that exist on every host, whatever files it has.
+AUTO_SVD = "(auto)"
+DEFAULT_SONIC_DIR = "(models/sonic)"
+SVD_FOLDER_NAMES = ("stable-video-diffusion-img2vid-xt", "svd_xt", "svd")
 
 
-def _svd_choices() -> list[str]:
-    """svd_xt*.safetensors files ComfyUI lists in models/checkpoints, plus the diffusers-folder option."""
-    files = [f for f in comfy_bridge.list_model_files("checkpoints") if "svd" in f.lower()]
-    return [*files, DIFFUSERS_FOLDER] if files else [DIFFUSERS_FOLDER]
+def _sonic_dir_choices() -> list[str]:
+    """models/sonic itself plus any subfolder of it that holds a unet.pth (several weight sets)."""
+    subdirs = []
+    for root in comfy_bridge.model_dirs():
+        if root.is_dir():
+            subdirs += sorted(p.parent.name for p in root.glob("*/unet.pth"))
+    return [DEFAULT_SONIC_DIR, *dict.fromkeys(subdirs)]
+
+
+def _svd_candidates() -> dict[str, Path]:
+    """svd*.safetensors in models/checkpoints and diffusers SVD folders in models/sonic or checkpoints."""
+    found: dict[str, Path] = {}
+    for kind in ("checkpoints", "sonic"):
+        for root in comfy_bridge.model_dirs(kind):
+            if not root.is_dir():
+                continue
+            for path in sorted(root.iterdir()):
+                is_file = path.is_file() and path.suffix == ".safetensors" and "svd" in path.name.lower()
+                is_folder = path.is_dir() and (path / "model_index.json").is_file() and (path / "vae").is_dir()
+                if is_file or is_folder:
+                    found.setdefault(path.name, path)
+    return found
 
 
 class SONIC_ModelLoader:
@@ -34,68 +56,118 @@ class SONIC_ModelLoader:
                     list(BACKENDS),
                     {
                         "default": "lite",
-                        "tooltip": "lite: landmark animation on the CPU, no model files needed. "
-                        "sonic: the official Sonic diffusion model (needs models/sonic and an SVD checkpoint; GPU).",
+                        "tooltip": "lite: landmark animation on the CPU, no model files needed. sonic: the official "
+                        "Sonic diffusion model (needs the files in models/sonic and an SVD checkpoint; GPU).",
+                    },
+                ),
+                "sonic_model_dir": (
+                    _sonic_dir_choices(),
+                    {
+                        "tooltip": "sonic only: the folder with unet.pth, audio2token.pth, audio2bucket.pth, whisper-tiny/ "
+                        "and optional RIFE/flownet.pkl - models/sonic itself or a subfolder of it "
+                        "(extra_model_paths.yaml 'sonic:' entries work)."
                     },
                 ),
                 "svd_checkpoint": (
-                    _svd_choices(),
+                    [AUTO_SVD, *_svd_candidates()],
                     {
-                        "tooltip": "sonic only: the Stable Video Diffusion XT checkpoint (VAE, CLIP image encoder, scheduler) - "
-                        "a svd_xt*.safetensors in models/checkpoints, or a diffusers folder models/sonic/stable-video-diffusion-img2vid-xt."
+                        "tooltip": "sonic only: the Stable Video Diffusion img2vid-xt base - ComfyUI's svd_xt*.safetensors "
+                        "in models/checkpoints or a diffusers folder. Only its VAE, CLIP image encoder and scheduler "
+                        "settings are used; the UNet comes from unet.pth. (auto) takes the first one found."
                     },
                 ),
-                "dtype": (list(DTYPES), {"default": "bf16", "tooltip": "sonic only: UNet/VAE precision. Whisper and the audio adapters always run in fp32."}),
-                "device": (list(DEVICES), {"default": "auto", "tooltip": "sonic only: where the model runs; auto picks the GPU when there is one."}),
+                "dtype": (
+                    list(DTYPE_CHOICES),
+                    {
+                        "default": "bf16",
+                        "tooltip": "sonic only: precision of the UNet, VAE and image encoder. bf16 for RTX 30xx/A100/H100, "
+                        "fp16 for older GPUs, fp32 for CPU or debugging. Whisper and the audio adapters always run in fp32.",
+                    },
+                ),
+                "device": (
+                    list(DEVICE_CHOICES),
+                    {"default": "auto", "tooltip": "sonic only: auto = the GPU when there is one, else the CPU (very slow)."},
+                ),
                 "enable_rife": (
                     "BOOLEAN",
-                    {"default": True, "tooltip": "sonic only: interpolate 12.5 fps generation to 25 fps with RIFE (models/sonic/RIFE/flownet.pkl)."},
+                    {
+                        "default": True,
+                        "tooltip": "sonic only: interpolate the generated 12.5 fps to 25 fps with RIFE (RIFE/flownet.pkl). "
+                        "When off or missing, frames are repeated to reach the output fps.",
+                    },
                 ),
             },
             "optional": {
                 "model_dir": (
                     "STRING",
-                    {"default": "", "tooltip": "Folder holding unet.pth, audio2token.pth, audio2bucket.pth, whisper-tiny/ (empty = ComfyUI's models/sonic)."},
+                    {
+                        "default": "",
+                        "tooltip": "sonic only: an explicit folder path that overrides sonic_model_dir "
+                        "(for the runner or weights outside ComfyUI's model folders).",
+                    },
                 ),
             },
         }
 
-    def load(self, backend: str, svd_checkpoint: str = DIFFUSERS_FOLDER, dtype: str = "bf16", device: str = "auto",
-             enable_rife: bool = True, model_dir: str = "") -> tuple[SonicModel]:
+    def load(
+        self,
+        backend: str,
+        sonic_model_dir: str = DEFAULT_SONIC_DIR,
+        svd_checkpoint: str = AUTO_SVD,
+        dtype: str = "bf16",
+        device: str = "auto",
+        enable_rife: bool = True,
+        model_dir: str = "",
+    ) -> tuple[SonicModel]:
         settings = {"backend": backend, "dtype": dtype, "device": device, "enable_rife": enable_rife}
         if backend == "lite":
             from .engine.lite.backend import LiteBackend
 
             return (SonicModel(LiteBackend(), settings),)
         if backend == "sonic":
-            return (SonicModel(_load_sonic(svd_checkpoint, dtype, device, enable_rife, model_dir), settings),)
-        raise ValueError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            from .engine.sonic import SonicLoadOptions, load_sonic_backend
+
+            folder = find_sonic_dir(model_dir or sonic_model_dir)
+            options = SonicLoadOptions(
+                model_dir=folder, svd=find_svd(svd_checkpoint, folder), dtype=dtype, device=device, enable_rife=enable_rife
+            )
+            backend_obj = load_sonic_backend(options)
+            comfy_bridge.free_memory_hook(backend_obj.offload)
+            return (SonicModel(backend_obj, settings),)
+        raise SonicModelError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def _find_sonic_dir(model_dir: str) -> Path:
-    from .engine.errors import SonicModelError
-
-    candidates = [Path(model_dir)] if model_dir else comfy_bridge.model_dirs()
-    for d in candidates:
-        if (d / "unet.pth").is_file():
-            return d
-    where = ", ".join(str(d) for d in candidates) or "(no models/sonic folder registered)"
-    raise SonicModelError(f"model_dir: unet.pth not found in {where}; put the Sonic model files in ComfyUI/models/sonic")
-
-
-def _find_svd(svd_checkpoint: str, sonic_dir: Path) -> Path | None:
-    if svd_checkpoint and svd_checkpoint != DIFFUSERS_FOLDER:
-        for d in comfy_bridge.model_dirs("checkpoints"):
-            if (d / svd_checkpoint).is_file():
-                return d / svd_checkpoint
-    return None
-
-
-def _load_sonic(svd_checkpoint: str, dtype: str, device: str, enable_rife: bool, model_dir: str):
-    from .engine.sonic.backend import SonicLoadOptions, load_sonic_backend
-
-    sonic_dir = _find_sonic_dir(model_dir)
-    options = SonicLoadOptions(
-        model_dir=sonic_dir, svd=_find_svd(svd_checkpoint, sonic_dir), dtype=dtype, device=device, enable_rife=enable_rife
+def find_sonic_dir(choice: str) -> Path:
+    """The folder holding unet.pth for a dropdown choice or an explicit path."""
+    if choice and choice != DEFAULT_SONIC_DIR and Path(choice).is_absolute():
+        candidates = [Path(choice)]
+    else:
+        sub = "" if choice in ("", DEFAULT_SONIC_DIR) else choice
+        candidates = [root / sub for root in comfy_bridge.model_dirs()]
+    for folder in candidates:
+        if (folder / "unet.pth").is_file():
+            return folder
+    where = ", ".join(str(d) for d in candidates) or "(no models/sonic folder is registered)"
+    raise SonicModelError(
+        f"sonic_model_dir: unet.pth not found in {where}; put the Sonic model files in ComfyUI/models/sonic "
+        "or name their folder in model_dir"
     )
-    return load_sonic_backend(options)
+
+
+def find_svd(choice: str, sonic_dir: Path) -> Path:
+    """The SVD base for a dropdown choice; (auto) prefers a single file, then a diffusers folder."""
+    candidates = _svd_candidates()
+    for name in SVD_FOLDER_NAMES:  # a diffusers folder kept next to the Sonic weights
+        if (sonic_dir / name / "model_index.json").is_file():
+            candidates.setdefault(name, sonic_dir / name)
+    if choice != AUTO_SVD:
+        if choice in candidates:
+            return candidates[choice]
+        raise SonicModelError(f"svd_checkpoint: {choice!r} not found; put svd_xt.safetensors in models/checkpoints")
+    if not candidates:
+        raise SonicModelError(
+            "svd_checkpoint: no SVD base found; put svd_xt.safetensors in ComfyUI/models/checkpoints "
+            "or the diffusers folder stable-video-diffusion-img2vid-xt in models/sonic"
+        )
+    files = [p for p in candidates.values() if p.is_file()]
+    return (files or list(candidates.values()))[0]

@@ -19,7 +19,6 @@ one short-lived worker thread follows each in-flight job (at most ``cap`` per ho
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -67,6 +66,7 @@ class BatchConfig:
     inflight: int = 2
     timeout: float = 3600.0  # per attempt, counted from when the prompt starts running
     failover_grace: float = 30.0  # an unreachable host's jobs move elsewhere after this long
+    submit_settle: float = 3.0  # "unknown" right after a POST is asked again this long after it
     health_backoff_base: float = 1.0
     health_backoff_cap: float = 30.0
     poll_interval: float = 2.0
@@ -239,6 +239,7 @@ class Batch:
         self._prep_failures: dict[str, int] = {}
         self._enqueued_at: dict[str, float] = {}
         self._durations: dict[str, float] = {}
+        self._uploads: dict[tuple, str] = {}
         self._stop = threading.Event()
         self.jobs: dict[str, JobRecord] = {}
         self._open = 0  # jobs not yet done/dead (the loop ends at 0 with no worker left)
@@ -522,17 +523,12 @@ class Batch:
         except WorkflowError:
             has_duration = False
         if has_duration:
-            given = params.get("duration")
-            if given not in (None, "") and float(given) > 0 and abs(float(given) - duration) > 1.0 / fps:
-                note = f"duration {float(given):g} s corrected to the audio's {duration:.3f} s"
-                if note not in job.notes:
-                    job.notes.append(note)  # written with the job's next transition
+            note = _duration_note(params.get("duration"), duration, fps)
+            if note and note not in job.notes:
+                job.notes.append(note)  # written with the job's next transition
             params["duration"] = round(duration, 3)
         for key in ("image", "audio"):
-            try:
-                params[key] = client.upload(Path(spec[key]))
-            except OSError as exc:  # the file went away (or became unreadable) since the batch started
-                raise JobInputError(f"{key} {spec[key]}: cannot read it ({exc.strerror or exc})") from None
+            params[key] = self._upload(client, key, spec[key])
         try:
             prompt = apply_params(self.template, params)
             if job.resolution is not None and job.resolution != spec.get("resolution"):
@@ -540,6 +536,18 @@ class Batch:
         except WorkflowError as exc:
             raise JobInputError(one_line(exc)) from None
         return prompt
+
+    def _upload(self, client: Any, key: str, path: str) -> str:
+        """Upload once per host and file version; the client's own sha256 cache would re-hash
+        a portrait shared by thousands of rows on every job."""
+        try:
+            st = os.stat(path)
+            memo = (id(client), path, st.st_size, st.st_mtime_ns)
+            if memo not in self._uploads:
+                self._uploads[memo] = client.upload(Path(path))
+            return self._uploads[memo]
+        except (OSError, ValueError) as exc:  # gone or unreadable since the batch started
+            raise JobInputError(f"{key} {path}: cannot read it ({one_line(exc)})") from None
 
     def _duration(self, audio: Path) -> float:
         key = str(audio)
@@ -607,7 +615,9 @@ class Batch:
         while True:
             if check_first:
                 check_first = False
-                status = self._status_or_grace(job, host, client, prompt_id)
+                # An HTTP error answer means the host handled (and refused) the POST: no need to wait.
+                settle = lost_error is None or lost_error.kind != "http_5xx"
+                status = self._settled_status(job, host, client, prompt_id, settle=settle)
                 if status == "unknown":
                     why = f"{lost_error.message}; " if lost_error is not None else ""
                     raise _LostAttempt(
@@ -637,6 +647,23 @@ class Batch:
                 if exc.kind == "interrupted":
                     raise
                 check_first = True  # ask the host what became of the prompt before anything else
+
+    def _settled_status(
+        self, job: JobRecord, host: str, client: Any, prompt_id: str, settle: bool = True
+    ) -> str:
+        """prompt_status, but "unknown" only counts once the POST cannot still be on its way.
+
+        A runner killed (or a request timed out) right after sending POST /prompt may ask
+        before the host has processed that request; asking again after ``submit_settle``
+        seconds from the submission closes that window before the job may run again.
+        """
+        status = self._status_or_grace(job, host, client, prompt_id)
+        if status == "unknown" and settle and job.submitted_at:
+            wait = self.config.submit_settle - (time.time() - job.submitted_at)
+            if wait > 0:
+                time.sleep(wait)
+                status = self._status_or_grace(job, host, client, prompt_id)
+        return status
 
     def _status_or_grace(self, job: JobRecord, host: str, client: Any, prompt_id: str) -> str:
         """prompt_status, retried with backoff while the host is unreachable, up to the failover grace."""
@@ -679,7 +706,11 @@ class Batch:
             except HostError:
                 pass
             if time.time() > deadline:
-                raise _Abandoned(f"host {host} did not stop prompt {prompt_id} after the timeout")
+                # A host that ignores an interrupt is not trusted with new work until a probe
+                # succeeds; that probe cancels this (then "abandoned") attempt once more.
+                message = f"host {host} did not stop prompt {prompt_id} after the timeout"
+                self._host_failed(host, TransientHostError(message, kind="timeout"))
+                raise _Abandoned(message)
             time.sleep(0.2)
         raise JobTimeoutError(f"job did not finish within {self.config.timeout:g} s on {host}")
 
@@ -718,7 +749,7 @@ class Batch:
             ext = Path(str(ref.get("filename", ""))).suffix or ".bin"
             name = f"{job.job_id}{ext}" if index == 0 else f"{job.job_id}_{index}{ext}"
             dest = out_dir / name
-            client.download(ref, dest)
+            self._download(client, ref, dest)
             if self.config.verify_outputs:
                 verify_media(dest)
             paths.append(str(dest.resolve()))
@@ -733,6 +764,18 @@ class Batch:
             notes=job.notes,
         )
         self._release(job)
+
+    @staticmethod
+    def _download(client: Any, ref: dict, dest: Path, tries: int = 3) -> None:
+        """The result exists on the host: a failed download is retried before the job is re-run."""
+        for attempt in range(1, tries + 1):
+            try:
+                client.download(ref, dest)
+                return
+            except TransientHostError:
+                if attempt == tries:
+                    raise
+                time.sleep(0.5 * attempt)
 
     # ------------------------------------------------------------------ endings
     def _release(self, job: JobRecord) -> None:
@@ -809,7 +852,7 @@ class Batch:
     def _recover(self, job: JobRecord, host: str, client_id: str, lost: HostError) -> None:
         try:
             client = self.clients[host]
-            status = self._status_or_grace(job, host, client, job.prompt_id)
+            status = self._settled_status(job, host, client, job.prompt_id)
             if status == "unknown":
                 # Never reached the host, or the host lost it: a new attempt (not a failure of the job).
                 self._move(job, J.QUEUED, attempt_state="lost", error=None, error_kind=None)
@@ -896,20 +939,22 @@ class Batch:
                 return
 
 
+def _duration_note(given: Any, real: float, fps: float) -> str | None:
+    """A note when a manifest duration disagrees with the audio by more than one frame (0 = "from audio")."""
+    if given in (None, ""):
+        return None
+    try:
+        value = float(given)
+    except (TypeError, ValueError):
+        return f"duration {given!r} is not a number; used the audio's {real:.3f} s"
+    if value > 0 and abs(value - real) > 1.0 / fps:
+        return f"duration {value:g} s corrected to the audio's {real:.3f} s"
+    return None
+
+
 def _entry_ok(entry: dict) -> bool:
     status = entry.get("status") or {}
     return status.get("status_str", "success") != "error" and not any(
         isinstance(m, (list, tuple)) and m and m[0] in ("execution_error", "execution_interrupted")
         for m in status.get("messages") or []
     )
-
-
-def summarize(jobs: Iterable[JobRecord]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for job in jobs:
-        out[job.state] = out.get(job.state, 0) + 1
-    return out
-
-
-def dumps_event(event: dict) -> str:
-    return json.dumps(event, default=str)

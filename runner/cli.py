@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--failover-grace",
         type=float,
         default=30.0,
-        help="seconds an unreachable host keeps its jobs before they move (default 30)",
+        help="seconds an unreachable host keeps its jobs before they move elsewhere (default 30); "
+        "'inf' = never move a job its host has not confirmed lost",
     )
     batch.add_argument("--poll-interval", type=float, default=2.0, help="history polling backstop, seconds")
     batch.add_argument(
@@ -161,7 +162,7 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 # ---------------------------------------------------------------------- sinks
-def _sinks(args: argparse.Namespace, total_hint: int | None = None) -> tuple[list, list]:
+def _sinks(args: argparse.Namespace) -> tuple[list, list]:
     """(sinks, closers) for the chosen output mode, plus the webhook sender if asked."""
     from . import display
 
@@ -264,22 +265,24 @@ def _run_embedded(args: argparse.Namespace) -> int:
         paths = embedded.run_embedded(prompt, args.out, sinks[0])
     finally:
         _close(closers)
-    for path in paths:
-        print(path)
+    _print_outputs(args, [str(p) for p in paths])
     return EXIT_OK if paths else EXIT_DEAD
 
 
 def _run_on_host(args: argparse.Namespace) -> int:
+    import shlex
     import tempfile
 
     from .batch import Batch, BatchConfig, build_jobs, safe_job_id
     from .secrets import parse_hosts
 
-    line = args.host + "".join(
-        f" header.{h.partition('=')[0].strip()}={h.partition('=')[2].strip()}" for h in args.header
-    )
     if any("=" not in h for h in args.header):
         raise ValueError("--header: expected NAME=VALUE (VALUE may be env:VAR)")
+    words = [args.host]
+    for header in args.header:
+        name, _, value = header.partition("=")
+        words.append(shlex.quote(f"header.{name.strip()}={value.strip()}"))
+    line = " ".join(words)
     hosts = parse_hosts([line])
     with tempfile.TemporaryDirectory(prefix="sonic-run-") as tmp:
         config = BatchConfig(
@@ -315,11 +318,21 @@ def _run_on_host(args: argparse.Namespace) -> int:
             batch.journal.close()
     job = next(iter(batch.jobs.values()))
     if job.state == "done":
-        for path in job.outputs:
-            print(path)
+        _print_outputs(args, job.outputs)
     else:
         print(f"sonic-runner: job failed: {job.error}", file=sys.stderr)
     return code
+
+
+def _print_outputs(args: argparse.Namespace, paths: list[str]) -> None:
+    """The output file paths: one per line, or one JSON object in --jsonl mode (keeps stdout parseable)."""
+    if getattr(args, "jsonl", False):
+        import json
+
+        print(json.dumps({"event": "outputs", "paths": paths}), flush=True)
+    else:
+        for path in paths:
+            print(path)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", type=Path, help="the clip (MP4 with audio)")
     parser.add_argument("reference", type=Path, help="the portrait the clip was made from")
-    parser.add_argument("--max-offset", type=float, default=0.5, help="A/V offset search range, seconds (0.5)")
+    parser.add_argument(
+        "--max-offset", type=float, default=0.5, help="A/V offset search range, seconds (0.5)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = parser.parse_args(argv)
     image_input, quality, SonicInputError = _engine()

@@ -105,7 +105,9 @@ def track_landmarks(
     first = next((p for p in found if p is not None), None)
     if first is None:
         raise SonicInputError(
-            "images", "no face found in the frames", "use auto mode only on talking-head frames, or use manual mode"
+            "images",
+            "no face found in the frames",
+            "use auto mode only on talking-head frames, or use manual mode",
         )
     return np.stack([first if p is None else p for p in found])
 
@@ -168,7 +170,9 @@ def audio_envelope(samples: np.ndarray, sample_rate: int, fps: float, n_frames: 
 
 
 # --- the offset --------------------------------------------------------------------------------------
-def estimate_offset(openings: np.ndarray, envelope: np.ndarray, fps: float, max_offset: float) -> OffsetEstimate:
+def estimate_offset(
+    openings: np.ndarray, envelope: np.ndarray, fps: float, max_offset: float
+) -> OffsetEstimate:
     """Lag (within +-max_offset) at which the mouth best follows the audio, refined below a frame."""
     m = _detrend(np.nan_to_num(np.asarray(openings, dtype=np.float64), nan=0.0), fps)
     e = _detrend(np.asarray(envelope, dtype=np.float64), fps)
@@ -281,11 +285,15 @@ def mouth_box(points: np.ndarray, grow: float = 0.35) -> Box:
 
 def check_settings(fps: float, mode: str, offset: float, max_offset: float, smoothing: float) -> None:
     if not (np.isfinite(fps) and fps > 0):
-        raise SonicInputError("fps", f"{fps!r} is not a frame rate", "use the rate the frames were made at (25)")
+        raise SonicInputError(
+            "fps", f"{fps!r} is not a frame rate", "use the rate the frames were made at (25)"
+        )
     if mode not in MODES:
         raise SonicInputError("mode", f"unknown mode {mode!r}", "use 'auto' or 'manual'")
     if not (np.isfinite(offset) and abs(offset) <= MANUAL_RANGE):
-        raise SonicInputError("offset", f"{offset!r} s is outside +-{MANUAL_RANGE} s", "use a value in -0.5..0.5")
+        raise SonicInputError(
+            "offset", f"{offset!r} s is outside +-{MANUAL_RANGE} s", "use a value in -0.5..0.5"
+        )
     if not (np.isfinite(max_offset) and 0 <= max_offset <= MAX_SEARCH):
         raise SonicInputError("max_offset", f"{max_offset!r} s is outside 0..{MAX_SEARCH} s", "use 0.3")
     if not (np.isfinite(smoothing) and 0 <= smoothing <= 1):
@@ -311,7 +319,9 @@ def correct(
     """
     check_settings(fps, mode, offset, max_offset, smoothing)
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
-        raise SonicInputError("images", f"expected [N, H, W, 3] frames, got shape {frames.shape}", "connect an image batch")
+        raise SonicInputError(
+            "images", f"expected [N, H, W, 3] frames, got shape {frames.shape}", "connect an image batch"
+        )
     samples = np.asarray(audio, dtype=np.float32)
     n_audio = samples.shape[-1]
     if n_audio == 0 or sample_rate <= 0:
@@ -327,7 +337,9 @@ def correct(
         est = estimate_offset(motion.openings, envelope, fps, max_offset)
         seconds, correlation = est.seconds, est.correlation
         if est.correlation < 0.2:
-            notes.append(f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable")
+            notes.append(
+                f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable"
+            )
     else:
         seconds = float(offset)
     shift = round(seconds * fps)
@@ -339,5 +351,9 @@ def correct(
         boxes = [mouth_box(landmarks[i]) for i in idx]
         out = np.stack(list(deflicker(out, smoothing, boxes)))
     return LipSyncResult(
-        frames=out, offset_seconds=float(seconds), applied_frames=int(shift), correlation=correlation, notes=notes
+        frames=out,
+        offset_seconds=float(seconds),
+        applied_frames=int(shift),
+        correlation=correlation,
+        notes=notes,
     )

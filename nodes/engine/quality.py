@@ -96,7 +96,11 @@ class _Identity:
     def __init__(self, reference: np.ndarray, analyzer: FaceAnalyzer) -> None:
         boxes = analyzer.detect(reference)
         if not boxes:
-            raise SonicInputError("reference", "no face found in the reference image", "pass the portrait the clip was made from")
+            raise SonicInputError(
+                "reference",
+                "no face found in the reference image",
+                "pass the portrait the clip was made from",
+            )
         self.points = np.asarray(analyzer.landmarks(reference, boxes[0]), dtype=np.float32)
         self.grey = _grey(reference)
         self.scores: list[float] = []
@@ -106,7 +110,9 @@ class _Identity:
         if matrix is None:
             return
         h, w = frame.shape[:2]
-        aligned = cv2.warpAffine(self.grey, matrix, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+        aligned = cv2.warpAffine(
+            self.grey, matrix, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT
+        )
         mask = _face_mask((h, w), points)
         if mask.sum() < 50:
             return
@@ -121,7 +127,9 @@ class _Flicker:
     def add(self, frame: np.ndarray, points: np.ndarray | None) -> None:
         h, w = frame.shape[:2]
         scale = min(1.0, _FLICKER_WIDTH / w)
-        small = cv2.resize(_grey(frame), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            _grey(frame), (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
         small = cv2.GaussianBlur(small, (0, 0), 1.0)
         keep = np.ones(small.shape, dtype=bool)
         if points is not None:
@@ -227,6 +235,8 @@ def measure_video(path: str | Path, reference: np.ndarray, max_offset: float = 0
         raise SonicInputError("video", f"{path} does not exist", "pass the path of a rendered clip")
     audio = read_audio(path)
     if audio.size == 0:
-        raise SonicInputError("video", f"{path.name} has no audio track", "measure a clip encoded with its speech")
+        raise SonicInputError(
+            "video", f"{path.name} has no audio track", "measure a clip encoded with its speech"
+        )
     fps, frames = iter_video(path)
     return measure_frames(frames, audio, 16000, fps, reference, max_offset=max_offset)

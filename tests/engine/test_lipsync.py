@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .lite.lite_clips import prepared, render
-
 from comfyui_sonic.nodes.engine.errors import SonicInputError
 from comfyui_sonic.nodes.engine.lipsync import (
     audio_envelope,
@@ -15,6 +13,8 @@ from comfyui_sonic.nodes.engine.lipsync import (
     mouth_box,
     mouth_motion,
 )
+
+from .lite.lite_clips import prepared, render
 
 FPS = 25.0
 FRAME = 1.0 / FPS

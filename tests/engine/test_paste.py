@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from comfyui_sonic.nodes.engine.paste import PasteBack, paste_back
 
 from .lite.lite_clips import prepared, render

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from comfyui_sonic.nodes.engine.encode import VideoWriter
 from comfyui_sonic.nodes.engine.errors import SonicInputError
 from comfyui_sonic.nodes.engine.quality import measure_frames, measure_video, ssim_map
@@ -48,7 +47,8 @@ def test_an_injected_offset_is_measured_within_a_frame(data, clip):
 
 def test_flicker_and_a_different_face_show_in_the_numbers(data, clip):
     rng = np.random.default_rng(1)
-    flickering = np.clip(clip.astype(np.int16) + rng.integers(-12, 13, (len(clip), 1, 1, 1)), 0, 255).astype(np.uint8)
+    jitter = rng.integers(-12, 13, (len(clip), 1, 1, 1))
+    flickering = np.clip(clip.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
     assert report_for(flickering, data).flicker > 5 * report_for(clip, data).flicker
     other = measure_frames(clip, data.audio_16k, 16000, FPS, np.ascontiguousarray(astronaut()[:, ::-1]))
     assert other.identity_ssim < report_for(clip, data).identity_ssim - 0.1
@@ -57,7 +57,9 @@ def test_flicker_and_a_different_face_show_in_the_numbers(data, clip):
 def test_an_mp4_with_its_audio_is_measured_like_the_frames(tmp_path, data, clip):
     path = tmp_path / "clip.mp4"
     audio = Audio(samples=data.audio_16k[None], sample_rate=16000)
-    with VideoWriter(path, clip.shape[2], clip.shape[1], FPS, crf=18, preset="ultrafast", audio=audio) as writer:
+    with VideoWriter(
+        path, clip.shape[2], clip.shape[1], FPS, crf=18, preset="ultrafast", audio=audio
+    ) as writer:
         writer.write(clip)
     report = measure_video(path, data.image)
     assert report.frames == len(clip)

@@ -51,5 +51,5 @@ def test_paste_back_returns_frames_the_size_of_the_original_image(prepared):
 
 
 def test_sonic_backend_without_weights_says_where_to_put_them(tmp_path):
-    with pytest.raises(SonicModelError, match=r"model_dir: unet.pth not found in .*; put the Sonic model files in"):
+    with pytest.raises(SonicModelError, match=r"sonic_model_dir: unet.pth not found in .*; put the Sonic model files in"):
         SONIC_ModelLoader().load(backend="sonic", model_dir=str(tmp_path))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from comfyui_sonic.nodes.engine.errors import SonicInputError
 from comfyui_sonic.nodes.lipsync_correct import LipSyncCorrect
 

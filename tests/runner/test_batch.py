@@ -49,6 +49,7 @@ class MemHost:
         self.executions: list[str] = []
         self.submitted_prompts: list[dict] = []
         self.uploads = 0
+        self.download_failures = 0
 
     # contract ----------------------------------------------------------
     def _check(self) -> None:
@@ -72,6 +73,11 @@ class MemHost:
             raise ValidationHostError("prompt_outputs_failed_validation: Required input is missing: images")
         if outcome == "submit_500":
             raise TransientHostError("HTTP 500 from /prompt", kind="http_5xx")
+        if outcome == "late":  # the request timed out on our side; the host queues it a moment later
+            late = {"state": "pending", "outcome": "ok", "prompt": prompt}
+            threading.Timer(0.3, lambda: self.prompts.setdefault(prompt_id, late)).start()
+            self.submitted_prompts.append(prompt)
+            raise TransientHostError("read timed out", kind="timeout")
         self.submitted_prompts.append(prompt)
         self.prompts[prompt_id] = {"state": "pending", "outcome": outcome, "prompt": prompt}
 
@@ -105,6 +111,10 @@ class MemHost:
         if outcome == "die":  # the host dies mid-job and stays down
             self.down = True
             self.prompts.clear()
+            raise TransientHostError("websocket closed", kind="socket")
+        if outcome == "partition":  # the network to the host fails; the prompt keeps running there
+            entry["outcome"] = "ok"
+            self.down = True
             raise TransientHostError("websocket closed", kind="socket")
         if outcome == "restart":
             self.prompts.clear()
@@ -151,6 +161,9 @@ class MemHost:
 
     def download(self, file_ref: dict, dest: Path) -> Path:
         self._check()
+        if self.download_failures:
+            self.download_failures -= 1
+            raise TransientHostError("connection reset during /view", kind="connection")
         return write_wav(Path(dest), 0.05)
 
     def interrupt(self, prompt_id: str) -> None:
@@ -227,6 +240,7 @@ def manifest(inputs, rows):
 def make_batch(inputs, hosts, rows, sinks=(), specs=None, **config):
     config.setdefault("policy", RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_cap=0.05))
     config.setdefault("failover_grace", 0.3)
+    config.setdefault("submit_settle", 0.05)
     config.setdefault("poll_interval", 0.05)
     cfg = BatchConfig(
         workflow_path=inputs["workflow"],
@@ -461,3 +475,47 @@ def test_resume_asks_the_host_before_anything_else(inputs):
 def test_build_jobs_marks_missing_files_dead():
     jobs = build_jobs([{"row": 1, "image": "/nope.png", "audio": "/nope.wav", "params": {}}], TEMPLATE, {})
     assert jobs[0].state == "dead" and "not found" in jobs[0].error
+
+
+def test_an_abandoned_attempt_is_cancelled_when_its_host_comes_back(inputs):
+    cut_off = MemHost("http://a:1", script=["partition"])
+    spare = MemHost("http://b:1", run_seconds=1.5)
+    threading.Timer(0.5, lambda: setattr(cut_off, "down", False)).start()
+    batch = make_batch(
+        inputs, [cut_off, spare], [{"id": "x"}], inflight=1, health_backoff_base=0.05, failover_grace=0.2
+    )
+    code, jobs = run(batch)
+    assert code == 0 and jobs["x"].host == "http://b:1"
+    first, second = make_journal_attempts(inputs, "x")
+    assert (first["state"], second["state"]) == ("cancelled", "done")
+    assert cut_off.prompts[first["prompt_id"]]["outcome"] == "interrupted"  # it will not finish there
+
+
+def test_a_bad_value_ends_only_its_job_before_any_submission(inputs):
+    host = MemHost("http://a:1")
+    code, jobs = run(make_batch(inputs, [host], [{"id": "good", "seed": 3}, {"id": "bad", "seed": "abc"}]))
+    assert code == 1 and jobs["good"].state == "done"
+    assert jobs["bad"].state == "dead" and jobs["bad"].error_kind == "input" and "seed" in jobs["bad"].error
+    assert jobs["bad"].attempts == 0 and len(host.submitted_prompts) == 1
+
+
+def test_a_submission_that_arrives_late_is_not_run_twice(inputs):
+    host = MemHost("http://a:1", script=["late"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}], submit_settle=1.0))
+    assert code == 0 and jobs["x"].attempts == 1 and len(host.submitted_prompts) == 1
+
+
+def test_a_failed_download_is_retried_without_running_the_job_again(inputs):
+    host = MemHost("http://a:1")
+    host.download_failures = 1
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    assert code == 0 and jobs["x"].attempts == 1 and len(host.executions) == 1
+
+
+def test_an_input_file_removed_after_the_start_ends_its_job_with_the_path(inputs):
+    host = MemHost("http://a:1")
+    batch = make_batch(inputs, [host], [{"id": "x"}])
+    inputs["image"].unlink()
+    code, jobs = run(batch)
+    assert code == 1 and jobs["x"].error_kind == "input" and "face.png" in jobs["x"].error
+    assert not host.submitted_prompts

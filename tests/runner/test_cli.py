@@ -194,8 +194,25 @@ def test_bearer_token_reaches_the_host_and_never_the_journal(files, tmp_path, ca
                 "0.2",
             ]
         )
+        single = main(
+            [
+                "run",
+                str(files / "sonic_api.json"),
+                "--image",
+                str(files / "face.png"),
+                "--audio",
+                str(files / "speech.wav"),
+                "--host",
+                guarded.url,
+                "--header",
+                f"Authorization=Bearer {token}",
+                "-o",
+                str(files / "sec"),
+                "--quiet",
+            ]
+        )
     out = capsys.readouterr()
-    assert code == 0
+    assert code == 0 and single == 0
     for path in (files / "sec").iterdir():
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
@@ -220,3 +237,94 @@ def test_help_is_fast_to_import_and_never_imports_torch():
         timeout=60,
     )
     assert result.stdout.split() == ["False", "False", "False"], result.stderr
+
+
+def test_run_without_a_host_uses_the_embedded_executor(files, monkeypatch, capsys):
+    from comfyui_sonic.runner import embedded
+
+    seen = {}
+
+    def fake_run_embedded(prompt, out_dir, progress_sink=None):
+        seen["prompt"], seen["out"] = prompt, out_dir
+        path = Path(out_dir) / "clip.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"mp4")
+        return [path]
+
+    monkeypatch.setattr(embedded, "run_embedded", fake_run_embedded)
+    code = main(
+        [
+            "run",
+            str(files / "sonic_api.json"),
+            "--image",
+            str(files / "face.png"),
+            "--audio",
+            str(files / "speech.wav"),
+            "-o",
+            str(files / "local"),
+            "--quiet",
+            "--set",
+            "Sonic.seed=9",
+        ]
+    )
+    assert code == 0 and capsys.readouterr().out.strip().endswith("clip.mp4")
+    by_class = {n["class_type"]: n["inputs"] for n in seen["prompt"].values()}
+    assert by_class["LoadImage"]["image"] == str((files / "face.png").resolve())
+    assert by_class["SONIC_PreData"]["duration"] == 0.5  # the audio's real length
+    assert by_class["SONIC_Inference"]["seed"] == 9
+
+
+def test_hosts_reports_each_host(host, capsys):
+    assert main(["hosts", "--host", host.url, "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["url"] == host.url
+    assert main(["hosts", "--host", "http://127.0.0.1:9"]) == 1
+    assert "NO" in capsys.readouterr().out
+
+
+def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys):
+    import http.server
+    import threading
+
+    from comfyui_sonic.runner.webhooks import verify
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, self.headers.get("X-Sonic-Signature")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SONIC_WEBHOOK_SECRET", "hook-secret")
+    try:
+        manifest = write_manifest(files, ["a,face.png,speech.wav,512", "b,noface.png,speech.wav,512"])
+        code = main(
+            [
+                "batch",
+                str(files / "sonic_api.json"),
+                str(manifest),
+                "--host",
+                host.url,
+                "--out",
+                str(files / "hooked"),
+                "--quiet",
+                "--poll-interval",
+                "0.2",
+                "--webhook",
+                f"http://127.0.0.1:{server.server_port}/done",
+            ]
+        )
+    finally:
+        server.shutdown()
+    assert code == 1
+    bodies = {json.loads(body)["job_id"]: (body, sig) for body, sig in received}
+    assert set(bodies) == {"a", "b"}
+    assert all(verify("hook-secret", body, sig) for body, sig in bodies.values())
+    assert json.loads(bodies["b"][0])["state"] == "dead"

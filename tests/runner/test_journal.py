@@ -121,3 +121,23 @@ def test_ten_thousand_jobs_load_fast(tmp_path):
 def test_status_of_a_missing_journal_is_a_clear_error(tmp_path):
     with pytest.raises(JournalError, match="no such file"):
         open_existing(tmp_path / "nope.sqlite")
+
+
+def test_only_the_submission_commit_pays_for_an_fsync(journal):
+    journal.add_jobs(make_jobs(1))
+    job = journal.jobs()[0]
+    journal.transition(job, "uploading")
+    statements = []
+    journal._db.set_trace_callback(statements.append)
+    journal.start_attempt(job, "http://h:1", "p", "c", None)
+    journal.transition(job, "running", attempt_state="running")
+    journal._db.set_trace_callback(None)
+    pragmas = [s for s in statements if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))]
+    assert pragmas == [
+        "PRAGMA synchronous=FULL",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+        "PRAGMA synchronous=NORMAL",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]

@@ -205,3 +205,34 @@ def test_kill_9_and_resume_many_times_loses_and_duplicates_nothing(tmp_path):
     finally:
         for h in hosts:
             h.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_host_that_dies_mid_job_and_comes_back_empty_reruns_that_job_once(tmp_path):
+    from comfyui_sonic.runner.cli import main
+
+    with FakeComfy(
+        tmp_path / "host", run_seconds=0.2, auto_revive_after=0.3, faults={"die_mid_job": 1}
+    ) as host:
+        workflow, manifest = make_inputs(tmp_path / "in", host.url, 4)
+        out = tmp_path / "out"
+        code = main(
+            [
+                "batch",
+                str(workflow),
+                str(manifest),
+                "--host",
+                host.url,
+                "--out",
+                str(out),
+                "--quiet",
+                "--poll-interval",
+                "0.2",
+                "--failover-grace",
+                "10",
+            ]
+        )
+        assert code == 0
+        check_exactly_once(out / "journal.sqlite", [host], 4)
+        states = journal_rows(out / "journal.sqlite", "SELECT state, COUNT(*) FROM attempts GROUP BY state")
+    assert dict(states) == {"done": 4, "lost": 1}  # the host lost the prompt; it ran again, once

@@ -3,8 +3,8 @@
 The lite backend has no learned audio model, so it reads two things a viewer
 actually sees in speech: how loud the voice is (the jaw opens with the
 syllable's energy and shuts in pauses and on p/b/m) and where the energy sits
-in the spectrum (a strong second formant means spread lips, "ee"; energy
-piled low means rounded lips, "oo"; hiss means teeth). Features are taken at
+in the spectrum (a strong high second formant means spread lips, "ee";
+energy all below ~550 Hz means rounded lips, "oo"; hiss means teeth). Features are taken at
 100 Hz, smoothed with a zero-phase filter (so the mouth neither leads nor lags
 the sound) and read at the centre of each video frame.
 """
@@ -21,10 +21,12 @@ HOP = 160  # 10 ms
 N_FFT = 512  # 32 ms window
 _BLOCK = 4096  # STFT rows per block: bounds memory on long clips
 
-# Bands (Hz): F1 region, F2 region, frication, and the whole speech band.
-_LOW = (200.0, 900.0)
-_MID = (900.0, 2600.0)
-_HIGH = (3500.0, 7800.0)
+# Bands (Hz). Within the vowel band, a closed vowel has its first formant in LOW; spread
+# vowels ("ee", "e") add a second formant in FRONT; open vowels ("a") sit in between.
+_VOWEL = (200.0, 3200.0)
+_LOW = (200.0, 550.0)
+_FRONT = (1900.0, 3200.0)
+_HIGH = (3500.0, 7800.0)  # frication ("s", "f")
 _SPEECH = (90.0, 5000.0)
 
 _GATE_DBFS = -58.0  # quieter than this is silence, however the clip is normalised
@@ -55,7 +57,7 @@ def band_powers(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str, 
     window = np.hanning(n_fft).astype(np.float32)
     norm = float(np.sum(window**2) * n_fft / 2.0)  # -> mean-square units (a full-scale sine ~ 0.5)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    bands = {"low": _LOW, "mid": _MID, "high": _HIGH, "speech": _SPEECH}
+    bands = {"vowel": _VOWEL, "low": _LOW, "front": _FRONT, "high": _HIGH, "speech": _SPEECH}
     masks = {k: (freqs >= lo) & (freqs < hi) for k, (lo, hi) in bands.items()}
     out = {k: np.zeros(n_rows, dtype=np.float64) for k in bands}
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
@@ -100,12 +102,11 @@ def mouth_track(audio_16k: np.ndarray, fps: float, n_frames: int) -> MouthTrack:
     open_ = gaussian_filter1d(open_, sigma, mode="nearest") ** 1.4
 
     speech = p["speech"] + 1e-12
-    balance = np.log((p["mid"] + 1e-10) / (p["low"] + 1e-10))  # F2-ish over F1-ish
-    hiss = np.clip(p["high"] / speech, 0.0, 2.0)
-    voiced = open_ > 0.15
-    centre = float(np.median(balance[voiced])) if voiced.sum() > 10 else 0.0
-    spread = float(np.std(balance[voiced])) + 1e-3 if voiced.sum() > 10 else 1.0
-    wide = np.tanh((balance - centre) / (1.2 * spread)) + 0.6 * np.clip(hiss - 0.3, 0.0, 1.0)
+    vowel = p["vowel"] + 1e-12
+    spread = np.clip((p["front"] / vowel - 0.08) / 0.12, 0.0, 1.0)  # "ee": F2 high
+    rounded = np.clip((p["low"] / vowel - 0.45) / 0.25, 0.0, 1.0) * (1.0 - spread)  # "oo": all low
+    hiss = np.clip(p["high"] / speech - 0.3, 0.0, 1.0)  # "s": teeth, lips spread a little
+    wide = spread - rounded + 0.6 * hiss
     wide = gaussian_filter1d(np.clip(wide, -1.0, 1.0) * np.minimum(1.0, open_ * 3.0), 2.0 * sigma)
 
     emphasis = gaussian_filter1d(open_, 25.0, mode="nearest")  # ~0.25 s

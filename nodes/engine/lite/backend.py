@@ -92,7 +92,9 @@ class LiteBackend:
             count = min(self.chunk_frames, n - start)
             chunk = np.empty((count, h, w, 3), dtype=np.uint8)
             for j in range(count):
-                render_frame(image, rig, pose_at(start + j, mouth, motion, dynamic_scale), colours, out=chunk[j])
+                render_frame(
+                    image, rig, pose_at(start + j, mouth, motion, dynamic_scale), colours, out=chunk[j]
+                )
             progress.update(count)
             yield chunk
 
@@ -113,13 +115,17 @@ def render_frame(
 ) -> np.ndarray:
     """One frame: remap the part of the portrait that moves, then paint the inner mouth."""
     frame = out if out is not None else np.empty_like(image)
-    frame[...] = image
     moving = rig.backward_map(pose)
     if moving is None:
+        frame[...] = image
         return frame
     y0, y1, x0, x1 = moving.box
     m1, m2 = cv2.convertMaps(moving.map, None, cv2.CV_16SC2)
-    frame[y0:y1, x0:x1] = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if (y1 - y0, x1 - x0) == image.shape[:2]:
+        cv2.remap(image, m1, m2, cv2.INTER_LINEAR, dst=frame, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        frame[...] = image
+        frame[y0:y1, x0:x1] = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if moving.gap is not None:
         paint_mouth(frame, moving.gap, colours)
     return frame

@@ -62,7 +62,9 @@ def _blink_curve(t: np.ndarray, starts: list[float]) -> np.ndarray:
         v = u[inside]
         close = np.clip(v / _BLINK_CLOSE, 0, 1)
         opening = np.clip((v - _BLINK_CLOSE - _BLINK_HOLD) / _BLINK_OPEN, 0, 1)
-        shape = np.where(v < _BLINK_CLOSE + _BLINK_HOLD, np.sin(close * np.pi / 2), np.cos(opening * np.pi / 2))
+        shape = np.where(
+            v < _BLINK_CLOSE + _BLINK_HOLD, np.sin(close * np.pi / 2), np.cos(opening * np.pi / 2)
+        )
         out[inside] = np.maximum(out[inside], shape)
     return out
 
@@ -106,4 +108,6 @@ def plan_motion(
 
     brow_noise = np.clip(_smooth_noise(t, brow_rng, 3) - 0.8, 0.0, None)  # occasional spontaneous lifts
     brow = np.clip(_BROW * (0.7 * accent + 0.5 * brow_noise), 0.0, 1.0) * ramp * float(motion_scale)
-    return MotionTrack(blink=blink.astype(np.float32), head=head.astype(np.float32), brow=brow.astype(np.float32))
+    return MotionTrack(
+        blink=blink.astype(np.float32), head=head.astype(np.float32), brow=brow.astype(np.float32)
+    )

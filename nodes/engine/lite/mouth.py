@@ -38,12 +38,14 @@ def mouth_colours(image: np.ndarray, landmarks: np.ndarray, source_mouth_open: b
     lips = _polygon_mask((h, w), landmarks[MOUTH_OUTER]) & ~_polygon_mask((h, w), landmarks[MOUTH_INNER])
     pixels = image[lips].astype(np.float32)
     lip = pixels.mean(axis=0) if len(pixels) else np.array([150.0, 90.0, 90.0], dtype=np.float32)
-    face = image[_polygon_mask((h, w), landmarks[[1, 2, 3, 31, 33, 35, 13, 14, 15, 28]])]
-    luma = float(face.astype(np.float32).mean()) if len(face) else 140.0
-    cavity = np.array([0.30, 0.13, 0.13], dtype=np.float32) * lip + np.array([8.0, 3.0, 4.0], dtype=np.float32)
+    face = image[_polygon_mask((h, w), landmarks[[1, 2, 3, 31, 33, 35, 13, 14, 15, 28]])].astype(np.float32)
+    skin = face.mean(axis=0) if len(face) else np.array([200.0, 150.0, 130.0], dtype=np.float32)
+    cavity = np.array([0.30, 0.13, 0.13], dtype=np.float32) * lip + np.float32(4.0)
     tongue = np.array([0.85, 0.48, 0.50], dtype=np.float32) * lip
-    teeth_level = float(np.clip(luma * 1.05 + 20.0, 110.0, 225.0))
-    teeth = teeth_level * np.array([1.0, 0.94, 0.84], dtype=np.float32)  # ivory, not paper white
+    # Teeth: ivory lit like the skin around them (warm light gives warm teeth, dim light dim ones).
+    light = float(np.clip(skin.mean() / 150.0, 0.6, 1.25))
+    ivory = np.array([235.0, 228.0, 212.0], dtype=np.float32)
+    teeth = np.clip((0.65 * ivory + 0.35 * skin * 1.2) * light, 0.0, 245.0).astype(np.float32)
     return MouthColours(cavity=cavity, tongue=tongue, teeth=teeth, show_teeth=not source_mouth_open)
 
 
@@ -60,8 +62,9 @@ def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None
     from_top = depth * height  # pixels below the upper lip edge
     centre = 1.0 - across**2
 
-    # Cavity: darkest deep in the middle, a touch lighter towards the corners (cheek light).
-    colour = colours.cavity[None, None, :] * (0.85 + 0.35 * (1.0 - centre))[..., None]
+    # Cavity: dark, darkest in the corners and just under the upper teeth (shadowed by the lip).
+    shade = (0.65 + 0.45 * centre) * (0.8 + 0.2 * np.clip(depth * 2.0, 0.0, 1.0))
+    colour = colours.cavity[None, None, :] * shade[..., None]
     # Tongue: the bottom of a wide opening.
     tongue = _smoothstep(0.55, 0.98, depth) * _smoothstep(0.25, 0.6, height / a) * centre
     colour = colour + (colours.tongue - colour) * (0.55 * tongue)[..., None]
@@ -71,8 +74,10 @@ def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None
         teeth = np.clip((band - from_top) / 1.5 + 0.5, 0.0, 1.0)
         teeth *= 1.0 - _smoothstep(0.25, 0.75, np.abs(across))
         teeth *= _smoothstep(0.06, 0.25, height / a)  # a slit shows shadow, not teeth
-        shade = 0.7 + 0.3 * np.clip(from_top / np.maximum(1.0, 0.35 * band), 0.0, 1.0)
-        tooth_colour = colours.teeth[None, None, :] * (shade * (0.8 + 0.2 * centre))[..., None]
+        shade = 0.7 + 0.3 * np.clip(from_top / np.maximum(1.0, 0.35 * band), 0.0, 1.0)  # lip shadow
+        # Faint gaps between incisors (about 0.3 mouth half-widths apart) so the band reads as teeth.
+        gaps = 0.93 + 0.07 * np.cos(across * np.float32(np.pi / 0.3)) ** 2
+        tooth_colour = colours.teeth[None, None, :] * (shade * gaps * (0.75 + 0.25 * centre))[..., None]
         colour = colour + (tooth_colour - colour) * (0.9 * teeth)[..., None]
         # Lower teeth: a fainter edge above the lower lip on wide openings.
         lower = np.clip((0.1 * a - (height - from_top)) / 1.5 + 0.5, 0.0, 1.0)

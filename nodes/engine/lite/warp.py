@@ -12,7 +12,8 @@ feature it moves, so the motion looks anatomical rather than a rubber sheet:
   little, and the corners spread or purse. Pixels that end up between the lips
   sample the lip line; mouth.py paints the cavity there;
 - eyelids: the upper lid slides down to the lower lid (blinks);
-- brows: lift with the forehead, stretching the skin above the eyes.
+- brows: lift with the forehead, stretching the skin above the eyes (smooth, so
+  computed on the coarse grid with the head).
 
 The local fields are computed only inside their feature's box, at the
 positions the head motion has moved the landmarks to, so one remap applies
@@ -84,21 +85,18 @@ def _frame_box(origin: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float, x
     return _clip_box(*corners.min(axis=0), *corners.max(axis=0), w, h)
 
 
-def _local_coords(box, origin: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float):
+def _local_coords(box, origin: np.ndarray, u: np.ndarray, v: np.ndarray, scale: float, step: int = 1):
+    """Coordinates (along u, along v; units of `scale`) of the box's pixels, or of every
+    `step`-th pixel (at the centres of step x step cells, which is how cv2.resize upsamples)."""
     y0, y1, x0, x1 = box
-    dx = (np.arange(x0, x1, dtype=np.float32) - np.float32(origin[0]))[None, :]
-    dy = (np.arange(y0, y1, dtype=np.float32) - np.float32(origin[1]))[:, None]
+    off = (step - 1) / 2.0
+    nx, ny = -(-(x1 - x0) // step), -(-(y1 - y0) // step)
+    dx = (np.arange(nx, dtype=np.float32) * step + np.float32(x0 + off - origin[0]))[None, :]
+    dy = (np.arange(ny, dtype=np.float32) * step + np.float32(y0 + off - origin[1]))[:, None]
     s = np.float32(1.0 / scale)
-    return (dx * np.float32(u[0]) + dy * np.float32(u[1])) * s, (dx * np.float32(v[0]) + dy * np.float32(v[1])) * s
-
-
-def _clipped(box: tuple[int, int, int, int], field: np.ndarray, w: int, h: int):
-    """(box, field) cut to the image (a field moved with the head may hang over an edge)."""
-    y0, y1, x0, x1 = (int(v) for v in box)
-    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
-    if cy1 <= cy0 or cx1 <= cx0:
-        return (0, 0, 0, 0), field[:0, :0]
-    return (cy0, cy1, cx0, cx1), field[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    along_u = (dx * np.float32(u[0]) + dy * np.float32(u[1])) * s
+    along_v = (dx * np.float32(v[0]) + dy * np.float32(v[1])) * s
+    return along_u, along_v
 
 
 def _profile(q: np.ndarray, roundness: float) -> np.ndarray:
@@ -124,16 +122,16 @@ class FaceRig:
         self.grid = np.dstack([xs, ys])  # identity map [H, W, 2]
         self.head_weight, self.coarse_xy = self._head_weight(p, brow_y, face_height)
         self.source_mouth_open = self._source_mouth_open(p)
-        # Brow lifts are linear in their amount and move only with the head: precompute the unit
-        # field once and paste it where the head motion has carried the brow (whole pixels).
-        iod = float(np.hypot(*(p[EYE_LEFT].mean(0) - p[EYE_RIGHT].mean(0))))
-        self._brows = [(p[b].mean(axis=0), *self._brow_field(p[b], 0.05 * iod)) for b in (BROW_RIGHT, BROW_LEFT)]
 
     def _head_weight(self, p: np.ndarray, brow_y: float, face_height: float):
-        """1 on the head (face, hair, ears), fading over neck, shoulders and background."""
-        hc, wc = -(-self.h // _COARSE), -(-self.w // _COARSE)
-        ys = np.arange(hc, dtype=np.float32) * _COARSE + (_COARSE - 1) / 2.0
-        xs = np.arange(wc, dtype=np.float32) * _COARSE + (_COARSE - 1) / 2.0
+        """1 on the head (face, hair, ears), fading over neck, shoulders and background.
+
+        Sampled on a coarse grid with one extra cell beyond each edge, so that resizing it
+        (see _head_map) interpolates everywhere inside the frame and never clamps.
+        """
+        hc, wc = -(-self.h // _COARSE) + 2, -(-self.w // _COARSE) + 2
+        ys = (np.arange(hc, dtype=np.float32) - 1) * _COARSE + (_COARSE - 1) / 2.0
+        xs = (np.arange(wc, dtype=np.float32) - 1) * _COARSE + (_COARSE - 1) / 2.0
         top = brow_y - 0.9 * face_height
         cy, ry = (p[8, 1] + top) / 2.0, (p[8, 1] - top) / 2.0 * 1.05
         cx, rx = float(p[:, 0].mean()), 0.62 * self.face_width
@@ -143,13 +141,8 @@ class FaceRig:
         edge = np.minimum.outer(np.minimum(ys, self.h - 1 - ys), np.minimum(xs, self.w - 1 - xs))
         taper = np.clip(edge / (0.06 * max(self.h, self.w)), 0.0, 1.0)
         weight = (weight * taper * taper * (3 - 2 * taper)).astype(np.float32)
-        # Only the cells where the head moves at all (the rest of the frame stays the input).
-        rows = np.flatnonzero((weight > 1e-3).any(axis=1))
-        cols = np.flatnonzero((weight > 1e-3).any(axis=0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        self.head_box = (r0 * _COARSE, min(r1 * _COARSE, self.h), c0 * _COARSE, min(c1 * _COARSE, self.w))
-        xy = np.dstack(np.meshgrid(xs[c0:c1], ys[r0:r1])).astype(np.float32)
-        return weight[r0:r1, c0:c1], xy
+        xy = np.dstack(np.meshgrid(xs, ys)).astype(np.float32)
+        return weight, xy
 
     @staticmethod
     def _source_mouth_open(p: np.ndarray) -> bool:
@@ -165,15 +158,20 @@ class FaceRig:
         t = self.pivot - a @ self.pivot + np.array([dx, dy]) * self.face_width
         return np.hstack([a, t[:, None]])
 
-    def _head_field(self, forward: np.ndarray) -> np.ndarray:
-        """Backward head displacement over `head_box` (the coarse grid there, resized)."""
+    def _coarse_map(self, forward: np.ndarray, moved: np.ndarray, brow: float) -> np.ndarray:
+        """Full-frame map of the smooth motions (head, brows): built on the coarse grid, then
+        resized; bilinear resizing reproduces the identity part exactly."""
         inv = cv2.invertAffineTransform(forward).astype(np.float32)
         xy = self.coarse_xy
         src = xy @ inv[:, :2].T + inv[:, 2]
-        disp = (src - xy) * self.head_weight[..., None]
-        y0, y1, x0, x1 = self.head_box
-        size = (x1 - x0, y1 - y0)
-        return cv2.resize(disp, size, interpolation=cv2.INTER_LINEAR)
+        coarse = xy + (src - xy) * self.head_weight[..., None]
+        if brow > 1e-3:
+            iod = float(np.hypot(*(moved[EYE_LEFT].mean(0) - moved[EYE_RIGHT].mean(0))))
+            for b in (BROW_RIGHT, BROW_LEFT):
+                coarse += self._brow_field(moved[b], brow * 0.05 * iod, xy)
+        hc, wc = coarse.shape[:2]
+        big = cv2.resize(coarse, (wc * _COARSE, hc * _COARSE), interpolation=cv2.INTER_LINEAR)
+        return big[_COARSE : _COARSE + self.h, _COARSE : _COARSE + self.w]  # a view: no copy
 
     # --- the map ---------------------------------------------------------------------------------------
     def backward_map(self, pose: FacePose) -> FrameMap | None:
@@ -188,24 +186,18 @@ class FaceRig:
         if pose.blink > 1e-3:
             for eye in (EYE_RIGHT, EYE_LEFT):
                 fields.append(self._eyelid_field(moved[eye], pose.blink))
-        if pose.brow > 1e-3:
-            for centre, box, field in self._brows:
-                shift = np.round(forward[:, :2] @ centre + forward[:, 2] - centre).astype(int)
-                moved_box = (box[0] + shift[1], box[1] + shift[1], box[2] + shift[0], box[3] + shift[0])
-                fields.append(_clipped(moved_box, field * np.float32(pose.brow), self.w, self.h))
-        head = any(abs(float(v)) > 1e-6 for v in pose.head)
-        boxes = [b for b, d in fields if d.size] + ([self.head_box] if head else [])
-        if not boxes:
+        fields = [(b, d) for b, d in fields if d.size]
+        if any(abs(float(v)) > 1e-6 for v in pose.head) or pose.brow > 1e-3:
+            y0, y1, x0, x1 = 0, self.h, 0, self.w
+            mapping = self._coarse_map(forward, moved, pose.brow)
+        elif fields:
+            y0, x0 = min(b[0] for b, _ in fields), min(b[2] for b, _ in fields)
+            y1, x1 = max(b[1] for b, _ in fields), max(b[3] for b, _ in fields)
+            mapping = self.grid[y0:y1, x0:x1].copy()
+        else:
             return None
-        y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
-        y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
-        mapping = self.grid[y0:y1, x0:x1].copy()
-        if head:
-            hb = self.head_box
-            mapping[hb[0] - y0 : hb[1] - y0, hb[2] - x0 : hb[3] - x0] += self._head_field(forward)
         for (by0, by1, bx0, bx1), delta in fields:
-            if delta.size:
-                mapping[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] += delta
+            mapping[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] += delta
         return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap)
 
     # --- mouth and jaw ---------------------------------------------------------------------------------
@@ -222,16 +214,19 @@ class FaceRig:
             return d @ u / a, d @ v / a
 
         # The parting line: the lower inner lip (upper teeth, if shown, go up with the upper lip).
-        sep_pts = p[[48, 60, 67, 66, 65, 64, 54]]
-        sx, sy = local(sep_pts)
-        order = np.argsort(sx)
-        sx, sy = sx[order], sy[order]
+        # A parabola through the points, not a polyline: landmark jitter would put kinks in the
+        # lip edge, and the opening and the teeth follow it.
+        sx, sy = local(p[[48, 60, 67, 66, 65, 64, 54]])
+        curve = np.polyfit(sx, sy, 2)
         cx, cy = local(p[8])
-        chin = max(0.8, float(cy - np.interp(cx, sx, sy)))
+        chin = max(0.8, float(cy - np.polyval(curve, cx)))
 
         box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.2), self.w, self.h)
-        xp, yp = _local_coords(box, c, u, v, a)
-        ypp = yp - np.interp(xp, sx, sy).astype(np.float32)
+        # The field is smooth: on big faces compute it on every 2nd/3rd pixel and resize.
+        step = max(1, int(a // 28))
+        xp, yp = _local_coords(box, c, u, v, a, step)
+        c2, c1, c0 = (np.float32(k) for k in curve)
+        ypp = yp - ((c2 * xp + c1) * xp + c0)
         f32 = np.float32
 
         # Corners spread/purse: backward x scale near the lip line (x^4: flat over the mouth).
@@ -252,31 +247,43 @@ class FaceRig:
 
         src_y = np.where(ypp >= 0, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
-        delta = np.empty(xp.shape + (2,), dtype=np.float32)
-        delta[..., 0] = a * (dxp * f32(u[0]) + dyp * f32(v[0]))
-        delta[..., 1] = a * (dxp * f32(u[1]) + dyp * f32(v[1]))
-
-        gap = self._gap(box, a, xp, ypp, src_x, drop, lift)
-        return box, delta, gap
+        fa = f32(a)
+        layers = np.empty(xp.shape + (6,), dtype=np.float32)
+        layers[..., 0] = fa * (dxp * f32(u[0]) + dyp * f32(v[0]))
+        layers[..., 1] = fa * (dxp * f32(u[1]) + dyp * f32(v[1]))
+        # For the painter: pixels from the nearer lip edge (> 0 between the lips), opening
+        # height in pixels, depth from the upper lip (0..1), position across (-1..1).
+        total = lift + drop
+        layers[..., 2] = np.minimum(ypp + lift, drop - ypp) * fa
+        layers[..., 3] = total * fa
+        layers[..., 4] = (ypp + lift) / np.maximum(total, f32(1e-3))
+        layers[..., 5] = src_x
+        # Two arrays, not one view of six channels: adding a strided view is ~20x slower.
+        delta, layers = np.ascontiguousarray(layers[..., :2]), np.ascontiguousarray(layers[..., 2:])
+        h, w = box[1] - box[0], box[3] - box[2]
+        if step > 1:
+            size = (xp.shape[1] * step, xp.shape[0] * step)
+            delta = cv2.resize(delta, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+            layers = cv2.resize(layers, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+        return box, delta, self._gap(box, a, layers)
 
     @staticmethod
-    def _gap(box, a: float, xp, ypp, src_x, drop, lift) -> MouthGap | None:
-        inside = np.minimum(ypp + lift, drop - ypp) * np.float32(a)  # pixels from the nearer lip edge
+    def _gap(box, a: float, layers: np.ndarray) -> MouthGap | None:
+        inside, total = layers[..., 0], layers[..., 1]
         # One-pixel anti-aliased edges; an opening thinner than a pixel covers only its height.
-        alpha = np.clip(np.minimum(inside + 0.5, (lift + drop) * np.float32(a)), 0.0, 1.0)
+        alpha = np.clip(np.minimum(inside + 0.5, total), 0.0, 1.0)
         rows = np.flatnonzero(alpha.any(axis=1))
         cols = np.flatnonzero(alpha.any(axis=0))
         if rows.size == 0 or cols.size == 0:
             return None
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         sl = (slice(r0, r1), slice(c0, c1))
-        total = (lift + drop)[sl]
         return MouthGap(
             box=(box[0] + r0, box[0] + r1, box[2] + c0, box[2] + c1),
             alpha=alpha[sl],
-            depth=np.clip((ypp[sl] + lift[sl]) / np.maximum(total, 1e-3), 0.0, 1.0),
-            across=np.clip(src_x[sl], -1.0, 1.0),
-            height_px=total * np.float32(a),
+            depth=np.clip(layers[sl + (2,)], 0.0, 1.0),
+            across=np.clip(layers[sl + (3,)], -1.0, 1.0),
+            height_px=total[sl],
             half_width_px=a,
         )
 
@@ -300,7 +307,7 @@ class FaceRig:
         o = np.argsort(lx)
         lower = np.interp(xe, lx[o], ly[o]).astype(np.float32)
         lower = np.maximum(lower, upper)
-        new_upper = upper + np.float32(0.94 * blink) * (lower - upper)
+        new_upper = upper + np.float32(blink) * (lower - upper)
         shift = new_upper - upper
         lam = np.float32(0.5 * ew)
         above = ye - shift * np.exp(-((np.minimum(ye - new_upper, 0.0) / lam) ** 2))
@@ -316,19 +323,19 @@ class FaceRig:
         return box, delta
 
     # --- brows -----------------------------------------------------------------------------------------
-    def _brow_field(self, brow: np.ndarray, amount_px: float):
+    @staticmethod
+    def _brow_field(brow: np.ndarray, amount_px: float, xy: np.ndarray) -> np.ndarray:
+        """Backward displacement at points `xy` [..., 2] that lifts one brow and the forehead
+        above it by `amount_px`, stretching the skin between brow and eye."""
         ub = _unit(brow[-1] - brow[0])
         if ub[0] < 0:
             ub = -ub
-        vb = np.array([-ub[1], ub[0]])
+        vb = np.array([-ub[1], ub[0]], dtype=np.float32)
         bl = max(2.0, float(np.hypot(*(brow[-1] - brow[0]))))
-        c = brow.mean(axis=0)
-        box = _frame_box(c, ub, vb, bl, (-1.6, 1.6), (-2.4, 1.2), self.w, self.h)
-        xb, yb = _local_coords(box, c, ub, vb, bl)
+        d = xy - brow.mean(axis=0).astype(np.float32)
+        xb = (d @ ub.astype(np.float32)) / np.float32(bl)
+        yb = (d @ vb) / np.float32(bl)
         across = np.exp(-((xb / 0.75) ** 2))
         updown = np.where(yb < 0, np.exp(-((yb / 1.3) ** 2)), np.exp(-((yb / 0.45) ** 2)))
-        d = np.float32(amount_px) * across * updown  # sample from below = the brow moves up
-        delta = np.empty(xb.shape + (2,), dtype=np.float32)
-        delta[..., 0] = d * np.float32(vb[0])
-        delta[..., 1] = d * np.float32(vb[1])
-        return box, delta
+        lift = np.float32(amount_px) * across * updown
+        return lift[..., None] * vb  # sample from below: the brow moves up

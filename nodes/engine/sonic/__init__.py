@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "SonicBackend": ".backend",
-    "SonicLoadOptions": ".backend",
+    "SonicLoadOptions": ".options",
     "load_sonic_backend": ".backend",
     "write_random_checkpoint": ".random_checkpoint",
     "official_unet_key_shapes": ".models",

@@ -27,22 +27,11 @@ from .audio_features import audio_windows, frame_conditioning
 from .config import CLIP_MEAN, CLIP_STD, SonicConfig, get_config
 from .decode import decode_chunks, to_uint8
 from .interpolate import Retimer, interpolate_stream
+from .options import SonicLoadOptions
 from .sampler import Conditioning, denoise, make_schedule
 from .timing import NoTimes, StageTimes
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-@dataclass
-class SonicLoadOptions:
-    """What SONIC_ModelLoader passes for backend `sonic`."""
-
-    model_dir: Path  # folder with unet.pth, audio2token.pth, audio2bucket.pth, whisper-tiny/, RIFE/
-    svd: Path | None = None  # svd_xt*.safetensors single file, or a diffusers SVD folder
-    dtype: str = "bf16"  # fp16 / bf16 / fp32 for UNet, VAE, CLIP (whisper + adapters stay fp32)
-    device: str = "auto"  # auto / cuda / cuda:N / cpu
-    enable_rife: bool = True  # interpolate 12.5 -> 25 fps with RIFE/flownet.pkl when present
-    config: str = "auto"  # "full" (official weights), "tiny" (tests) or "auto" (from unet.pth)
 
 
 @dataclass
@@ -127,7 +116,7 @@ class SonicBackend:
         fps = self.models.config.generation_fps
         return fps * 2 if self.rife_active else fps
 
-    def progress_total(self, params: GenerationParams) -> int:
+    def progress_total(self, data: SonicData, params: GenerationParams) -> int:
         """progress.update() is called once per denoising step."""
         return int(params.inference_steps)
 
@@ -222,6 +211,7 @@ class SonicBackend:
         retimer = Retimer(self.output_fps_source(), float(params.fps), data.frame_count(params.fps))
         decoded = timer.iterate(decode_chunks(m.vae, latents, cfg.decode_chunk, dtype), "vae decode")
         for chunk in timer.iterate(interpolate_stream(decoded, m.rife, batch=cfg.decode_chunk), "rife"):
+            progress.check_cancel()  # a long clip's decode can be stopped too
             with timer.stage("to uint8 + retime"):
                 out = retimer.push(to_uint8(chunk))
             del chunk
@@ -272,16 +262,30 @@ def _free_device_memory() -> None:
 
 def load_sonic_models(options: SonicLoadOptions) -> SonicModels:
     """Read every file strictly (see loading.py) into networks on the CPU."""
-    from .loading import load_adapters, load_rife, load_svd, load_unet, load_whisper
+    from .loading import (
+        UNET_FILE,
+        detect_config,
+        load_adapters,
+        load_rife,
+        load_svd,
+        load_unet,
+        load_whisper,
+        read_state_dict,
+    )
 
-    config = get_config(options.config)
     model_dir = Path(options.model_dir)
     if not model_dir.is_dir():
         raise SonicModelError(
             f"model_dir: {model_dir} is not a folder; it must hold unet.pth, audio2token.pth, ..."
         )
+    unet_state = read_state_dict(model_dir / UNET_FILE)
+    name = options.config
+    if name == "auto":
+        name = detect_config(unet_state, str(model_dir / UNET_FILE))
+    config = get_config(name)
     context = AudioAttentionContext()
-    unet = load_unet(model_dir, config, context)
+    unet = load_unet(model_dir, config, context, unet_state)
+    del unet_state
     to_tokens, to_bucket = load_adapters(model_dir, config)
     extractor, whisper = load_whisper(model_dir)
     svd = load_svd(options.svd, config)

@@ -64,7 +64,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except SonicModelError:
         raise
     except Exception as exc:  # corrupt / truncated / not a checkpoint
-        raise SonicModelError(f"{path}: cannot be read as a checkpoint ({exc}); download it again") from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SonicModelError(
+            f"{path}: cannot be read as a checkpoint ({detail}); download it again"
+        ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -72,9 +75,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
+# Buffers older transformers releases saved and current ones recompute (CLIP's position_ids in
+# SVD's image_encoder/): present or not, they carry no weights, so they are dropped, not refused.
+_DERIVED_KEYS = re.compile(r"(^|\.)position_ids$")
+
+
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """Assign `state` to a (meta-built) module; any missing/extra key or wrong shape names `source`."""
     expected = module.state_dict()
+    state = {k: v for k, v in state.items() if not (_DERIVED_KEYS.search(k) and k not in expected)}
     for key in expected:
         if key not in state:
             raise SonicModelError(

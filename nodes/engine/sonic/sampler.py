@@ -104,7 +104,8 @@ def denoise(
             uncond = cond.uncond_tokens[None].expand(n, -1, -1)
             spatial_tokens = torch.cat([uncond, uncond, tokens])  # [3*n, T, C]
             bucket = cond.buckets[idx].mean(dim=0)
-            time_ids = torch.cat([bucket.new_full((1,), cond.fps), bucket]).to(dtype)[None].expand(3, -1)
+            # float32: the sinusoidal embedding is computed in float32 anyway, bf16 would round the buckets
+            time_ids = torch.cat([bucket.new_full((1,), cond.fps), bucket]).float()[None].expand(3, -1)
             with context.bound(
                 spatial_tokens,
                 batch=3,

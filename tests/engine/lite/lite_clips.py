@@ -8,7 +8,6 @@ correlation equally good peaks one syllable period apart.
 from __future__ import annotations
 
 import numpy as np
-
 from comfyui_sonic.nodes.engine.lite.backend import LiteBackend
 from comfyui_sonic.nodes.engine.prepare import prepare
 from comfyui_sonic.nodes.engine.progress import NullProgress

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from comfyui_sonic.nodes.engine.lite.audio_drive import mouth_track
 
 RATE = 16000

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .lite_clips import prepared, render, speech_envelope
-
 from comfyui_sonic.nodes.engine.errors import SonicInputError
 from comfyui_sonic.nodes.engine.lipsync import mouth_box, mouth_opening, track_landmarks
 from comfyui_sonic.nodes.engine.lite.backend import LiteBackend
 from comfyui_sonic.nodes.engine.progress import NullProgress
 from comfyui_sonic.nodes.engine.types import GenerationParams
+
+from .lite_clips import prepared, render, speech_envelope
 
 SECONDS = 4.0
 
@@ -31,7 +31,12 @@ def test_frame_count_is_duration_times_fps_in_uint8_chunks(data, fps):
     backend = LiteBackend(chunk_frames=16)
     chunks = list(backend.generate(data, GenerationParams(fps=fps), progress))
     total = sum(len(c) for c in chunks)
-    assert total == round(SECONDS * fps) == data.frame_count(fps) == backend.progress_total(data, GenerationParams(fps=fps))
+    assert (
+        total
+        == round(SECONDS * fps)
+        == data.frame_count(fps)
+        == backend.progress_total(data, GenerationParams(fps=fps))
+    )
     assert all(c.dtype == np.uint8 and c.shape[1:] == data.image.shape for c in chunks)
     assert max(len(c) for c in chunks) <= 16
     assert progress.done == total

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from comfyui_sonic.nodes.engine.lite.motion import plan_motion
 
 

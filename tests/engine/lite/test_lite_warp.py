@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from .lite_clips import prepared
-
 from comfyui_sonic.nodes.engine.lite.warp import FacePose, FaceRig
+
+from .lite_clips import prepared
 
 
 @pytest.fixture(scope="module")

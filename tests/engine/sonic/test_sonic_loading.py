@@ -180,5 +180,26 @@ def test_forcing_the_wrong_architecture_names_the_file(tiny_checkpoint):
     options = SonicLoadOptions(
         model_dir=tiny_checkpoint["model_dir"], svd=tiny_checkpoint["svd"], device="cpu", config="full"
     )
-    with pytest.raises(SonicModelError, match=r"unet\.pth: key 'conv_in\.weight' has shape"):
+    with pytest.raises(SonicModelError, match=r"unet\.pth: (missing key|unexpected key|key .* has shape)"):
         load_sonic_backend(options)
+
+
+def test_clip_position_ids_saved_by_old_transformers_are_accepted(tiny_checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    svd = tmp_path / "svd"
+    shutil.copytree(tiny_checkpoint["svd"], svd)
+    weights = svd / "image_encoder" / "model.safetensors"
+    state = load_file(str(weights))
+    state["vision_model.embeddings.position_ids"] = torch.arange(257)[None]
+    save_file(state, str(weights))
+    assert load_svd(svd, TINY).clip is not None
+
+
+def test_a_corrupt_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "unet.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SonicModelError) as info:
+        read_state_dict(bad)
+    message = str(info.value)
+    assert "unet.pth: cannot be read" in message and "\n" not in message

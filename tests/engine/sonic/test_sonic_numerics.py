@@ -137,6 +137,8 @@ def test_ifnet_has_the_official_key_names_and_interpolation_streams():
     out = torch.cat(list(interpolate_stream([frames[:3], frames[3:5], frames[5:]], net, batch=2)))
     assert out.shape[0] == 2 * 7 - 1
     torch.testing.assert_close(out[::2], frames)  # originals kept, mids in between
+    whole = torch.cat(list(interpolate_stream([frames], net, batch=8)))
+    torch.testing.assert_close(out, whole)  # streaming in chunks changes nothing
 
 
 def test_retimer_gives_exactly_the_promised_count():
