@@ -35,10 +35,15 @@ def _svd_candidates() -> dict[str, Path]:
                 continue
             for path in sorted(root.iterdir()):
                 is_file = path.is_file() and path.suffix == ".safetensors" and "svd" in path.name.lower()
-                is_folder = path.is_dir() and (path / "model_index.json").is_file() and (path / "vae").is_dir()
+                is_folder = _is_diffusers_svd(path)
                 if is_file or is_folder:
                     found.setdefault(path.name, path)
     return found
+
+
+def _is_diffusers_svd(path: Path) -> bool:
+    """A diffusers SVD folder: what we use of it is vae/ and image_encoder/ (model_index.json is optional)."""
+    return (path / "vae" / "config.json").is_file() and (path / "image_encoder" / "config.json").is_file()
 
 
 class SONIC_ModelLoader:
@@ -158,7 +163,7 @@ def find_svd(choice: str, sonic_dir: Path) -> Path:
     """The SVD base for a dropdown choice; (auto) prefers a single file, then a diffusers folder."""
     candidates = _svd_candidates()
     for name in SVD_FOLDER_NAMES:  # a diffusers folder kept next to the Sonic weights
-        if (sonic_dir / name / "model_index.json").is_file():
+        if _is_diffusers_svd(sonic_dir / name):
             candidates.setdefault(name, sonic_dir / name)
     if choice != AUTO_SVD:
         if choice in candidates:

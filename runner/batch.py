@@ -658,7 +658,8 @@ class Batch:
         seconds from the submission closes that window before the job may run again.
         """
         status = self._status_or_grace(job, host, client, prompt_id)
-        if status == "unknown" and settle and job.submitted_at:
+        # Only while nothing showed the host ever had it (a running prompt surely arrived).
+        if status == "unknown" and settle and job.state == J.SUBMITTED and job.submitted_at:
             wait = self.config.submit_settle - (time.time() - job.submitted_at)
             if wait > 0:
                 time.sleep(wait)

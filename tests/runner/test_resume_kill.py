@@ -202,6 +202,16 @@ def test_kill_9_and_resume_many_times_loses_and_duplicates_nothing(tmp_path):
         )
         print(f"kills={kills} attempts={states} executions={[len(h.executions) for h in hosts]}")
         assert any(h == urls[2] for h, _, _ in states)  # the host that died had taken work
+        report = subprocess.run(
+            [sys.executable, "-m", "comfyui_sonic.runner", "report", str(out / "journal.sqlite"), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        attempts = json.loads(report.stdout)["attempts"]
+        assert len(attempts) == sum(n for _, _, n in states)  # the report accounts for every attempt
     finally:
         for h in hosts:
             h.stop()
@@ -230,6 +240,8 @@ def test_a_host_that_dies_mid_job_and_comes_back_empty_reruns_that_job_once(tmp_
                 "0.2",
                 "--failover-grace",
                 "10",
+                "--inflight",
+                "1",
             ]
         )
         assert code == 0

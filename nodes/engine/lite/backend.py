@@ -32,15 +32,21 @@ _SPREAD = 0.10
 _PURSE = 0.16
 
 
-def pose_at(i: int, mouth: MouthTrack, motion: MotionTrack, dynamic_scale: float) -> FacePose:
-    """Frame i's expression: mouth from the audio, the rest from the seeded motion plan."""
+def pose_at(
+    i: int, mouth: MouthTrack, motion: MotionTrack, dynamic_scale: float, source_gap: float = 0.0
+) -> FacePose:
+    """Frame i's expression: mouth from the audio, the rest from the seeded motion plan.
+
+    The audio sets how far apart the lips are; a portrait whose lips are already apart
+    (`source_gap`) starts from there, so it closes in silence.
+    """
     o = float(mouth.open[i])
     wide = float(mouth.wide[i])
     spread, rounded = max(wide, 0.0), max(-wide, 0.0)
     talking = min(1.0, 3.0 * o)
     ds = float(dynamic_scale)
     return FacePose(
-        jaw=ds * _JAW * o * (1.0 - 0.3 * rounded),
+        jaw=ds * _JAW * o * (1.0 - 0.3 * rounded) - source_gap,
         lip_raise=ds * (_LIP_RAISE * o + 0.05 * spread * talking),
         width=ds * talking * (_SPREAD * spread - _PURSE * rounded),
         roundness=rounded,
@@ -92,9 +98,8 @@ class LiteBackend:
             count = min(self.chunk_frames, n - start)
             chunk = np.empty((count, h, w, 3), dtype=np.uint8)
             for j in range(count):
-                render_frame(
-                    image, rig, pose_at(start + j, mouth, motion, dynamic_scale), colours, out=chunk[j]
-                )
+                pose = pose_at(start + j, mouth, motion, dynamic_scale, rig.source_gap)
+                render_frame(image, rig, pose, colours, out=chunk[j])
             progress.update(count)
             yield chunk
 

@@ -36,7 +36,7 @@ _COARSE = 8  # head field grid step (pixels)
 class FacePose:
     """One frame's expression and pose (all 0 = the input image unchanged)."""
 
-    jaw: float = 0.0  # lower lip/jaw drop, in mouth half-widths
+    jaw: float = 0.0  # lower lip/jaw drop, in mouth half-widths (negative closes an open mouth)
     lip_raise: float = 0.0  # upper lip lift, mouth half-widths
     width: float = 0.0  # relative change of mouth width (+ spread, - pursed)
     roundness: float = 0.0  # 0..1: rounder opening ("oo")
@@ -121,7 +121,8 @@ class FaceRig:
         ys, xs = np.mgrid[0 : self.h, 0 : self.w].astype(np.float32)
         self.grid = np.dstack([xs, ys])  # identity map [H, W, 2]
         self.head_weight, self.coarse_xy = self._head_weight(p, brow_y, face_height)
-        self.source_mouth_open = self._source_mouth_open(p)
+        self.source_gap = self._source_gap(p)
+        self.source_mouth_open = self.source_gap > 0.0
 
     def _head_weight(self, p: np.ndarray, brow_y: float, face_height: float):
         """1 on the head (face, hair, ears), fading over neck, shoulders and background.
@@ -145,9 +146,13 @@ class FaceRig:
         return weight, xy
 
     @staticmethod
-    def _source_mouth_open(p: np.ndarray) -> bool:
-        gap = np.mean(np.hypot(*(p[[61, 62, 63]] - p[[67, 66, 65]]).T))
-        return bool(gap > 0.08 * np.hypot(*(p[54] - p[48])))
+    def _source_gap(p: np.ndarray) -> float:
+        """How far the portrait's lips are already apart (mouth half-widths; 0 if they touch).
+
+        A smiling portrait showing teeth must be closed (a negative jaw) in silence."""
+        half_width = np.hypot(*(p[54] - p[48])) / 2.0
+        gap = float(np.hypot(*(p[62] - p[66]))) / max(half_width, 1e-6)
+        return gap if gap > 0.16 else 0.0
 
     # --- head -----------------------------------------------------------------------------------------
     def head_matrix(self, head) -> np.ndarray:
@@ -245,7 +250,10 @@ class FaceRig:
         drop = f32(pose.jaw) * prof * vert
         lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
 
-        src_y = np.where(ypp >= 0, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
+        # Below the parting line everything drops with the jaw; a negative drop (closing an open
+        # portrait's mouth) pulls the lower lip up over what lay between the lips.
+        lower = ypp >= np.minimum(drop, 0.0)
+        src_y = np.where(lower, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)
         layers = np.empty(xp.shape + (6,), dtype=np.float32)
