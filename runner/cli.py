@@ -260,11 +260,18 @@ def _run_embedded(args: argparse.Namespace) -> int:
     )
     from . import embedded
 
-    sinks, closers = _sinks(args)
+    from . import display
+
+    if args.jsonl:
+        sink = display.JsonLinesSink(sys.stdout)
+    elif args.quiet:
+        sink = None  # only the output path is printed
+    else:
+        sink = display.NodeProgressDisplay()
     try:
-        paths = embedded.run_embedded(prompt, args.out, sinks[0])
+        paths = embedded.run_embedded(prompt, args.out, sink)
     finally:
-        _close(closers)
+        _close([sink] if sink is not None else [])
     _print_outputs(args, [str(p) for p in paths])
     return EXIT_OK if paths else EXIT_DEAD
 

@@ -421,3 +421,51 @@ class JsonLinesSink(_GuardedSink):
         if not self._broken:
             with self._lock:
                 (self.stream or sys.stdout).flush()
+
+
+class NodeProgressDisplay(_GuardedSink):
+    """Progress of one in-process run (`sonic-runner run` without --host): a bar per node that reports steps.
+
+    In a terminal it is a rich progress bar; elsewhere one plain line per node and
+    per quarter of its steps, so logs stay short.
+    """
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+
+        self.console = console if console is not None else Console(stderr=True)
+        self.live_mode = bool(self.console.is_terminal)
+        self._progress = None
+        self._tasks: dict[str, Any] = {}
+        self._quarters: dict[str, int] = {}
+
+    def handle(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "node" and not self.live_mode:
+            self.console.print(f"running {event.get('title')}", highlight=False)
+        elif kind == "progress":
+            self._advance(str(event.get("node")), str(event.get("title")), int(event["value"]), int(event["max"]))
+
+    def _advance(self, node: str, title: str, value: int, total: int) -> None:
+        if self.live_mode:
+            if self._progress is None:
+                from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+                self._progress = Progress(
+                    TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                    console=self.console,
+                )
+                self._progress.start()
+            if node not in self._tasks:
+                self._tasks[node] = self._progress.add_task(title, total=total)
+            self._progress.update(self._tasks[node], completed=value, total=total)
+            return
+        quarter = 4 * value // max(total, 1)
+        if quarter > self._quarters.get(node, 0):
+            self._quarters[node] = quarter
+            self.console.print(f"{title}: {value}/{total}", highlight=False)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -37,7 +37,7 @@ _DETECT_TRIES = 3
 class MouthMotion:
     """Per frame: inner-lip opening (in eye distances) and the landmarks it was read from."""
 
-    openings: np.ndarray  # [N] float32; NaN where the face was lost
+    openings: np.ndarray  # [N] float32 (frames before the face is found repeat its first reading)
     landmarks: np.ndarray  # [N, 68, 2] float32
 
 
@@ -85,8 +85,24 @@ class FaceTracker:
         else:
             box = _box_from(self.relation, self.previous)
             points = np.asarray(self.analyzer.landmarks(image, box), dtype=np.float32)
+            if _lost(self.previous, points, image.shape):
+                # A cut or a jump the box could not follow: find the face again.
+                self.previous = None
+                self.seen = 0
+                return self(frame)
         self.previous = points
         return points
+
+
+def _lost(previous: np.ndarray, points: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """The eye/nose box changed size by half or jumped by more than its size, or left the frame."""
+    a, b = _stable_box(previous), _stable_box(points)
+    size_a, size_b = a[2] - a[0], b[2] - b[0]
+    if not 0.67 < size_b / max(size_a, 1e-6) < 1.5:
+        return True
+    if np.abs(b[:2] - a[:2]).max() > size_a:
+        return True
+    return b[2] < 0 or b[3] < 0 or b[0] > shape[1] or b[1] > shape[0]
 
 
 def track_landmarks(
