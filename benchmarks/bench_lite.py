@@ -5,8 +5,11 @@ Prints measured numbers (targets from issue 3 in brackets):
   2. the same at 1024                                             [>= 2x]
   3. peak memory of a 60 s clip at 512                            [< 1.5 GB]
   4. with --long: a 10-minute clip at 512 completes (time, memory)
-Each line has the stage breakdown (load, prepare, animate, encode) and the peak
-resident memory (ru_maxrss) of a fresh child process that ran only that clip.
+Each line has the stage breakdown (load, prepare, animate, encode), the CPU
+seconds the clip used (user + system, all threads: less sensitive than wall time
+to other work on a shared machine) and the peak resident memory (ru_maxrss) of a
+fresh child process that ran only that clip. The one-time landmark-model load
+(ComfyUI keeps it between prompts) is timed apart.
 
 Frames stream: each chunk of 16 frames is encoded as soon as it is rendered and
 then dropped. `--pipeline` (default) renders the next chunk on a second thread
@@ -60,6 +63,7 @@ def run_clip(seconds: float, resolution: int, preset: str, pipeline: bool) -> di
 
     image_path, audio_path = inputs()
     m0 = time.perf_counter()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     default_analyzer()  # loaded once per process (ComfyUI keeps it between prompts): timed on its own
     t0 = time.perf_counter()
     image = load_image(image_path)
@@ -100,6 +104,8 @@ def run_clip(seconds: float, resolution: int, preset: str, pipeline: bool) -> di
         encode += time.perf_counter() - c  # flushing the encoder
         size = path.stat().st_size
     t3 = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - usage0.ru_utime - usage0.ru_stime
     return {
         "seconds": seconds,
         "resolution": f"{w}x{h}",
@@ -112,6 +118,7 @@ def run_clip(seconds: float, resolution: int, preset: str, pipeline: bool) -> di
         "animate": animate,
         "encode": encode,
         "total": t3 - t0,
+        "cpu": cpu,
         "mb_file": size / 1e6,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
@@ -164,7 +171,7 @@ def line(r: dict, target: str = "") -> str:
     return (
         f"{r['seconds']:>5.0f} s {r['resolution']:>9} {r['preset']:>9}: total {r['total']:6.2f} s = {rtf:5.1f}x real time"
         f"  [load {r['load']:.2f}, prepare {r['prepare']:.2f}, animate {r['animate']:.2f}, encode {r['encode']:.2f}]"
-        f"  peak {r['peak_mb']:.0f} MB, file {r['mb_file']:.1f} MB {target}"
+        f"  cpu {r['cpu']:.2f} s, peak {r['peak_mb']:.0f} MB, file {r['mb_file']:.1f} MB {target}"
         f"  (+{r['models']:.2f} s one-time landmark model load)"
     )
 

@@ -151,11 +151,66 @@ def save_path(filename_prefix: str, width: int, height: int) -> tuple[Path, str,
     return folder, f"{stem}_{counter:05}_", subfolder
 
 
-def free_memory_hook(unload: Callable[[], None]) -> None:
-    """Ask ComfyUI to call `unload` when it needs memory (no-op outside ComfyUI)."""
-    # ComfyUI's model_management only manages ModelPatcher objects; the sonic
-    # backend registers its own patcher there. Kept here so nodes need no comfy import.
-    return None
+def torch_device(choice: str) -> str:
+    """`auto` means ComfyUI's own device choice (so --cpu and --cuda-device are honoured) inside ComfyUI."""
+    if choice != "auto":
+        return choice
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return choice
+    return str(mm.get_torch_device())
+
+
+def managed_model(module: Any, load_device: Any, offload_device: Any) -> ComfyManagedModel | None:
+    """Put a plain torch module under ComfyUI's memory management (None outside ComfyUI).
+
+    ComfyUI frees memory for a new model by unloading the models it knows, and it
+    knows only ModelPatcher entries (as its CLIP vision model is a ModelPatcher over
+    a plain torch module). Wrapped this way our networks make room before a run and
+    are moved to `offload_device` when another node later needs the memory.
+    The caller must keep the returned handle: ComfyUI holds its models weakly.
+    """
+    try:
+        import comfy.model_management  # type: ignore[import-not-found]  # noqa: F401
+        import comfy.model_patcher  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+    return ComfyManagedModel(patcher)
+
+
+class ComfyManagedModel:
+    """One model registered with ComfyUI: load before a run, unload like any other model."""
+
+    def __init__(self, patcher: Any) -> None:
+        self.patcher = patcher
+
+    def load(self, memory_required: int) -> None:
+        """Free other models until ours plus `memory_required` bytes fit, then load ours."""
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        # Fully: ComfyUI's partial (lowvram) loading leaves plain torch layers on the
+        # offload device, and only its own comfy.ops layers can run from there.
+        mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+
+    def offload(self) -> None:
+        """Unload our model now, as ComfyUI's free_memory would, and drop it from its list."""
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        loaded = mm.current_loaded_models
+        for i in reversed(range(len(loaded))):
+            if loaded[i].model is self.patcher:
+                loaded[i].model_unload()
+                loaded.pop(i)
+        mm.soft_empty_cache()
+
+    def after_out_of_memory(self) -> None:
+        """What ComfyUI does after an out-of-memory error it sees (ours it sees as a Sonic error)."""
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        mm.unload_all_models()
+        mm.soft_empty_cache()
 
 
 def soft_empty_cache() -> None:

@@ -134,10 +134,10 @@ class SONIC_ModelLoader:
 
             folder = find_sonic_dir(model_dir or sonic_model_dir)
             options = SonicLoadOptions(
-                model_dir=folder, svd=find_svd(svd_checkpoint, folder), dtype=dtype, device=device, enable_rife=enable_rife
+                model_dir=folder, svd=find_svd(svd_checkpoint, folder), dtype=dtype, device=comfy_bridge.torch_device(device), enable_rife=enable_rife
             )
-            backend_obj = load_sonic_backend(options)
-            comfy_bridge.free_memory_hook(backend_obj.offload)
+            # inside ComfyUI its memory management places the networks (loads before a run, unloads on demand)
+            backend_obj = load_sonic_backend(options, memory=comfy_bridge.managed_model)
             return (SonicModel(backend_obj, settings),)
         raise SonicModelError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 

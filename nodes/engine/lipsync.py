@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from .errors import SonicInputError
@@ -85,24 +84,8 @@ class FaceTracker:
         else:
             box = _box_from(self.relation, self.previous)
             points = np.asarray(self.analyzer.landmarks(image, box), dtype=np.float32)
-            if _lost(self.previous, points, image.shape):
-                # A cut or a jump the box could not follow: find the face again.
-                self.previous = None
-                self.seen = 0
-                return self(frame)
         self.previous = points
         return points
-
-
-def _lost(previous: np.ndarray, points: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """The eye/nose box changed size by half or jumped by more than its size, or left the frame."""
-    a, b = _stable_box(previous), _stable_box(points)
-    size_a, size_b = a[2] - a[0], b[2] - b[0]
-    if not 0.67 < size_b / max(size_a, 1e-6) < 1.5:
-        return True
-    if np.abs(b[:2] - a[:2]).max() > size_a:
-        return True
-    return b[2] < 0 or b[3] < 0 or b[0] > shape[1] or b[1] > shape[0]
 
 
 def track_landmarks(
@@ -245,11 +228,15 @@ def deflicker(
     2. Texture: a pixel that barely changed since the previous output is blended with
        it; a pixel that moved (head, eyes) is left alone, so motion does not ghost.
     """
+    import cv2  # here, not at module level: the node registry imports this module
+
     strength = float(np.clip(strength, 0.0, 1.0))
     boxes = iter(mouth_boxes) if mouth_boxes is not None else None
-    keep = 0.8 * strength  # share of the previous output a static pixel keeps
     keep_mean = 0.9 * strength  # running-average weight for the mean colour
     sigma = 2.0 + 8.0 * strength  # grey-level change that counts as motion, not flicker
+    # Blend weight as a function of the (blurred) grey-level change, as a lookup table.
+    levels = np.arange(256, dtype=np.float32)
+    table = (0.8 * strength * np.exp(-((levels / sigma) ** 2))).astype(np.float32)
     prev: np.ndarray | None = None
     target: np.ndarray | None = None
     for frame in frames:
@@ -257,22 +244,36 @@ def deflicker(
         if strength <= 0:
             yield frame
             continue
-        cur = frame.astype(np.float32)
-        outside = np.ones(cur.shape[:2], dtype=bool)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            outside[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = False
-        mean = cur[outside].mean(axis=0) if outside.any() else cur.reshape(-1, 3).mean(axis=0)
+        mean = _mean_colour(frame, box)
         target = mean if target is None else target + (1.0 - keep_mean) * (mean - target)
-        cur += target - mean
+        cur = frame.astype(np.float32)
+        cur += (target - mean).astype(np.float32)
         if prev is not None:
-            change = cv2.blur(np.abs(cur - prev).mean(axis=2), (5, 5))
-            weight = keep * np.exp(-((change / sigma) ** 2))
+            diff = cv2.cvtColor(cv2.absdiff(cur, prev), cv2.COLOR_RGB2GRAY)
+            change = cv2.blur(np.minimum(diff, 255.0).astype(np.uint8), (5, 5))
+            weight = table[change]
             if box is not None:
                 _clear_box(weight, box)
-            cur += (prev - cur) * weight[..., None]
+            cur = cv2.blendLinear(prev, cur, weight, 1.0 - weight)
         prev = cur
         yield np.clip(cur + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mean_colour(frame: np.ndarray, box: Box | None) -> np.ndarray:
+    """Mean RGB of the frame outside `box` (from a 1/8-size copy: exposure is a global thing)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    small = cv2.resize(frame, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA).astype(
+        np.float64
+    )
+    total, count = small.sum(axis=(0, 1)), small.shape[0] * small.shape[1]
+    if box is not None:
+        x0, y0, x1, y1 = (max(0, v // 8) for v in box)
+        inner = small[y0:y1, x0:x1]
+        if inner.size and inner.shape[0] * inner.shape[1] < count:
+            total, count = total - inner.sum(axis=(0, 1)), count - inner.shape[0] * inner.shape[1]
+    return total / count
 
 
 def _clear_box(weight: np.ndarray, box: Box) -> None:

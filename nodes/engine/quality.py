@@ -110,8 +110,18 @@ class _Identity:
         if matrix is None:
             return
         h, w = frame.shape[:2]
+        source = self.grey
+        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        if scale < 0.8:  # a larger reference is first shrunk by area averaging (no aliasing)
+            rh, rw = source.shape
+            source = cv2.resize(
+                source, (max(1, round(rw * scale)), max(1, round(rh * scale))), interpolation=cv2.INTER_AREA
+            )
+            matrix = matrix.copy()
+            matrix[:, :2] /= scale
+            matrix[:, 2] -= matrix[:, :2] @ np.full(2, 0.5 * scale - 0.5)  # pixel-centre shift of the resize
         aligned = cv2.warpAffine(
-            self.grey, matrix, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT
+            source, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
         mask = _face_mask((h, w), points)
         if mask.sum() < 50:

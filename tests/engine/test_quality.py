@@ -77,3 +77,31 @@ def test_ssim_is_one_for_identical_images_and_lower_for_noise():
     a = rng.uniform(0, 255, (64, 64)).astype(np.float32)
     assert np.allclose(ssim_map(a, a), 1.0, atol=1e-4)
     assert ssim_map(a, rng.uniform(0, 255, (64, 64)).astype(np.float32)).mean() < 0.2
+
+
+def test_the_cli_prints_the_measures_of_an_mp4(tmp_path, data, clip):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    video, reference = tmp_path / "clip.mp4", tmp_path / "face.png"
+    Image.fromarray(data.image).save(reference)
+    audio = Audio(samples=data.audio_16k[None], sample_rate=16000)
+    with VideoWriter(video, clip.shape[2], clip.shape[1], FPS, preset="ultrafast", audio=audio) as writer:
+        writer.write(clip)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "measure_quality.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(video), str(reference), "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["frames"] == len(clip) and abs(report["av_offset_seconds"]) <= 1.0 / FPS
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "none.mp4"), str(reference)],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: video: ")

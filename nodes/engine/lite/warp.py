@@ -256,18 +256,17 @@ class FaceRig:
         src_y = np.where(lower, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)
-        layers = np.empty(xp.shape + (6,), dtype=np.float32)
-        layers[..., 0] = fa * (dxp * f32(u[0]) + dyp * f32(v[0]))
-        layers[..., 1] = fa * (dxp * f32(u[1]) + dyp * f32(v[1]))
+        delta = np.empty(xp.shape + (2,), dtype=np.float32)
+        delta[..., 0] = fa * (dxp * f32(u[0]) + dyp * f32(v[0]))
+        delta[..., 1] = fa * (dxp * f32(u[1]) + dyp * f32(v[1]))
         # For the painter: pixels from the nearer lip edge (> 0 between the lips), opening
         # height in pixels, depth from the upper lip (0..1), position across (-1..1).
         total = lift + drop
-        layers[..., 2] = np.minimum(ypp + lift, drop - ypp) * fa
-        layers[..., 3] = total * fa
-        layers[..., 4] = (ypp + lift) / np.maximum(total, f32(1e-3))
-        layers[..., 5] = src_x
-        # Two arrays, not one view of six channels: adding a strided view is ~20x slower.
-        delta, layers = np.ascontiguousarray(layers[..., :2]), np.ascontiguousarray(layers[..., 2:])
+        layers = np.empty(xp.shape + (4,), dtype=np.float32)
+        layers[..., 0] = np.minimum(ypp + lift, drop - ypp) * fa
+        layers[..., 1] = total * fa
+        layers[..., 2] = (ypp + lift) / np.maximum(total, f32(1e-3))
+        layers[..., 3] = src_x
         h, w = box[1] - box[0], box[3] - box[2]
         if step > 1:
             size = (xp.shape[1] * step, xp.shape[0] * step)

@@ -11,9 +11,10 @@ inputs and seed give the same frames.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,11 @@ from .sampler import Conditioning, denoise, make_schedule
 from .timing import NoTimes, StageTimes
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+OFFLOAD_DEVICE = torch.device("cpu")
+# Working memory of one UNet call per latent pixel and byte of dtype: the rate ComfyUI assumes for
+# its own UNets with SDPA attention (0.02 MiB). A heuristic: calibrate against bench_sonic.py peaks.
+UNET_BYTES_PER_LATENT_PIXEL = 0.02 * 1024 * 1024
+GUIDANCE_BRANCHES = 3  # uncond, image only, image + audio share one UNet batch
 
 
 @dataclass
@@ -50,6 +56,40 @@ class SonicModels:
     audio_to_bucket: nn.Module
     rife: nn.Module | None
 
+    def networks(self) -> nn.ModuleDict:
+        """Every network in one module, so a memory manager can move them all as one model."""
+        named = {
+            "unet": self.unet,
+            "vae": self.vae,
+            "clip": self.clip,
+            "whisper": self.whisper,
+            "audio_to_tokens": self.audio_to_tokens,
+            "audio_to_bucket": self.audio_to_bucket,
+            "rife": self.rife,
+        }
+        return nn.ModuleDict({name: module for name, module in named.items() if module is not None})
+
+
+class MemoryManager(Protocol):
+    """Someone else's memory management (ComfyUI's) that owns where the networks live.
+
+    With one, the backend never moves its networks itself: two owners of placement
+    would undo each other's work and ComfyUI's accounting of free memory.
+    """
+
+    def load(self, memory_required: int) -> None:
+        """Make room (evicting other models if needed) and put the networks on their device."""
+
+    def offload(self) -> None:
+        """Move the networks to their offload device now."""
+
+    def after_out_of_memory(self) -> None:
+        """Release what the manager holds after a run ran out of device memory."""
+
+
+# (networks, load device, offload device) -> a manager, or None where there is none (outside ComfyUI)
+MemoryManagerFactory = Callable[[nn.Module, torch.device, torch.device], "MemoryManager | None"]
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -65,6 +105,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """cuda -> cuda:N: ComfyUI compares devices with ==, and torch.device("cuda") != torch.device("cuda:0")."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise SonicInputError("dtype", f"{dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
@@ -76,12 +123,28 @@ class SonicBackend:
 
     name = "sonic"
 
-    def __init__(self, models: SonicModels, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        models: SonicModels,
+        device: torch.device,
+        dtype: torch.dtype,
+        memory: MemoryManagerFactory | None = None,
+    ) -> None:
         self.models = models
-        self.device = device
+        self.device = _indexed(device)
         self.dtype = dtype
         self._on_device = False
-        self._place(device)
+        self._manager: MemoryManager | None = None
+        if memory is not None:
+            self._place(OFFLOAD_DEVICE)  # run dtypes first: the manager measures the networks now
+            self._manager = memory(models.networks(), self.device, OFFLOAD_DEVICE)
+        if self._manager is None:
+            self._place(self.device)  # no manager: on the device from the start, as before
+
+    @property
+    def memory_manager(self) -> MemoryManager | None:
+        """The outside memory manager that places the networks, or None when the backend does it."""
+        return self._manager
 
     # ---------------------------------------------------------------- placement
 
@@ -102,10 +165,29 @@ class SonicBackend:
         self._on_device = device == self.device
 
     def offload(self) -> None:
-        """Move every network to the CPU (ComfyUI asked for memory); the next generate() moves them back."""
-        if self.device.type != "cpu" and self._on_device:
-            self._place(torch.device("cpu"))
+        """Move every network to the CPU to free device memory; the next generate() moves them back."""
+        if self._manager is not None:
+            self._manager.offload()
+        elif self.device.type != "cpu" and self._on_device:
+            self._place(OFFLOAD_DEVICE)
             _free_device_memory()
+
+    def _ensure_on_device(self, data: SonicData) -> None:
+        if self._manager is not None:
+            self._manager.load(self.working_memory_bytes(data))
+        elif not self._on_device:
+            self._place(self.device)
+
+    def working_memory_bytes(self, data: SonicData) -> int:
+        """Device memory a run needs beyond the weights: one UNet call over the guidance batch of a window.
+
+        The UNet dominates (decode and RIFE work in small chunks); ComfyUI frees
+        other models until this much is free on top of ours.
+        """
+        h, w = data.image.shape[:2]
+        latent_pixels = (h // 8) * (w // 8)
+        batch = GUIDANCE_BRANCHES * self.models.config.window
+        return int(batch * latent_pixels * self.dtype.itemsize * UNET_BYTES_PER_LATENT_PIXEL)
 
     @property
     def rife_active(self) -> bool:
@@ -144,6 +226,8 @@ class SonicBackend:
         # outside the except block the traceback (and the tensors its frames hold) is gone
         if failure is not None:
             _free_device_memory()
+            if self._manager is not None:
+                self._manager.after_out_of_memory()
             raise SonicOutOfMemoryError(data.min_resolution, next_lower_tier(data.min_resolution), failure)
 
     @torch.inference_mode()
@@ -152,8 +236,7 @@ class SonicBackend:
     ) -> Iterator[np.ndarray]:
         m = self.models
         cfg = m.config
-        if not self._on_device:
-            self._place(self.device)
+        self._ensure_on_device(data)
         device, dtype = self.device, self.dtype
 
         with timer.stage("encode image"):
@@ -305,8 +388,12 @@ def load_sonic_models(options: SonicLoadOptions) -> SonicModels:
     )
 
 
-def load_sonic_backend(options: SonicLoadOptions) -> SonicBackend:
-    """Load the official Sonic files + SVD base and return a ready backend."""
+def load_sonic_backend(options: SonicLoadOptions, memory: MemoryManagerFactory | None = None) -> SonicBackend:
+    """Load the official Sonic files + SVD base and return a ready backend.
+
+    `memory` hands placement to an outside memory manager (ComfyUI's, see
+    comfy_bridge.managed_model); without one the backend keeps its networks on the device.
+    """
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype)
-    return SonicBackend(load_sonic_models(options), device, dtype)
+    return SonicBackend(load_sonic_models(options), device, dtype, memory)
