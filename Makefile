@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/sonic-runner run workflows/api/sonic_lite_balanced_api.json \
-		--image examples/face.jpg --audio examples/speech.wav -o output
+		--image demo/sonic_example_face.jpg --audio demo/sonic_example_speech.wav -o output
 
 # pytest's exit code 5 (no tests collected) is a failure, like any other non-zero code.
 test: $(STAMP)

@@ -24,9 +24,10 @@ __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 def __getattr__(name: str) -> Any:
     if name in ("NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"):
         from . import nodes
-        from .nodes.comfy_bridge import register_model_folder
+        from .nodes.comfy_bridge import install_example_inputs, register_model_folder
 
         register_model_folder()
+        install_example_inputs()
         globals().update(
             NODE_CLASS_MAPPINGS=nodes.NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS=nodes.NODE_DISPLAY_NAME_MAPPINGS
         )

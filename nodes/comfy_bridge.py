@@ -8,7 +8,9 @@ works without it, so node code never imports ComfyUI directly.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,27 @@ def register_model_folder() -> None:
         return
     path = os.path.join(fp.models_dir, MODEL_FOLDER)
     fp.add_model_folder_path(MODEL_FOLDER, path)
+
+
+def install_example_inputs() -> None:
+    """Copy the demo face and speech clip into ComfyUI's input folder (once, if absent).
+
+    The templates name these files, so a template dragged into the editor runs
+    as it is, without the user first hunting for a portrait and a clip.
+    """
+    fp = _folder_paths()
+    if fp is None:
+        return
+    target = Path(fp.get_input_directory())
+    for source in sorted((PACK_ROOT / "demo").glob("sonic_example_*")):
+        destination = target / source.name
+        if destination.exists():
+            continue
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+        except OSError as exc:  # a read-only input folder must not stop ComfyUI from loading the pack
+            logging.getLogger(__name__).warning("sonic: could not copy %s to %s: %s", source.name, target, exc)
 
 
 def set_model_dirs(dirs: list[Path]) -> None:

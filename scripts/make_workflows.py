@@ -42,7 +42,7 @@ TIERS: dict[str, dict[str, dict]] = {
 
 # (id, class_type, title, {input: value or ("link", source_id, slot)})
 GRAPH = [
-    ("1", "LoadImage", "Portrait", {"image": "sonic_example_face.png"}),
+    ("1", "LoadImage", "Portrait", {"image": "sonic_example_face.jpg"}),
     ("2", "LoadAudio", "Speech", {"audio": "sonic_example_speech.wav"}),
     ("3", "SONIC_ModelLoader", "Sonic Model", {}),
     ("4", "SONIC_PreData", "Prepare", {"image": ("link", "1", 0), "audio": ("link", "2", 0)}),
@@ -54,7 +54,7 @@ GRAPH = [
 # Input schemas of the two core nodes the templates use (ComfyUI's nodes.py LoadImage and
 # comfy_extras/nodes_audio.py LoadAudio); the upload widgets are front-end only.
 CORE_SCHEMAS = {
-    "LoadImage": ({"required": {"image": (["sonic_example_face.png"], {"image_upload": True})}}, ("IMAGE", "MASK"), ("IMAGE", "MASK")),
+    "LoadImage": ({"required": {"image": (["sonic_example_face.jpg"], {"image_upload": True})}}, ("IMAGE", "MASK"), ("IMAGE", "MASK")),
     "LoadAudio": ({"required": {"audio": (["sonic_example_speech.wav"], {"audio_upload": True})}}, ("AUDIO",), ("AUDIO",)),
 }
 CORE_EXTRA_WIDGETS = {"LoadImage": ["image"], "LoadAudio": [None, None]}  # values of the upload widgets in saved files

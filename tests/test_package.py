@@ -78,3 +78,22 @@ def test_pyproject_declares_comfy_registry_metadata_and_a_runner_extra():
 def test_web_extension_is_valid_enough_to_load():
     text = (ROOT / "web" / "sonic.js").read_text()
     assert "registerExtension" in text and json.dumps("LipSyncCorrect") in text
+
+
+def test_inside_comfyui_the_demo_inputs_land_in_the_input_folder_once(monkeypatch, tmp_path):
+    fake = types.SimpleNamespace(get_input_directory=lambda: str(tmp_path / "input"))
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    comfy_bridge.install_example_inputs()
+    copied = sorted(p.name for p in (tmp_path / "input").iterdir())
+    assert copied == ["sonic_example_face.jpg", "sonic_example_speech.wav"]
+    (tmp_path / "input" / "sonic_example_face.jpg").write_bytes(b"the user's own file")
+    comfy_bridge.install_example_inputs()
+    assert (tmp_path / "input" / "sonic_example_face.jpg").read_bytes() == b"the user's own file"
+
+
+def test_templates_name_the_demo_inputs_the_pack_ships():
+    for path in (ROOT / "workflows" / "api").glob("*_api.json"):
+        prompt = json.loads(path.read_text())
+        names = {n["inputs"].get("image") or n["inputs"].get("audio") for n in prompt.values()
+                 if n["class_type"] in ("LoadImage", "LoadAudio")}
+        assert names == {p.name for p in (ROOT / "demo").glob("sonic_example_*")}, path.name

@@ -1,16 +1,24 @@
 // Front-end extension for the Sonic node pack.
-// Shows LipSyncCorrect's measured audio/video offset (and any SONIC_PreData warnings)
-// on the node itself after it runs: the backend reports them as ui "text" entries.
+// Shows what a node reports as ui "text" after it runs (LipSyncCorrect's measured
+// audio/video offset, SONIC_PreData's crop and duration notes, VideoEncode's file)
+// in a read-only text box on the node. The box is never saved into the workflow.
 import { app } from "../../scripts/app.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const SHOWS_TEXT = new Set(["LipSyncCorrect", "SONIC_PreData", "VideoEncode"]);
+const WIDGET = "sonic_info";
 
 function showText(node, lines) {
   const text = (Array.isArray(lines) ? lines : [lines]).join("\n");
-  let widget = node.widgets?.find((w) => w.name === "sonic_info");
+  let widget = node.widgets?.find((w) => w.name === WIDGET);
   if (!widget) {
-    widget = node.addWidget("text", "sonic_info", "", () => {}, { serialize: false });
-    widget.disabled = true;
+    // A multiline STRING widget shows the whole text (a one-line widget truncates it).
+    widget = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
+    widget.serialize = false; // not part of the graph: keeps saved workflows clean
+    if (widget.inputEl) {
+      widget.inputEl.readOnly = true;
+      widget.inputEl.style.opacity = 0.75;
+    }
   }
   widget.value = text;
   node.setDirtyCanvas?.(true, true);

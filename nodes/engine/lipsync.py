@@ -189,7 +189,7 @@ def estimate_offset(
     denom = y0 - 2 * y1 + y2
     if np.isfinite(denom) and denom < 0:
         lag += float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
-    lag = float(np.clip(lag, -max_offset * fps, max_offset * fps))
+    lag = float(np.clip(lag, -max_offset * fps, max_offset * fps)) + 0.0  # no "-0.0" in the UI
     return OffsetEstimate(seconds=lag / fps, frames=lag, correlation=float(y1))
 
 

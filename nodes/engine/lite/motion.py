@@ -81,7 +81,11 @@ def _smooth_noise(t: np.ndarray, rng: np.random.Generator, n: int = 4) -> np.nda
 def plan_motion(
     n_frames: int, fps: float, seed: int, motion_scale: float, emphasis: np.ndarray | None = None
 ) -> MotionTrack:
-    """Blinks, head pose and brow raise per frame for a clip of `n_frames` at `fps`."""
+    """Blinks, head pose and brow raise per frame for a clip of `n_frames` at `fps`.
+
+    motion_scale scales head motion and brow lifts (0: a still head); blinks stay,
+    since a face that never blinks looks dead.
+    """
     blink_rng, head_rng, brow_rng = seeded_rngs(seed, 3)
     t = (np.arange(n_frames, dtype=np.float64) + 0.5) / fps
     duration = n_frames / fps

@@ -107,3 +107,16 @@ def test_a_crop_without_a_face_is_a_clear_input_error(data):
     blank = replace(data, image=np.full_like(data.image, 128), landmarks=None)
     with pytest.raises(SonicInputError, match="image: no face found"):
         LiteBackend().generate(blank, GenerationParams(), NullProgress())
+
+
+def test_an_open_mouth_shows_a_dark_cavity_not_stretched_skin(data):
+    closed_lips = render(data, seed=7, motion_scale=0.0)[0]
+    portrait = replace(data, image=closed_lips, landmarks=None)
+    frames = render(portrait, seed=7, motion_scale=0.0)
+    points = track_landmarks(frames)
+    widest = int(np.argmax(mouth_opening(points)))
+    upper, lower = points[widest, 62], points[widest, 66]
+    x, y = np.round(upper + 0.7 * (lower - upper)).astype(int)  # low in the opening, below the teeth
+    luma = frames[widest].astype(float).mean(axis=2)
+    cheek = luma[int(points[widest, 29, 1]), int(points[widest, 31, 0]) - 5]
+    assert luma[y - 1 : y + 2, x - 1 : x + 2].mean() < 0.5 * cheek
