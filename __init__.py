@@ -29,7 +29,8 @@ def __getattr__(name: str) -> Any:
         register_model_folder()
         install_example_inputs()
         globals().update(
-            NODE_CLASS_MAPPINGS=nodes.NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS=nodes.NODE_DISPLAY_NAME_MAPPINGS
+            NODE_CLASS_MAPPINGS=nodes.NODE_CLASS_MAPPINGS,
+            NODE_DISPLAY_NAME_MAPPINGS=nodes.NODE_DISPLAY_NAME_MAPPINGS,
         )
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,10 +15,12 @@ Frames stream: each chunk of 16 frames is encoded as soon as it is rendered and
 then dropped. `--pipeline` (default) renders the next chunk on a second thread
 while the encoder works on the last one; `--no-pipeline` alternates on one.
 
-Encoder: libx264 `--preset` (default veryfast, crf 19). ultrafast is quicker
-but its files are ~4x larger at the same crf; measured alternatives are printed
-with --presets. Inputs: ../shared/assets/{portrait.jpg,speech_10s.wav} when
-present, else the bundled examples/; longer clips loop the speech.
+Encoder: libx264 `--preset`, default ultrafast at crf 19. On this 2-core machine
+the encoder (RGB->YUV conversion + x264) costs as much CPU as the animation, and
+ultrafast is what brings 1024 under 2x real time; its files are ~5x larger than
+veryfast's at the same crf (10 s at 512: ~3.9 MB vs ~0.7 MB). `--presets` prints
+ultrafast/superfast/veryfast/faster side by side. Inputs: ../shared/assets/{portrait.jpg,speech_10s.wav} when
+present, else the bundled demo/; longer clips loop the speech.
 
 Run: .venv/bin/python benchmarks/bench_lite.py [--long] [--presets] [--no-pipeline]
 """
@@ -46,7 +48,7 @@ def inputs() -> tuple[Path, Path]:
     image, audio = SHARED / "portrait.jpg", SHARED / "speech_10s.wav"
     if image.is_file() and audio.is_file():
         return image, audio
-    return REPO / "examples" / "face.jpg", REPO / "examples" / "speech.wav"
+    return REPO / "demo" / "sonic_example_face.jpg", REPO / "demo" / "sonic_example_speech.wav"
 
 
 def run_clip(seconds: float, resolution: int, preset: str, pipeline: bool) -> dict:
@@ -182,7 +184,7 @@ def main() -> int:
         print(json.dumps(run_clip(float(seconds), int(resolution), preset, bool(int(pipeline)))))
         return 0
     parser = argparse.ArgumentParser(description="lite backend end-to-end benchmark")
-    parser.add_argument("--preset", default="veryfast", help="x264 preset for all runs (veryfast)")
+    parser.add_argument("--preset", default="ultrafast", help="x264 preset for all runs (ultrafast)")
     parser.add_argument(
         "--presets", action="store_true", help="also time ultrafast/superfast/veryfast at 512 and 1024"
     )

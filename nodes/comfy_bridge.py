@@ -61,7 +61,9 @@ def install_example_inputs() -> None:
             target.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, destination)
         except OSError as exc:  # a read-only input folder must not stop ComfyUI from loading the pack
-            logging.getLogger(__name__).warning("sonic: could not copy %s to %s: %s", source.name, target, exc)
+            logging.getLogger(__name__).warning(
+                "sonic: could not copy %s to %s: %s", source.name, target, exc
+            )
 
 
 def set_model_dirs(dirs: list[Path]) -> None:
@@ -167,7 +169,11 @@ def save_path(filename_prefix: str, width: int, height: int) -> tuple[Path, str,
     folder.mkdir(parents=True, exist_ok=True)
     stem = prefix.name
     counter = 1 + max(
-        (int(p.stem[len(stem) + 1 : len(stem) + 6]) for p in folder.glob(f"{stem}_?????_*") if p.stem[len(stem) + 1 : len(stem) + 6].isdigit()),
+        (
+            int(p.stem[len(stem) + 1 : len(stem) + 6])
+            for p in folder.glob(f"{stem}_?????_*")
+            if p.stem[len(stem) + 1 : len(stem) + 6].isdigit()
+        ),
         default=0,
     )
     subfolder = str(prefix.parent) if str(prefix.parent) != "." else ""

@@ -118,9 +118,8 @@ class LipSyncCorrect:
             progress=progress,
         )
         what = "measured" if mode == "auto" else "applied"
-        text = (
-            f"offset {result.offset_seconds * 1000:+.0f} ms {what} ({result.applied_frames:+d} frames moved)"
-        )
+        millis = round(result.offset_seconds * 1000) + 0  # + 0 turns -0 into 0
+        text = f"offset {millis:+d} ms {what} ({result.applied_frames:+d} frames moved)"
         if result.correlation is not None:
             text += f", mouth/audio r={result.correlation:.2f}"
         text += "".join(f"; {note}" for note in result.notes)
@@ -141,8 +140,11 @@ def _to_uint8(images: Any):
         raise SonicInputError(
             "images", f"expected an IMAGE batch [B, H, W, 3], got {list(shape)}", "connect frames"
         )
+    from .comfy_bridge import throw_if_interrupted
+
     out = np.empty(shape, dtype=np.uint8)
     for i in range(0, shape[0], _ROWS):
+        throw_if_interrupted()  # a long clip takes seconds to convert: stay cancellable
         part = images[i : i + _ROWS]
         if hasattr(part, "detach"):
             part = part.detach().cpu().float().numpy()
@@ -155,8 +157,11 @@ def _to_image(frames):
     """uint8 [N, H, W, 3] -> ComfyUI IMAGE float32 tensor in 0..1."""
     import torch
 
+    from .comfy_bridge import throw_if_interrupted
+
     out = torch.empty(frames.shape, dtype=torch.float32)
     for i in range(0, frames.shape[0], _ROWS):
+        throw_if_interrupted()
         out[i : i + _ROWS] = torch.from_numpy(frames[i : i + _ROWS]).float().div_(255.0)
     return out
 

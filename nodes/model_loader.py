@@ -51,7 +51,9 @@ class SONIC_ModelLoader:
     RETURN_TYPES = ("SONIC_MODEL",)
     RETURN_NAMES = ("model",)
     FUNCTION = "load"
-    DESCRIPTION = "Chooses the animation backend: 'lite' (CPU, no weights) or 'sonic' (official Sonic weights, GPU)."
+    DESCRIPTION = (
+        "Chooses the animation backend: 'lite' (CPU, no weights) or 'sonic' (official Sonic weights, GPU)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -91,7 +93,10 @@ class SONIC_ModelLoader:
                 ),
                 "device": (
                     list(DEVICE_CHOICES),
-                    {"default": "auto", "tooltip": "sonic only: auto = the GPU when there is one, else the CPU (very slow)."},
+                    {
+                        "default": "auto",
+                        "tooltip": "sonic only: auto = the GPU when there is one, else the CPU (very slow).",
+                    },
                 ),
                 "enable_rife": (
                     "BOOLEAN",
@@ -134,7 +139,11 @@ class SONIC_ModelLoader:
 
             folder = find_sonic_dir(model_dir or sonic_model_dir)
             options = SonicLoadOptions(
-                model_dir=folder, svd=find_svd(svd_checkpoint, folder), dtype=dtype, device=comfy_bridge.torch_device(device), enable_rife=enable_rife
+                model_dir=folder,
+                svd=find_svd(svd_checkpoint, folder),
+                dtype=dtype,
+                device=comfy_bridge.torch_device(device),
+                enable_rife=enable_rife,
             )
             # inside ComfyUI its memory management places the networks (loads before a run, unloads on demand)
             backend_obj = load_sonic_backend(options, memory=comfy_bridge.managed_model)
@@ -168,7 +177,9 @@ def find_svd(choice: str, sonic_dir: Path) -> Path:
     if choice != AUTO_SVD:
         if choice in candidates:
             return candidates[choice]
-        raise SonicModelError(f"svd_checkpoint: {choice!r} not found; put svd_xt.safetensors in models/checkpoints")
+        raise SonicModelError(
+            f"svd_checkpoint: {choice!r} not found; put svd_xt.safetensors in models/checkpoints"
+        )
     if not candidates:
         raise SonicModelError(
             "svd_checkpoint: no SVD base found; put svd_xt.safetensors in ComfyUI/models/checkpoints "

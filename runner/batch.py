@@ -32,6 +32,7 @@ from typing import Any
 from . import jobs as J
 from .host_errors import (
     ExecutionHostError,
+    HostConfigError,
     HostError,
     JobInputError,
     JobTimeoutError,
@@ -40,7 +41,7 @@ from .host_errors import (
 )
 from .jobs import JobRecord, parse_priority
 from .journal import Journal
-from .retry import RetryPolicy
+from .retry import Decision, RetryPolicy
 from .scheduler import HostState, Scheduler
 
 Sink = Callable[[dict], None]
@@ -69,6 +70,7 @@ class BatchConfig:
     submit_settle: float = 3.0  # "unknown" right after a POST is asked again this long after it
     health_backoff_base: float = 1.0
     health_backoff_cap: float = 30.0
+    idle_check_interval: float = 10.0  # an idle host silent this long is probed before it gets work
     poll_interval: float = 2.0
     request_timeout: float = 30.0
     batch_event_interval: float = 1.0
@@ -235,8 +237,8 @@ class Batch:
         self._lock = threading.Condition()
         self._emit_lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
-        self._probing: set[str] = set()
         self._prep_failures: dict[str, int] = {}
+        self._free_attempts: dict[str, int] = {}  # attempts not counted (the host could not run the workflow)
         self._enqueued_at: dict[str, float] = {}
         self._durations: dict[str, float] = {}
         self._uploads: dict[tuple, str] = {}
@@ -252,10 +254,16 @@ class Batch:
             raise BatchError("no hosts: give at least one --host URL or a --hosts-file")
         self.specs = {s.safe_url: s for s in specs}
         self.clients = {s.safe_url: self._client_factory(s) for s in specs}
+        self.host_names: dict[str, str] = {s.safe_url: s.name for s in specs}  # safe_url -> name
+        self._host_keys = {_host_key(s.safe_url): s.safe_url for s in specs}
         self.scheduler = Scheduler(
-            [HostState(s.safe_url, s.max_resolution, s.vram_gb, cap=max(1, config.inflight)) for s in specs],
+            [
+                HostState(s.safe_url, s.max_resolution, s.vram_gb, cap=max(1, config.inflight), label=s.label)
+                for s in specs
+            ],
             health_backoff_base=config.health_backoff_base,
             health_backoff_cap=config.health_backoff_cap,
+            idle_check_interval=config.idle_check_interval,
         )
 
     # ------------------------------------------------------------------ setup
@@ -296,6 +304,18 @@ class Batch:
                     "(hash differs); resume with the same workflow file or start a new batch"
                 )
             self.jobs = {j.job_id: j for j in self.journal.jobs()}
+            # Attempts on a host that could not run the workflow were never the job's fault.
+            self._free_attempts = self.journal.attempt_counts(error_kind="host_config")
+            # Hosts are tried again on resume (their weights may have been installed since).
+            names = {**(meta.get("host_names") or {}), **self.host_names}
+            self.journal.set_meta(
+                {
+                    "host_names": {url: self._redact(name) for url, name in names.items()},
+                    "hosts": sorted(set(self.specs) | set(meta.get("hosts") or [])),
+                    "excluded_hosts": {},
+                }
+            )
+            self.host_names = names
             return
         if meta.get("created") is not None or self.journal.counts():
             raise BatchError(
@@ -321,6 +341,10 @@ class Batch:
                 "manifest_path": str(cfg.manifest_path) if cfg.manifest_path else None,
                 "created": time.time(),
                 "hosts": sorted(self.specs),
+                "host_names": {url: self._redact(name) for url, name in self.host_names.items()},
+                "excluded_hosts": {},
+                # Rows dead before any dispatch (bad file, bad column) get their job event once.
+                "load_dead_announced": False,
             }
         )
         self.journal.add_jobs(new_jobs)
@@ -343,6 +367,7 @@ class Batch:
                 "row": job.row,
                 "state": job.state,
                 "host": job.host,
+                "host_name": self.host_names.get(job.host) if job.host else None,
                 "attempt": job.attempts,
                 "error": job.error,
                 "error_kind": job.error_kind,
@@ -387,6 +412,7 @@ class Batch:
             self.open()
         self.started_at = time.time()
         self._open = sum(1 for j in self.jobs.values() if not j.final)
+        self._announce_dead_rows()
         self._recover_and_queue()
         last_batch_event = 0.0
         try:
@@ -425,10 +451,25 @@ class Batch:
         with self._lock:
             self._lock.notify_all()
 
+    def _announce_dead_rows(self) -> None:
+        """A job event for each row that was dead before any dispatch (missing file, bad column).
+
+        Sent once per batch: the journal records that it was sent, so a resume does not
+        repeat it (and a run killed before sending it sends it on resume).
+        """
+        if self.journal.meta().get("load_dead_announced") is not False:
+            return
+        for job in sorted(self.jobs.values(), key=lambda j: j.row):
+            if job.state == J.DEAD and job.attempts == 0:
+                self._job_event(job)
+        self.journal.set_meta({"load_dead_announced": True})
+
     def _recover_and_queue(self) -> None:
         """Put every job where it belongs: asked about on its host, queued, or left final."""
         now = self._clock()
-        for job in sorted(self.jobs.values(), key=lambda j: j.row):
+        ordered = sorted(self.jobs.values(), key=lambda j: j.row)
+        self._announce_missing_hosts([j for j in ordered if j.state in J.ON_HOST_STATES])
+        for job in ordered:
             if job.final:
                 continue
             if job.state == J.UPLOADING:  # killed before POST /prompt: nothing exists on a host
@@ -441,7 +482,7 @@ class Batch:
     def _queue(self, job: JobRecord, now: float) -> None:
         why = self.scheduler.why_unplaceable(job)
         if why is not None:
-            self._move(job, J.DEAD, error=why, error_kind="capability", finished_at=time.time())
+            self._move(job, J.DEAD, error=why, error_kind=self._unplaceable_kind(), finished_at=time.time())
             return
         self._enqueued_at.setdefault(job.job_id, now)
         self.scheduler.push(job)
@@ -570,7 +611,9 @@ class Batch:
         except _Abandoned as exc:
             self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
         except HostError as exc:
-            self._failed(job, exc, attempt_state="failed")
+            if not isinstance(exc, TransientHostError):
+                self._host_ok(host)  # it answered (with the job's error): the host itself is fine
+            self._failed(job, exc, attempt_state="failed", host=host)
 
     def _on_event(self, job: JobRecord, host: str, prompt_id: str) -> Callable[[dict], None]:
         def handle(event: dict) -> None:
@@ -585,6 +628,7 @@ class Batch:
                         "event": "progress",
                         "job_id": job.job_id,
                         "host": host,
+                        "host_name": self.host_names.get(host),
                         "value": data.get("value"),
                         "max": data.get("max"),
                     }
@@ -784,16 +828,23 @@ class Batch:
             self.scheduler.release(job.job_id)
             self._lock.notify_all()
 
-    def _failed(self, job: JobRecord, exc: HostError, attempt_state: str | None) -> None:
+    def _failed(
+        self, job: JobRecord, exc: HostError, attempt_state: str | None, host: str | None = None
+    ) -> None:
         """Apply the retry policy to a failed attempt (its prompt can no longer run)."""
-        attempts = job.attempts + self._prep_failures.get(job.job_id, 0)
-        decision = self.config.policy.decide(
-            attempts=max(1, attempts),
-            kind=exc.kind,
-            retryable=exc.retryable,
-            message=exc.message,
-            resolution=job.resolution,
-        )
+        if isinstance(exc, HostConfigError):
+            decision = self._host_config_decision(job, exc, host or job.host)
+        else:
+            attempts = (
+                job.attempts + self._prep_failures.get(job.job_id, 0) - self._free_attempts.get(job.job_id, 0)
+            )
+            decision = self.config.policy.decide(
+                attempts=max(1, attempts),
+                kind=exc.kind,
+                retryable=exc.retryable,
+                message=exc.message,
+                resolution=job.resolution,
+            )
         notes = [*job.notes, decision.note] if decision.note else job.notes
         if job.state in (J.SUBMITTED, J.RUNNING, J.FETCHING, J.UPLOADING) and attempt_state is not None:
             a_state = attempt_state if decision.retry or attempt_state in ("lost", "abandoned") else "dead"
@@ -826,6 +877,56 @@ class Batch:
             )
             self._release(job)
 
+    def _host_config_decision(self, job: JobRecord, exc: HostConfigError, host: str | None) -> Decision:
+        """The host cannot run this workflow: exclude it, and run the job elsewhere at no cost.
+
+        The attempt does not count against the job's budget (it says nothing about the job);
+        the job is dead only when no host is left that could run it.
+        """
+        current = self._resolve_host(host) if host else None
+        if current is not None:
+            self._exclude_host(current, exc.message)
+        self._free_attempts[job.job_id] = self._free_attempts.get(job.job_id, 0) + 1
+        with self._lock:
+            why = self.scheduler.why_unplaceable(job)
+        if why is not None:
+            return Decision(False, message=why)
+        return Decision(True, delay=0.0, resolution=job.resolution, message=exc.message)
+
+    def _unplaceable_kind(self) -> str:
+        """error_kind of a job no host can take: excluded hosts make it a host problem, not a size one."""
+        excluded = any(h.excluded is not None for h in self.scheduler.hosts.values())
+        return "host_config" if excluded else "capability"
+
+    def _exclude_host(self, host: str, message: str) -> None:
+        """Stop routing this batch's jobs to ``host``; end the waiting jobs that no host can take now."""
+        with self._lock:
+            news = self.scheduler.exclude(host, message)
+            stranded = self.scheduler.take_unplaceable() if news else []
+            excluded = {
+                name: self._redact(h.excluded)
+                for name, h in self.scheduler.hosts.items()
+                if h.excluded is not None
+            }
+            self._lock.notify_all()
+        if not news:
+            return
+        self.journal.set_meta({"excluded_hosts": excluded})
+        self._emit(
+            {
+                "event": "host",
+                "host": host,
+                "host_name": self.host_names.get(host),
+                "healthy": False,
+                "excluded": True,
+                "error": self._redact(f"cannot run this workflow, no more jobs go there: {message}"),
+            }
+        )
+        for job in stranded:
+            self._enqueued_at.pop(job.job_id, None)
+            why = self.scheduler.why_unplaceable(job) or f"no host can run it: {host}: {message}"
+            self._move(job, J.DEAD, error=why, error_kind="host_config", finished_at=time.time())
+
     def _crashed(self, job: JobRecord, exc: Exception) -> None:
         """A bug in the runner: end the job visibly (dead, with the error) instead of hanging the batch."""
         message = f"runner error ({type(exc).__name__}): {one_line(exc)}"
@@ -836,10 +937,46 @@ class Batch:
             self._release(job)
 
     # ------------------------------------------------------------------ resume
+    def _resolve_host(self, url: str) -> str | None:
+        """The given host (its safe_url) that a journal's host URL means, or None if it is not given.
+
+        The journal stores safe URLs; matching also tolerates spelling differences between runs
+        (case of the host name, a trailing slash, an explicit default port), so the host keeps
+        its headers (auth) on --resume.
+        """
+        if url in self.specs:
+            return url
+        return self._host_keys.get(_host_key(url))
+
+    def _announce_missing_hosts(self, on_host: list[JobRecord]) -> None:
+        """One line per journal host that holds in-flight jobs but is not given any more."""
+        missing: dict[str, int] = {}
+        for job in on_host:
+            if job.host and self._resolve_host(job.host) is None:
+                missing[job.host] = missing.get(job.host, 0) + 1
+        for host, count in missing.items():
+            grace = self.config.failover_grace
+            self._emit(
+                {
+                    "event": "host",
+                    "host": host,
+                    "host_name": self.host_names.get(host),
+                    "healthy": False,
+                    "error": (
+                        f"not among the given hosts any more; asking it (without headers) about its {count} "
+                        f"in-flight job(s), which move to other hosts if it does not answer within "
+                        f"{grace:g} s (--failover-grace)"
+                    ),
+                }
+            )
+
     def _start_recovery(self, job: JobRecord) -> None:
         """A job that may exist on its host (resume): hold its host slot and ask the host first."""
-        host = job.host
+        host = self._resolve_host(job.host) or job.host
         if host not in self.clients:
+            # Not given any more: its headers are unknown. Ask it without them (a host that
+            # answers is followed to the end); if it does not answer, the failover grace moves
+            # the job elsewhere, exactly as for a host that went down.
             from .secrets import HostSpec
 
             self.clients[host] = self._client_factory(HostSpec(url=host))
@@ -871,7 +1008,7 @@ class Batch:
         except _Abandoned as exc:
             self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
         except HostError as exc:
-            self._failed(job, exc, attempt_state="failed")
+            self._failed(job, exc, attempt_state="failed", host=host)
         except Exception as exc:  # noqa: BLE001
             self._crashed(job, exc)
 
@@ -883,40 +1020,60 @@ class Batch:
             became = self.scheduler.mark_unhealthy(host, self._clock(), exc.message)
             self._lock.notify_all()
         if became:
-            self._emit({"event": "host", "host": host, "healthy": False, "error": self._redact(exc.message)})
+            self._emit(
+                {
+                    "event": "host",
+                    "host": host,
+                    "host_name": self.host_names.get(host),
+                    "healthy": False,
+                    "error": self._redact(exc.message),
+                }
+            )
 
     def _host_ok(self, host: str) -> None:
-        if host not in self.scheduler.hosts or self.scheduler.hosts[host].healthy:
+        state = self.scheduler.hosts.get(host)
+        if state is None:
+            return
+        state.last_ok = self._clock()  # (a float store: no lock needed)
+        if state.healthy:
             return
         self._cancel_abandoned(host)
         with self._lock:
             became = self.scheduler.mark_healthy(host)
             self._lock.notify_all()
         if became:
-            self._emit({"event": "host", "host": host, "healthy": True, "error": None})
+            self._emit(
+                {
+                    "event": "host",
+                    "host": host,
+                    "host_name": self.host_names.get(host),
+                    "healthy": True,
+                    "error": None,
+                }
+            )
 
     def _start_probe(self, host: str) -> None:
-        if host in self._probing:
+        """Ask an unhealthy host (backoff ran out) or an idle one (silent for a while) if it is up.
+
+        Called with the lock held. The host gets no new work while the probe is in flight.
+        """
+        state = self.scheduler.hosts[host]
+        if state.checking:
             return
-        self._probing.add(host)
-        self.scheduler.hosts[host].next_check_at = self._clock() + 3600  # until the probe reports
+        state.checking = True
 
         def probe() -> None:
             try:
                 self.clients[host].system_stats()
             except HostError as exc:
-                with self._lock:
-                    self.scheduler.hosts[host].next_check_at = 0
                 self._host_failed(host, exc)
             except Exception as exc:  # noqa: BLE001
-                with self._lock:
-                    self.scheduler.hosts[host].next_check_at = 0
                 self._host_failed(host, TransientHostError(one_line(exc)))
             else:
                 self._host_ok(host)
             finally:
                 with self._lock:
-                    self._probing.discard(host)
+                    state.checking = False
                     self._lock.notify_all()
 
         threading.Thread(target=probe, daemon=True).start()
@@ -938,6 +1095,19 @@ class Batch:
                 )
             except HostError:
                 return
+
+
+def _host_key(url: str) -> tuple:
+    """A host URL reduced to what identifies the server: scheme, lower-case host, port, path."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        return (scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), parts.query)
+    except ValueError:
+        return (url,)
 
 
 def _duration_note(given: Any, real: float, fps: float) -> str | None:

@@ -258,9 +258,7 @@ def _run_embedded(args: argparse.Namespace) -> int:
     prompt = apply_params(
         template, {**params, "image": str(args.image.resolve()), "audio": str(args.audio.resolve())}
     )
-    from . import embedded
-
-    from . import display
+    from . import display, embedded
 
     if args.jsonl:
         sink = display.JsonLinesSink(sys.stdout)
@@ -346,12 +344,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from .journal import open_existing
+    from .secrets import host_label
 
     with open_existing(args.journal) as journal:
         counts = journal.counts()
         hosts = journal.counts_by_host()
         meta = journal.meta()
     total = sum(counts.values())
+    names = meta.get("host_names") or {}
+    excluded = meta.get("excluded_hosts") or {}
     if args.json:
         print(
             json.dumps(
@@ -359,6 +360,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "total": total,
                     "states": counts,
                     "hosts": hosts,
+                    "host_names": names,
+                    "excluded_hosts": excluded,
                     "workflow": meta.get("workflow_path"),
                     "out_dir": meta.get("out_dir"),
                 },
@@ -373,7 +376,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     print("  " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES if counts.get(s)))
     for host, states in hosts.items():
-        print(f"  {host}: attempts " + ", ".join(f"{s} {n}" for s, n in sorted(states.items())))
+        line = f"  {host_label(names.get(host), host)}: attempts " + ", ".join(
+            f"{s} {n}" for s, n in sorted(states.items())
+        )
+        if host in excluded:
+            line += f"; excluded (cannot run this workflow): {excluded[host]}"
+        print(line)
     return EXIT_OK
 
 
@@ -389,11 +397,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         meta = journal.meta()
     started = float(meta.get("created") or min((j.created_at for j in jobs), default=0.0))
     finished = max((j.finished_at or 0.0 for j in jobs), default=started) or started
-    report = build_report(jobs, started, finished)
-    if "attempts" not in report:
-        from .secrets import redact_obj
-
-        report["attempts"] = redact_obj(attempts)
+    report = build_report(
+        jobs,
+        started,
+        finished,
+        attempts=attempts,
+        host_names=meta.get("host_names") or {},
+        excluded_hosts=meta.get("excluded_hosts") or {},
+    )
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -411,7 +422,9 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     specs = parse_hosts(args.hosts, args.hosts_file)
     if not specs:
         raise ValueError("hosts: give --host URL (repeatable) or --hosts-file FILE")
-    reports = [redact_obj(r.to_dict()) for r in check_hosts(specs)]
+    reports = [
+        redact_obj({**r.to_dict(), "name": s.name}) for s, r in zip(specs, check_hosts(specs), strict=True)
+    ]
     if args.json:
         print(json.dumps(reports, indent=2))
     else:
@@ -421,6 +434,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 def render_hosts(reports: list[dict]) -> str:
     """A plain table (it must read well in a CI log as well as in a terminal)."""
+    from .secrets import host_label
+
     header = ("host", "ok", "version", "nodes", "models", "VRAM free/total GB", "error")
     rows = [header]
     for r in reports:
@@ -436,7 +451,7 @@ def render_hosts(reports: list[dict]) -> str:
         )
         rows.append(
             (
-                r["url"],
+                host_label(r.get("name"), r["url"]),
                 "yes" if r["ok"] else "NO",
                 r.get("comfyui_version") or "-",
                 nodes,

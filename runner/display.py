@@ -26,11 +26,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any
 
-from .secrets import redact, redact_obj
+from .secrets import host_label, redact, redact_obj
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = frozenset({"uploading", "submitted", "running", "fetching"})
+
+
+def event_host(event: dict) -> str:
+    """The host of an event as a person reads it: "gpu1 (http://10.0.0.5:8188)", the URL, or "-"."""
+    host = event.get("host")
+    return host_label(event.get("host_name"), host) if host else "-"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -89,12 +95,13 @@ class BatchTally:
         self.jobs: dict[str, tuple[str, str | None]] = {}  # job_id -> (state, host)
         self.hosts: dict[str, Counter] = {}
         self.unhealthy: dict[str, str] = {}
+        self.excluded: dict[str, str] = {}  # hosts that cannot run the workflow -> why
         self.batch: dict | None = None  # the latest batch event (counts resumed jobs too)
         self.started = clock()
         self.first_seen: tuple[float, int] | None = None  # (time, finished count) for the ETA
 
-    def _host(self, host: str | None) -> Counter:
-        return self.hosts.setdefault(redact(host) if host else "-", Counter())
+    def _host(self, name: str) -> Counter:
+        return self.hosts.setdefault(name, Counter())
 
     def update(self, event: dict) -> None:
         kind = event.get("event")
@@ -102,9 +109,11 @@ class BatchTally:
             if kind == "job":
                 self._job(event)
             elif kind == "host":
-                name = redact(event.get("host")) or "-"
+                name = event_host(event)
                 self._host(name)
-                if event.get("healthy"):
+                if event.get("excluded"):
+                    self.excluded[name] = redact(event.get("error") or "cannot run this workflow")
+                elif event.get("healthy"):
                     self.unhealthy.pop(name, None)
                 else:
                     self.unhealthy[name] = redact(event.get("error") or "unreachable")
@@ -116,7 +125,7 @@ class BatchTally:
                 self.first_seen = (self.clock(), self._finished())
 
     def _job(self, event: dict) -> None:
-        job_id, state, host = str(event.get("job_id")), event.get("state"), event.get("host")
+        job_id, state, host = str(event.get("job_id")), event.get("state"), event_host(event)
         old_state, old_host = self.jobs.get(job_id, (None, None))
         if old_state in IN_FLIGHT:
             self._host(old_host)["running"] -= 1
@@ -167,10 +176,17 @@ class BatchTally:
             }
 
     def host_rows(self) -> list[tuple[str, int, int, int, int, str | None]]:
-        """(host, done, running, failed, dead, unhealthy error) per host, sorted by name."""
+        """(host, done, running, failed, dead, unhealthy or excluded error) per host, sorted by name."""
         with self.lock:
             return [
-                (name, c["done"], max(0, c["running"]), c["failed"], c["dead"], self.unhealthy.get(name))
+                (
+                    name,
+                    c["done"],
+                    max(0, c["running"]),
+                    c["failed"],
+                    c["dead"],
+                    self.excluded.get(name) or self.unhealthy.get(name),
+                )
                 for name, c in sorted(self.hosts.items())
             ]
 
@@ -194,14 +210,16 @@ class BatchTally:
         line += f", elapsed {format_duration(s['elapsed'])}, ETA {format_duration(s['eta'])}"
         for name, done, running, failed, dead, down in self.host_rows():
             line += f" | {name}: {done} done, {running} running, {failed} failed, {dead} dead"
-            if down:
+            if name in self.excluded:
+                line += " (excluded)"
+            elif down:
                 line += " (down)"
         return line
 
 
 def _dead_message(event: dict) -> str | None:
     if event.get("event") == "job" and event.get("state") == "dead":
-        where = f" on {redact(event['host'])}" if event.get("host") else ""
+        where = f" on {event_host(event)}" if event.get("host") else ""
         kind = f" [{event['error_kind']}]" if event.get("error_kind") else ""
         return (
             f"job {redact(str(event.get('job_id')))} (row {event.get('row')}) dead{where}{kind}: "
@@ -214,7 +232,11 @@ def _host_message(event: dict, tally: BatchTally) -> str | None:
     """A line when a host goes down or comes back (not on every repeated health check)."""
     if event.get("event") != "host":
         return None
-    name = redact(event.get("host")) or "-"
+    name = event_host(event)
+    if event.get("excluded"):
+        if name in tally.excluded:
+            return None
+        return f"host {name} is excluded from this batch: {redact(event.get('error') or 'cannot run this workflow')}"
     was_down = name in tally.unhealthy
     if event.get("healthy") and was_down:
         return f"host {name} is healthy again"
@@ -347,7 +369,7 @@ class RichProgressDisplay(_GuardedSink):
         for column in ("host", "done", "running", "failed", "dead", "health"):
             table.add_column(column, justify="left" if column in ("host", "health") else "right")
         for name, done, running, failed, dead, down in self.tally.host_rows():
-            health = f"down: {down}" if down else "ok"
+            health = f"excluded: {down}" if name in self.tally.excluded else f"down: {down}" if down else "ok"
             table.add_row(name, str(done), str(running), str(failed), str(dead), health)
         return table
 
@@ -444,15 +466,26 @@ class NodeProgressDisplay(_GuardedSink):
         if kind == "node" and not self.live_mode:
             self.console.print(f"running {event.get('title')}", highlight=False)
         elif kind == "progress":
-            self._advance(str(event.get("node")), str(event.get("title")), int(event["value"]), int(event["max"]))
+            self._advance(
+                str(event.get("node")), str(event.get("title")), int(event["value"]), int(event["max"])
+            )
 
     def _advance(self, node: str, title: str, value: int, total: int) -> None:
         if self.live_mode:
             if self._progress is None:
-                from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    Progress,
+                    TaskProgressColumn,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 self._progress = Progress(
-                    TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TimeRemainingColumn(),
                     console=self.console,
                 )
                 self._progress.start()

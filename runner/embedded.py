@@ -35,7 +35,9 @@ def _pack() -> ModuleType:
     if "comfyui_sonic" in sys.modules:
         return sys.modules["comfyui_sonic"]
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("comfyui_sonic", root / "__init__.py", submodule_search_locations=[str(root)])
+    spec = importlib.util.spec_from_file_location(
+        "comfyui_sonic", root / "__init__.py", submodule_search_locations=[str(root)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["comfyui_sonic"] = module
     spec.loader.exec_module(module)
@@ -78,7 +80,9 @@ class LoadAudio:
 
         engine = importlib.import_module(_pack().__name__ + ".nodes.engine.audio_input")
         clip = engine.load_audio(_existing(audio, "audio"))
-        return ({"waveform": torch.from_numpy(clip.samples).unsqueeze(0), "sample_rate": int(clip.sample_rate)},)
+        return (
+            {"waveform": torch.from_numpy(clip.samples).unsqueeze(0), "sample_rate": int(clip.sample_rate)},
+        )
 
 
 CORE_TWINS: dict[str, type] = {"LoadImage": LoadImage, "LoadAudio": LoadAudio}
@@ -87,7 +91,9 @@ CORE_TWINS: dict[str, type] = {"LoadImage": LoadImage, "LoadAudio": LoadAudio}
 def _existing(path: str, input_name: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"{input_name}: file not found: {path}; pass an existing file with --{input_name}")
+        raise FileNotFoundError(
+            f"{input_name}: file not found: {path}; pass an existing file with --{input_name}"
+        )
     return p
 
 
@@ -101,7 +107,12 @@ def _title(prompt: dict, node_id: str) -> str:
 
 
 def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
 
 
 def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
@@ -122,12 +133,16 @@ def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
         if state.get(node_id) == "done":
             return
         if state.get(node_id) == "visiting":
-            raise WorkflowError(f"node {node_id} ({_title(prompt, node_id)}): the graph has a cycle through it")
+            raise WorkflowError(
+                f"node {node_id} ({_title(prompt, node_id)}): the graph has a cycle through it"
+            )
         state[node_id] = "visiting"
         for name, value in prompt[node_id].get("inputs", {}).items():
             if _is_link(value):
                 if value[0] not in prompt:
-                    raise WorkflowError(f"{_title(prompt, node_id)}.{name}: links to node {value[0]}, which is not in the workflow")
+                    raise WorkflowError(
+                        f"{_title(prompt, node_id)}.{name}: links to node {value[0]}, which is not in the workflow"
+                    )
                 visit(value[0])
         state[node_id] = "done"
         order.append(node_id)
@@ -148,12 +163,15 @@ def _node_inputs(prompt: dict, node_id: str, cls: type, results: dict[str, tuple
         kwargs[name] = results[value[0]][value[1]] if _is_link(value) else value
     missing = [n for n in spec.get("required", {}) if n not in kwargs]
     if missing:
-        raise WorkflowError(f"{_title(prompt, node_id)}: required input(s) {', '.join(missing)} missing; set them in the workflow or with --set")
+        raise WorkflowError(
+            f"{_title(prompt, node_id)}: required input(s) {', '.join(missing)} missing; set them in the workflow or with --set"
+        )
     return kwargs
 
 
-def run_embedded(prompt: dict, out_dir: Path, progress_sink: ProgressSink | None = None,
-                 models_dir: Path | None = None) -> list[Path]:
+def run_embedded(
+    prompt: dict, out_dir: Path, progress_sink: ProgressSink | None = None, models_dir: Path | None = None
+) -> list[Path]:
     """Run the graph; return the files its output nodes saved (under out_dir)."""
     pack = _pack()
     bridge = importlib.import_module(pack.__name__ + ".nodes.comfy_bridge")
@@ -213,7 +231,16 @@ class _SinkProgress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        _emit(self.sink, {"event": "progress", "node": self.node_id, "title": self.title, "value": self.done, "max": self.total})
+        _emit(
+            self.sink,
+            {
+                "event": "progress",
+                "node": self.node_id,
+                "title": self.title,
+                "value": self.done,
+                "max": self.total,
+            },
+        )
 
     def check_cancel(self) -> None:
         return None

@@ -22,6 +22,7 @@ __all__ = [
     "HostAuthError",
     "HostOOMError",
     "JobInputError",
+    "HostConfigError",
     "ValidationHostError",
     "ExecutionHostError",
     "UploadTooLargeError",
@@ -98,6 +99,18 @@ class JobInputError(HostError):
     default_kind = "input"
 
 
+class HostConfigError(HostError):
+    """The host cannot run this workflow at all (our SonicModelError: weight files missing or wrong).
+
+    Neither the job's fault nor worth repeating on that host: the batch stops sending this
+    workflow's jobs there and runs the job on another host, without counting the attempt
+    against the job's budget; only when no host is left is the job dead.
+    """
+
+    retryable = True
+    default_kind = "host_config"
+
+
 class ValidationHostError(HostError):
     """ComfyUI refused the graph (HTTP 400 from /prompt): never retried."""
 
@@ -126,7 +139,21 @@ class JobTimeoutError(HostError):
     default_kind = "timeout"
 
 
-_OOM_MARKERS = ("OutOfMemory", "SonicOutOfMemoryError", "CUDA out of memory", "out of memory")
+# torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, our SonicOutOfMemoryError; and any
+# exception whose message says so (e.g. "RuntimeError: CUDA error: out of memory").
+_OOM_TYPE_MARKER = "OutOfMemory"
+_OOM_MESSAGE_MARKER = "out of memory"
+# The class name at the end of an exception_type. ComfyUI sends "module.QualName", and for a
+# custom node the module is derived from its folder path, e.g.
+# "/tmp/comfy/custom_nodes/ComfyUI-Sonic.nodes.engine.errors.SonicModelError"; older hosts or
+# repr()-style strings may add "<class '...'>" around it.
+_TYPE_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\W*$")
+
+
+def exception_class_name(exception_type: str) -> str:
+    """The bare class name of a host's exception_type, whatever module path comes before it."""
+    match = _TYPE_NAME.search(exception_type or "")
+    return match.group(1) if match else ""
 
 
 def _error_data(msg: dict) -> dict:
@@ -156,7 +183,7 @@ def classify_execution_error(msg: dict) -> HostError:
     node = data.get("node_type") or ""
     node_id = data.get("node_id")
     where = f" in {node} (node {node_id})" if node else ""
-    short_type = exc_type.rsplit(".", 1)[-1] or "error"
+    short_type = exception_class_name(exc_type) or "error"
     text = (
         f"host error{where}: {short_type}: {exc_message}"
         if exc_message
@@ -169,8 +196,10 @@ def classify_execution_error(msg: dict) -> HostError:
         return TransientHostError(
             f"prompt was interrupted on the host{where}", kind="interrupted", details=details
         )
-    if "SonicInputError" in exc_type:
+    if short_type == "SonicInputError":
         return JobInputError(text, details=details)
-    if any(m in exc_type or m in exc_message for m in _OOM_MARKERS):
+    if short_type == "SonicModelError":
+        return HostConfigError(text, details=details)
+    if _OOM_TYPE_MARKER in short_type or _OOM_MESSAGE_MARKER in exc_message.lower():
         return HostOOMError(text, details=details)
     return ExecutionHostError(text, details=details)

@@ -319,6 +319,14 @@ class Journal:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=False)) for r in cur.fetchall()]
 
+    def attempt_counts(self, error_kind: str) -> dict[str, int]:
+        """job_id -> how many of its attempts ended with ``error_kind`` (one indexed-free scan)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id, COUNT(*) FROM attempts WHERE error_kind=? GROUP BY job_id", (error_kind,)
+            ).fetchall()
+        return dict(rows)
+
     def attempt(self, job_id: str, attempt: int) -> dict | None:
         rows = [a for a in self.attempts(job_id) if a["attempt"] == attempt]
         return rows[0] if rows else None

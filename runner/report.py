@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .jobs import STATES, JobRecord
-from .secrets import redact, redact_obj
+from .secrets import host_label, redact, redact_obj
 
 PERCENTILES = (50, 95, 99)
 
@@ -48,7 +48,7 @@ def latency(job: JobRecord) -> float | None:
     return max(0.0, job.finished_at - job.submitted_at)
 
 
-def job_row(job: JobRecord) -> dict[str, Any]:
+def job_row(job: JobRecord, host_names: dict[str, str] | None = None) -> dict[str, Any]:
     return redact_obj(
         {
             "job_id": job.job_id,
@@ -56,6 +56,7 @@ def job_row(job: JobRecord) -> dict[str, Any]:
             "priority": f"P{job.priority}",
             "state": job.state,
             "host": job.host,
+            "host_name": (host_names or {}).get(job.host) if job.host else None,
             "attempts": job.attempts,
             "resolution": job.resolution,
             "latency_seconds": latency(job),
@@ -73,15 +74,23 @@ def job_row(job: JobRecord) -> dict[str, Any]:
 
 
 def build_report(
-    jobs: list[JobRecord], started_at: float, finished_at: float, attempts: list[dict] | None = None
+    jobs: list[JobRecord],
+    started_at: float,
+    finished_at: float,
+    attempts: list[dict] | None = None,
+    host_names: dict[str, str] | None = None,
+    excluded_hosts: dict[str, str] | None = None,
 ) -> dict:
     """Per-job rows plus a summary: counts by state and host, throughput, latency percentiles.
 
     `attempts` (the journal's attempt rows: job_id, attempt, host, state, error, ...)
     adds every attempt to the report and counts their outcomes per host, so a
     retried or failed-over job shows where each of its tries went.
+    Hosts stay keyed by their safe URL (the journal's identity); `host_names`
+    (safe URL -> name given in a hosts file) lets the table show "gpu1 (URL)", and
+    `excluded_hosts` (safe URL -> why) lists hosts that could not run the workflow.
     """
-    rows = [job_row(job) for job in jobs]
+    rows = [job_row(job, host_names) for job in jobs]
     done = [job for job in jobs if job.state == "done"]
     wall = max(0.0, finished_at - started_at)
     by_state = Counter(job.state for job in jobs)
@@ -104,6 +113,8 @@ def build_report(
         "queued_seconds": distribution(job.queued_seconds for job in done),
         "run_seconds": distribution(job.run_seconds for job in done),
         "download_seconds": distribution(job.download_seconds for job in done),
+        "host_names": redact_obj(dict(host_names or {})),
+        "excluded_hosts": redact_obj(dict(excluded_hosts or {})),
     }
     report = {"summary": summary, "jobs": rows}
     if attempts is not None:
@@ -138,6 +149,11 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
     from rich.table import Table
 
     summary = report["summary"]
+    names = summary.get("host_names") or {}
+
+    def label(host: str | None) -> str:
+        return host_label(names.get(host), host) if host and host != "-" else "-"
+
     console = Console(file=io.StringIO(), width=width, record=True, color_system=None, force_terminal=False)
 
     counts = ", ".join(f"{n} {state}" for state, n in summary["by_state"].items()) or "no jobs"
@@ -151,14 +167,14 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
     timing = Table(title="Timing of done jobs (seconds)", title_justify="left")
     for column in ("", "p50", "p95", "p99", "mean", "max"):
         timing.add_column(column, justify="right" if column else "left")
-    for key, label in (
+    for key, title in (
         ("latency_seconds", "end to end"),
         ("queued_seconds", "queued"),
         ("run_seconds", "run"),
         ("download_seconds", "download"),
     ):
         stats = summary[key]
-        timing.add_row(label, *(_seconds(stats[k]) for k in ("p50", "p95", "p99", "mean", "max")))
+        timing.add_row(title, *(_seconds(stats[k]) for k in ("p50", "p95", "p99", "mean", "max")))
     console.print(timing)
 
     hosts = Table(title="Hosts", title_justify="left")
@@ -166,11 +182,13 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
     for column in ("host", *host_states, "attempts"):
         hosts.add_column(column, justify="left" if column == "host" else "right")
     for host, c in summary["by_host"].items():
-        hosts.add_row(host, *(str(c.get(s, 0)) for s in host_states), str(c.get("attempts", 0)))
+        hosts.add_row(label(host), *(str(c.get(s, 0)) for s in host_states), str(c.get("attempts", 0)))
     console.print(hosts)
+    for host, why in (summary.get("excluded_hosts") or {}).items():
+        console.print(f"host {label(host)} was excluded (it cannot run this workflow): {why}", markup=False)
 
     if "attempts_by_host" in summary:
-        _print_attempts(console, report, max_rows)
+        _print_attempts(console, report, max_rows, label)
 
     rows = sorted(report["jobs"], key=lambda r: (r["state"] == "done", r["row"]))
     shown = rows if max_rows is None else rows[:max_rows]
@@ -184,7 +202,7 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
             str(r["row"]),
             r["job_id"],
             r["state"],
-            r["host"] or "-",
+            label(r["host"]),
             str(r["attempts"]),
             _seconds(r["latency_seconds"]),
             _seconds(r["queued_seconds"]),
@@ -198,7 +216,7 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
     return console.export_text()
 
 
-def _print_attempts(console, report: dict, max_rows: int | None) -> None:
+def _print_attempts(console, report: dict, max_rows: int | None, label) -> None:
     """Outcome of every attempt per host, then the attempts that did not end done."""
     from rich.table import Table
 
@@ -208,7 +226,7 @@ def _print_attempts(console, report: dict, max_rows: int | None) -> None:
     for column in ("host", *states):
         table.add_column(column, justify="left" if column == "host" else "right")
     for host, counts in by_host.items():
-        table.add_row(host, *(str(counts.get(s, 0)) for s in states))
+        table.add_row(label(host), *(str(counts.get(s, 0)) for s in states))
     console.print(table)
 
     unsuccessful = [a for a in report["attempts"] if a.get("state") != "done"]
@@ -222,7 +240,7 @@ def _print_attempts(console, report: dict, max_rows: int | None) -> None:
         table.add_row(
             str(a.get("job_id")),
             str(a.get("attempt")),
-            str(a.get("host") or "-"),
+            label(a.get("host")),
             str(a.get("state")),
             str(a.get("error_kind") or ""),
             str(a.get("error") or ""),

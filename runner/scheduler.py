@@ -13,7 +13,12 @@ Rules:
   work wins (ties: the one that waited longest). ``cap`` slots per host (default 2 = one
   running plus one queued behind it, so the GPU never idles between jobs).
 - Health: a host that fails a call is unhealthy; it is probed again after an exponential
-  backoff and gets no new work until a probe succeeds.
+  backoff and gets no new work until a probe succeeds. A healthy host with nothing in flight
+  (idle) is probed when it has not answered for ``idle_check_interval`` seconds, and gets no
+  new work until that probe succeeds, so a host that died while idle is never chosen.
+- Exclusion: a host that cannot run the batch's workflow at all (its model files are missing)
+  is excluded for the rest of the batch; a job that only excluded hosts could take is
+  reported at once like a job no host can take.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ VRAM_GB_FOR_RESOLUTION: dict[int, float] = {384: 8.0, 512: 10.0, 768: 16.0, 1024
 
 @dataclass
 class HostState:
-    """What the scheduler tracks about one host (``name`` is the host's safe URL)."""
+    """What the scheduler tracks about one host (``name`` is the host's safe URL, its identity).
+
+    ``label`` is what a person reads (the configured name with the safe URL).
+    """
 
     name: str
     max_resolution: int | None = None
@@ -44,6 +52,10 @@ class HostState:
     check_failures: int = 0
     next_check_at: float = 0.0
     last_dispatch: int = -1
+    label: str = ""
+    excluded: str | None = None  # why the host cannot run this batch's workflow
+    last_ok: float | None = None  # when the host last answered (a probe or a job call)
+    checking: bool = False  # a health probe is in flight
 
     @property
     def free(self) -> int:
@@ -61,7 +73,9 @@ def vram_needed(job: JobRecord) -> float | None:
 
 
 def host_can_take(host: HostState, job: JobRecord) -> bool:
-    """True when nothing the host declares rules the job out."""
+    """True when nothing the host declares (or was found to lack) rules the job out."""
+    if host.excluded is not None:
+        return False
     if host.max_resolution is not None and job.resolution is not None:
         if job.resolution > host.max_resolution:
             return False
@@ -81,12 +95,14 @@ class Scheduler:
         *,
         health_backoff_base: float = 1.0,
         health_backoff_cap: float = 60.0,
+        idle_check_interval: float | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("no hosts: give at least one --host URL or a --hosts-file")
         self.hosts: dict[str, HostState] = {h.name: h for h in hosts}
         self.health_backoff_base = health_backoff_base
         self.health_backoff_cap = health_backoff_cap
+        self.idle_check_interval = idle_check_interval  # None: idle hosts are trusted (unit tests)
         self._lanes: dict[tuple[int, int, float], list[tuple[int, int, JobRecord]]] = {}
         self._delayed: list[tuple[float, int, JobRecord]] = []
         self._seq = itertools.count()
@@ -98,6 +114,8 @@ class Scheduler:
         """None if some configured host could ever take the job, else a one-line reason."""
         if any(host_can_take(h, job) for h in self.hosts.values()):
             return None
+        if any(h.excluded is not None for h in self.hosts.values()):
+            return "no host can run it: " + "; ".join(self._why_not(h, job) for h in self.hosts.values())
         parts = []
         for h in self.hosts.values():
             limits = []
@@ -111,6 +129,45 @@ class Scheduler:
         if gb is not None:
             need += f" (~{gb:g} GB VRAM)"
         return f"no host can take this job: it needs {need}; hosts: {'; '.join(parts)}"
+
+    def _why_not(self, host: HostState, job: JobRecord) -> str:
+        label = host.label or host.name
+        if host.excluded is not None:
+            return f"{label}: {host.excluded}"
+        limits = []
+        if host.max_resolution is not None:
+            limits.append(f"max_resolution={host.max_resolution}")
+        if host.vram_gb is not None:
+            limits.append(f"vram_gb={host.vram_gb:g}")
+        return f"{label}: too small for min_resolution={job.resolution} ({', '.join(limits)})"
+
+    def exclude(self, name: str, reason: str) -> bool:
+        """The host cannot run this batch's workflow: no more jobs go there. True if it is news."""
+        host = self.hosts[name]
+        if host.excluded is not None:
+            return False  # keep the first reason
+        host.excluded = reason
+        return True
+
+    def take_unplaceable(self) -> list[JobRecord]:
+        """Remove and return the waiting jobs that no host can take any more (after an exclusion)."""
+        stranded: list[JobRecord] = []
+        for key in list(self._lanes):
+            lane = self._lanes[key]
+            keep = [item for item in lane if self.why_unplaceable(item[2]) is None]
+            if len(keep) != len(lane):
+                stranded += [item[2] for item in lane if self.why_unplaceable(item[2]) is not None]
+                heapq.heapify(keep)
+                if keep:
+                    self._lanes[key] = keep
+                else:
+                    del self._lanes[key]
+        keep_delayed = [item for item in self._delayed if self.why_unplaceable(item[2]) is None]
+        if len(keep_delayed) != len(self._delayed):
+            stranded += [item[2] for item in self._delayed if self.why_unplaceable(item[2]) is not None]
+            heapq.heapify(keep_delayed)
+            self._delayed = keep_delayed
+        return stranded
 
     def push(self, job: JobRecord) -> None:
         """Queue a job that is ready now or at ``job.next_attempt_at``."""
@@ -135,7 +192,7 @@ class Scheduler:
         heads = sorted((key[0], lane[0][0], key) for key, lane in self._lanes.items() if lane)
         for _, _, key in heads:
             job = self._lanes[key][0][2]
-            host = self._best_host(job)
+            host = self._best_host(job, now)
             if host is None:
                 continue
             heapq.heappop(self._lanes[key])
@@ -145,8 +202,12 @@ class Scheduler:
             return job, host
         return None
 
-    def _best_host(self, job: JobRecord) -> HostState | None:
-        candidates = [h for h in self.hosts.values() if h.healthy and h.free > 0 and host_can_take(h, job)]
+    def _best_host(self, job: JobRecord, now: float) -> HostState | None:
+        candidates = [
+            h
+            for h in self.hosts.values()
+            if h.healthy and h.free > 0 and not self._needs_check(h, now) and host_can_take(h, job)
+        ]
         if not candidates:
             return None
         return min(candidates, key=lambda h: (len(h.inflight), h.last_dispatch))
@@ -192,12 +253,33 @@ class Scheduler:
         host.next_check_at = 0.0
         return changed
 
+    def _needs_check(self, host: HostState, now: float) -> bool:
+        """An idle host that has not answered for a while is asked before it gets work."""
+        if host.checking:
+            return True
+        if self.idle_check_interval is None or host.inflight or host.excluded is not None:
+            return False
+        return host.last_ok is None or now - host.last_ok >= self.idle_check_interval
+
     def due_checks(self, now: float) -> list[HostState]:
-        return [h for h in self.hosts.values() if not h.healthy and h.next_check_at <= now]
+        """Hosts to probe now: unhealthy ones whose backoff ran out, idle ones not heard from lately."""
+        due = []
+        for h in self.hosts.values():
+            if h.checking:
+                continue
+            if (not h.healthy and h.next_check_at <= now) or (h.healthy and self._needs_check(h, now)):
+                due.append(h)
+        return due
 
     def next_wakeup(self) -> float | None:
         """Earliest time something becomes due (a delayed job or a health probe)."""
-        times = [h.next_check_at for h in self.hosts.values() if not h.healthy]
+        times = [h.next_check_at for h in self.hosts.values() if not h.healthy and not h.checking]
+        if self.idle_check_interval is not None:
+            times += [
+                (h.last_ok or 0.0) + self.idle_check_interval
+                for h in self.hosts.values()
+                if h.healthy and not h.inflight and not h.checking and h.excluded is None
+            ]
         if self._delayed:
             times.append(self._delayed[0][0])
         return min(times) if times else None

@@ -117,6 +117,22 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def host_label(name: str | None, url: str | None) -> str:
+    """A host as a person reads it: its configured name with the safe URL, or the URL alone.
+
+    The journal identifies a host by its safe URL; a name given in a hosts file (name=gpu1)
+    is shown next to it. A name that is just part of the URL (the default, host:port) adds
+    nothing and is left out.
+    """
+    url = redact(url) if url else ""
+    name = redact(str(name)) if name else ""
+    if not url:
+        return name or "-"
+    if not name or name in url:
+        return url
+    return f"{name} ({url})"
+
+
 @dataclass
 class HostSpec:
     """One ComfyUI host: where it is, how to authenticate, what it can take."""
@@ -136,6 +152,11 @@ class HostSpec:
     @property
     def safe_url(self) -> str:
         return safe_url(self.url)
+
+    @property
+    def label(self) -> str:
+        """What a person reads: "gpu1 (https://gpu1.example.com)", or the safe URL when unnamed."""
+        return host_label(self.name, self.safe_url)
 
     @property
     def base_url(self) -> str:

@@ -24,19 +24,19 @@ TIERS: dict[str, dict[str, dict]] = {
         "Prepare": {"min_resolution": 512},
         "Animate": {"inference_steps": 20},
         "Lip Sync": {"smoothing": 0.2},
-        "Save MP4": {"crf": 23, "preset": "veryfast"},
+        "Save MP4": {"crf": 23},
     },
     "balanced": {
         "Prepare": {"min_resolution": 512},
         "Animate": {"inference_steps": 25},
         "Lip Sync": {"smoothing": 0.3},
-        "Save MP4": {"crf": 19, "preset": "medium"},
+        "Save MP4": {"crf": 19},
     },
     "hq": {
         "Prepare": {"min_resolution": 768},
         "Animate": {"inference_steps": 30},
         "Lip Sync": {"smoothing": 0.3},
-        "Save MP4": {"crf": 16, "preset": "slow"},
+        "Save MP4": {"crf": 16},
     },
 }
 
@@ -47,17 +47,38 @@ GRAPH = [
     ("3", "SONIC_ModelLoader", "Sonic Model", {}),
     ("4", "SONIC_PreData", "Prepare", {"image": ("link", "1", 0), "audio": ("link", "2", 0)}),
     ("5", "SONIC_Inference", "Animate", {"model": ("link", "3", 0), "data": ("link", "4", 0)}),
-    ("6", "LipSyncCorrect", "Lip Sync", {"images": ("link", "5", 0), "audio": ("link", "5", 1), "fps": ("link", "5", 2)}),
-    ("7", "VideoEncode", "Save MP4", {"images": ("link", "6", 0), "audio": ("link", "6", 1), "fps": ("link", "5", 2)}),
+    (
+        "6",
+        "LipSyncCorrect",
+        "Lip Sync",
+        {"images": ("link", "5", 0), "audio": ("link", "5", 1), "fps": ("link", "5", 2)},
+    ),
+    (
+        "7",
+        "VideoEncode",
+        "Save MP4",
+        {"images": ("link", "6", 0), "audio": ("link", "6", 1), "fps": ("link", "5", 2)},
+    ),
 ]
 
 # Input schemas of the two core nodes the templates use (ComfyUI's nodes.py LoadImage and
 # comfy_extras/nodes_audio.py LoadAudio); the upload widgets are front-end only.
 CORE_SCHEMAS = {
-    "LoadImage": ({"required": {"image": (["sonic_example_face.jpg"], {"image_upload": True})}}, ("IMAGE", "MASK"), ("IMAGE", "MASK")),
-    "LoadAudio": ({"required": {"audio": (["sonic_example_speech.wav"], {"audio_upload": True})}}, ("AUDIO",), ("AUDIO",)),
+    "LoadImage": (
+        {"required": {"image": (["sonic_example_face.jpg"], {"image_upload": True})}},
+        ("IMAGE", "MASK"),
+        ("IMAGE", "MASK"),
+    ),
+    "LoadAudio": (
+        {"required": {"audio": (["sonic_example_speech.wav"], {"audio_upload": True})}},
+        ("AUDIO",),
+        ("AUDIO",),
+    ),
 }
-CORE_EXTRA_WIDGETS = {"LoadImage": ["image"], "LoadAudio": [None, None]}  # values of the upload widgets in saved files
+CORE_EXTRA_WIDGETS = {
+    "LoadImage": ["image"],
+    "LoadAudio": [None, None],
+}  # values of the upload widgets in saved files
 
 
 def node_schema(class_type: str) -> tuple[dict, tuple, tuple]:
@@ -85,8 +106,17 @@ def default_value(spec: tuple):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind]
 
 
+# x264 presets per backend: for lite the encoder costs as much CPU as the animation, so
+# its tiers trade file size for speed; for sonic the encoder is noise next to the diffusion.
+ENCODER_PRESETS = {
+    "lite": {"fast": "superfast", "balanced": "veryfast", "hq": "medium"},
+    "sonic": {"fast": "veryfast", "balanced": "medium", "hq": "slow"},
+}
+
+
 def tier_values(backend: str, tier: str) -> dict[str, dict]:
     values = {title: dict(v) for title, v in TIERS[tier].items()}
+    values["Save MP4"]["preset"] = ENCODER_PRESETS[backend][tier]
     values.setdefault("Sonic Model", {})["backend"] = backend
     values["Save MP4"]["filename_prefix"] = f"sonic/{backend}_{tier}"
     return values
@@ -137,25 +167,44 @@ def ui_workflow(backend: str, tier: str) -> dict:
                 elif not is_widget(spec):
                     inputs.append({"name": name, "type": kind, "link": None})
                 if is_widget(spec):
-                    widgets.append(value if value is not None and not isinstance(value, list) else default_value(spec))
+                    widgets.append(
+                        value if value is not None and not isinstance(value, list) else default_value(spec)
+                    )
                     if len(spec) > 1 and spec[1].get("control_after_generate"):
                         widgets.append("fixed")
         widgets += CORE_EXTRA_WIDGETS.get(class_type, [])
         outputs = [
-            {"name": n, "type": t, "links": [], "slot_index": i} for i, (t, n) in enumerate(zip(return_types, return_names))
+            {"name": n, "type": t, "links": [], "slot_index": i}
+            for i, (t, n) in enumerate(zip(return_types, return_names, strict=True))
         ]
-        nodes.append({
-            "id": int(node_id), "type": class_type, "pos": _position(order), "size": [320, 60 + 26 * (len(inputs) + len(widgets))],
-            "flags": {}, "order": order, "mode": 0, "title": title,
-            "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": class_type},
-            "widgets_values": widgets,
-        })
+        nodes.append(
+            {
+                "id": int(node_id),
+                "type": class_type,
+                "pos": _position(order),
+                "size": [320, 60 + 26 * (len(inputs) + len(widgets))],
+                "flags": {},
+                "order": order,
+                "mode": 0,
+                "title": title,
+                "inputs": inputs,
+                "outputs": outputs,
+                "properties": {"Node name for S&R": class_type},
+                "widgets_values": widgets,
+            }
+        )
     for node in nodes:
         for out in node["outputs"]:
             out["links"] = out_links.get((str(node["id"]), out["slot_index"]), []) or None
     return {
-        "last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        "last_node_id": len(nodes),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "version": 0.4,
     }
 
 
@@ -170,7 +219,9 @@ def templates() -> dict[Path, dict]:
     for backend in BACKENDS:
         for tier in TIERS:
             files[Path("workflows") / f"sonic_{backend}_{tier}.json"] = ui_workflow(backend, tier)
-            files[Path("workflows") / "api" / f"sonic_{backend}_{tier}_api.json"] = api_workflow(backend, tier)
+            files[Path("workflows") / "api" / f"sonic_{backend}_{tier}_api.json"] = api_workflow(
+                backend, tier
+            )
     return files
 
 

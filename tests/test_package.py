@@ -29,7 +29,9 @@ def test_every_node_is_a_v1_class_in_category_sonic_with_tooltips_everywhere():
         spec = cls.INPUT_TYPES()
         for section in ("required", "optional"):
             for input_name, input_spec in spec.get(section, {}).items():
-                assert len(input_spec) > 1 and input_spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+                assert len(input_spec) > 1 and input_spec[1].get("tooltip"), (
+                    f"{name}.{input_name} has no tooltip"
+                )
 
 
 def test_importing_the_pack_does_not_import_torch():
@@ -41,7 +43,9 @@ spec = importlib.util.spec_from_file_location("ComfyUI_Sonic", {str(ROOT / "__in
 mod = importlib.util.module_from_spec(spec); sys.modules["ComfyUI_Sonic"] = mod; spec.loader.exec_module(mod)
 print(len(mod.NODE_CLASS_MAPPINGS), "torch" in sys.modules, "diffusers" in sys.modules, "dlib" in sys.modules)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["5", "False", "False", "False"]
 
 
@@ -94,6 +98,9 @@ def test_inside_comfyui_the_demo_inputs_land_in_the_input_folder_once(monkeypatc
 def test_templates_name_the_demo_inputs_the_pack_ships():
     for path in (ROOT / "workflows" / "api").glob("*_api.json"):
         prompt = json.loads(path.read_text())
-        names = {n["inputs"].get("image") or n["inputs"].get("audio") for n in prompt.values()
-                 if n["class_type"] in ("LoadImage", "LoadAudio")}
+        names = {
+            n["inputs"].get("image") or n["inputs"].get("audio")
+            for n in prompt.values()
+            if n["class_type"] in ("LoadImage", "LoadAudio")
+        }
         assert names == {p.name for p in (ROOT / "demo").glob("sonic_example_*")}, path.name

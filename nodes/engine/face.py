@@ -101,7 +101,9 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     import cv2
 
     h, w = image.shape[:2]
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
 
 
 def box_area(box: Box) -> int:

@@ -88,6 +88,10 @@ class FaceTracker:
         return points
 
 
+class NoFaceInFrames(SonicInputError):
+    """Auto mode found no face to measure (correct() passes the frames through instead)."""
+
+
 def track_landmarks(
     frames: Iterable[np.ndarray], analyzer: FaceAnalyzer | None = None, progress: Progress | None = None
 ) -> np.ndarray:
@@ -103,7 +107,7 @@ def track_landmarks(
         raise SonicInputError("images", "no frames were given", "connect the frames to correct")
     first = next((p for p in found if p is not None), None)
     if first is None:
-        raise SonicInputError(
+        raise NoFaceInFrames(
             "images",
             "no face found in the frames",
             "use auto mode only on talking-head frames, or use manual mode",
@@ -347,22 +351,30 @@ def correct(
     notes: list[str] = []
     landmarks = None
     correlation = None
+    seconds = float(offset) if mode == "manual" else 0.0
+    face_found = True
     if mode == "auto":
-        motion = mouth_motion(frames, analyzer, progress)
-        landmarks = motion.landmarks
-        envelope = audio_envelope(samples, sample_rate, fps, len(frames))
-        est = estimate_offset(motion.openings, envelope, fps, max_offset)
-        seconds, correlation = est.seconds, est.correlation
-        if est.correlation < 0.2:
-            notes.append(
-                f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable"
-            )
-    else:
-        seconds = float(offset)
+        try:
+            motion = mouth_motion(frames, analyzer, progress)
+        except NoFaceInFrames:
+            # Losing an expensive render over a measurement would be worse than not correcting it.
+            face_found = False
+            notes.append("no face found in the frames: offset not measured, frames passed through unshifted")
+        else:
+            landmarks = motion.landmarks
+            envelope = audio_envelope(samples, sample_rate, fps, len(frames))
+            est = estimate_offset(motion.openings, envelope, fps, max_offset)
+            seconds, correlation = est.seconds, est.correlation
+            if est.correlation < 0.2:
+                notes.append(
+                    f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable"
+                )
     shift = round(seconds * fps)
     idx = shift_indices(len(frames), n_out, shift)
     out = frames[idx]
-    if smoothing > 0:
+    if smoothing > 0 and not face_found:
+        notes.append("smoothing skipped: it needs the mouth position to leave the lips sharp")
+    elif smoothing > 0:
         if landmarks is None:
             landmarks = track_landmarks(frames, analyzer, progress)
         boxes = [mouth_box(landmarks[i]) for i in idx]

@@ -117,3 +117,13 @@ def test_deflicker_steadies_brightness_but_never_smears_the_mouth(data, clip):
 
 def test_zero_smoothing_leaves_frames_untouched(clip):
     assert np.array_equal(np.stack(list(deflicker(clip[:5], 0.0))), clip[:5])
+
+
+def test_auto_mode_without_a_face_passes_the_frames_through_and_says_so(data):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, size=(50, 64, 64, 3), dtype=np.uint8)
+    result = correct(noise, data.audio_16k[:32000], 16000, FPS, mode="auto", smoothing=0.5)
+    assert result.offset_seconds == 0.0 and result.applied_frames == 0
+    np.testing.assert_array_equal(result.frames, noise)
+    assert any("no face found" in note for note in result.notes)
+    assert any("smoothing skipped" in note for note in result.notes)

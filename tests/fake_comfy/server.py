@@ -76,6 +76,10 @@ class Faults:
     oom:               next N jobs end with execution_error torch.OutOfMemoryError ("CUDA out of memory").
     input_error:       next N jobs end with execution_error SonicInputError (no face).
     exec_error:        next N jobs end with execution_error RuntimeError (an unexpected host exception).
+    model_error:       next N jobs end with execution_error SonicModelError in SONIC_ModelLoader (weights
+                       missing), exception_type with the module path real ComfyUI sends for a custom
+                       node ("<custom_nodes dir>/ComfyUI-Sonic.nodes.engine.errors.SonicModelError").
+    model_missing:     rule: while True EVERY job ends like model_error (a host without the Sonic weights).
     drop_socket:       next N jobs: the server closes the job's websocket after the first progress step.
     silent_socket:     while True no websocket message is sent at all (the socket stays open).
     die_mid_job:       next N jobs: the host dies half-way through the job (in-thread: stops listening and
@@ -92,6 +96,8 @@ class Faults:
     oom: int = 0
     input_error: int = 0
     exec_error: int = 0
+    model_error: int = 0
+    model_missing: bool = False
     drop_socket: int = 0
     silent_socket: bool = False
     die_mid_job: int = 0
@@ -903,13 +909,17 @@ class FakeComfy:
         order = self._needed_nodes(prompt, outputs)
         signatures = self._signatures(prompt, order)
         cached = [nid for nid in order if self.node_cache.get(nid, ("",))[0] == signatures[nid]]
-        await add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": now()})
-
         heavy = _pick(prompt, order, "SONIC_Inference") or outputs[-1]
         first = _pick(prompt, order, "SONIC_PreData") or order[0]
+        loader = _pick(prompt, order, "SONIC_ModelLoader") or first
         drop = self.faults.take("drop_socket")
         die = self.faults.take("die_mid_job")
         failure = self._planned_failure(prompt)
+        if failure and failure[0] == "loader":
+            # TEST-ONLY: the weights vanished since a cached load; run the loader again so it fails.
+            self.node_cache.pop(loader, None)
+            cached = [nid for nid in cached if nid != loader]
+        await add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": now()})
         ui_outputs: dict[str, dict] = {}
         executed: list[str] = []
         seconds = self.faults.slow if self.faults.slow is not None else self.run_seconds
@@ -930,6 +940,8 @@ class FakeComfy:
                 await self._send(
                     "executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id}, client
                 )
+                if failure and failure[0] == "loader" and nid == loader:
+                    raise _NodeFailure(failure[1], failure[2])
                 if failure and failure[0] == "pre" and nid == first:
                     raise _NodeFailure(failure[1], failure[2])
                 if nid == heavy:
@@ -1040,6 +1052,15 @@ class FakeComfy:
 
     def _planned_failure(self, prompt: dict) -> tuple[str, str, str] | None:
         """Decide up front how this job fails, if it does: (where, exception_type, message)."""
+        if self.faults.model_missing or self.faults.take("model_error"):
+            # ComfyUI's full_type_name(): module + "." + qualname; a custom node's module name is
+            # its folder path (dots in it replaced), so the type carries that path as a prefix.
+            return (
+                "loader",
+                "/tmp/comfy/custom_nodes/ComfyUI-Sonic.nodes.engine.errors.SonicModelError",
+                "sonic weights: unet.pth not found in models/sonic; put the Sonic weights there "
+                "(see the README) or pick another checkpoint",
+            )
         marker = self.faults.input_error_marker
         strings = [v for n in prompt.values() for v in (n.get("inputs") or {}).values() if isinstance(v, str)]
         hit = next((s for s in strings if marker and marker in s), None)

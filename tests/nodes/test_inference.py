@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from comfyui_sonic.nodes.engine.errors import SonicModelError
 from comfyui_sonic.nodes.inference import SONIC_Inference
 from comfyui_sonic.nodes.model_loader import SONIC_ModelLoader
@@ -17,7 +16,9 @@ from tests.conftest import speech_like
 def prepared(face_image):
     image = torch.from_numpy(face_image).float().div(255).unsqueeze(0)
     audio = {"waveform": torch.from_numpy(speech_like(1.2, 16000)).reshape(1, 1, -1), "sample_rate": 16000}
-    data = SONIC_PreData().prepare(image=image, audio=audio, duration=0.0, min_resolution=256, expand_ratio=0.5)["result"][0]
+    data = SONIC_PreData().prepare(
+        image=image, audio=audio, duration=0.0, min_resolution=256, expand_ratio=0.5
+    )["result"][0]
     return data
 
 
@@ -51,5 +52,7 @@ def test_paste_back_returns_frames_the_size_of_the_original_image(prepared):
 
 
 def test_sonic_backend_without_weights_says_where_to_put_them(tmp_path):
-    with pytest.raises(SonicModelError, match=r"sonic_model_dir: unet.pth not found in .*; put the Sonic model files in"):
+    with pytest.raises(
+        SonicModelError, match=r"sonic_model_dir: unet.pth not found in .*; put the Sonic model files in"
+    ):
         SONIC_ModelLoader().load(backend="sonic", model_dir=str(tmp_path))

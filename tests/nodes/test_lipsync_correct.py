@@ -59,3 +59,24 @@ def test_an_out_of_range_offset_is_refused_by_name(clip):
     frames, audio = clip
     with pytest.raises(SonicInputError, match="^offset: "):
         LipSyncCorrect().correct(as_image(frames[:4]), audio, FPS, mode="manual", offset=0.9)
+
+
+def test_a_tiny_negative_offset_is_shown_as_plus_zero(clip):
+    frames, audio = clip
+    out = LipSyncCorrect().correct(as_image(frames[:10]), audio, FPS, mode="manual", offset=-0.0004)
+    assert out["ui"]["text"][0].startswith("offset +0 ms applied")
+
+
+def test_a_cancel_during_conversion_stops_the_node(clip, monkeypatch):
+    from comfyui_sonic.nodes import comfy_bridge
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupted():
+        raise Interrupted
+
+    monkeypatch.setattr(comfy_bridge, "throw_if_interrupted", interrupted)
+    frames, audio = clip
+    with pytest.raises(Interrupted):
+        LipSyncCorrect().correct(as_image(frames), audio, FPS, mode="manual", offset=0.0)

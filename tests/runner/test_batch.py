@@ -35,9 +35,18 @@ def write_wav(path: Path, seconds: float = 0.2, rate: int = 8000) -> Path:
     return path
 
 
+MODEL_ERROR = {
+    "node_id": "3",
+    "node_type": "SONIC_ModelLoader",
+    "exception_type": "/tmp/comfy/custom_nodes/ComfyUI-Sonic.nodes.engine.errors.SonicModelError",
+    "exception_message": "sonic weights: unet.pth not found in models/sonic",
+}
+
+
 class MemHost:
     """One host. `script`: list of outcomes consumed per submission ("ok", "oom", "input", "validation",
-    "submit_500", "drop" (wait raises socket error, prompt keeps running), "restart" (host forgets it))."""
+    "submit_500", "drop" (wait raises socket error, prompt keeps running), "restart" (host forgets it)).
+    `model_missing`: every job ends with the host's SonicModelError (the Sonic weights are not there)."""
 
     def __init__(self, url: str, run_seconds: float = 0.0, script: list[str] | None = None) -> None:
         self.url = url
@@ -50,6 +59,7 @@ class MemHost:
         self.submitted_prompts: list[dict] = []
         self.uploads = 0
         self.download_failures = 0
+        self.model_missing = False
 
     # contract ----------------------------------------------------------
     def _check(self) -> None:
@@ -69,6 +79,8 @@ class MemHost:
         self._check()
         with self.lock:
             outcome = self.script.pop(0) if self.script else "ok"
+        if self.model_missing:
+            outcome = "model"
         if outcome == "validation":
             raise ValidationHostError("prompt_outputs_failed_validation: Required input is missing: images")
         if outcome == "submit_500":
@@ -125,6 +137,12 @@ class MemHost:
         time.sleep(self.run_seconds)
         entry["state"] = "done"
         status = {"status_str": "success", "completed": True, "messages": []}
+        if outcome == "model":  # as real ComfyUI names a custom node's exception: module path + class
+            status = {
+                "status_str": "error",
+                "completed": False,
+                "messages": [["execution_error", MODEL_ERROR]],
+            }
         if outcome in ("oom", "input"):
             exc_type = "torch.OutOfMemoryError" if outcome == "oom" else "SonicInputError"
             msg = "CUDA out of memory" if outcome == "oom" else "image: no face found; use a portrait"
@@ -361,7 +379,7 @@ def test_failover_moves_jobs_of_a_dead_host_after_the_grace_period(inputs):
     moved = [j for j in jobs.values() if j.attempts == 2]
     assert len(moved) == 1
     assert [a["state"] for a in make_journal_attempts(inputs, moved[0].job_id)] == ["abandoned", "done"]
-    assert {"event": "host", "host": "http://a:1", "healthy": False} == {
+    assert {"event": "host", "host": "http://a:1", "host_name": "a:1", "healthy": False} == {
         k: v for k, v in next(e for e in events if e["event"] == "host").items() if k != "error"
     }
 
@@ -519,3 +537,177 @@ def test_an_input_file_removed_after_the_start_ends_its_job_with_the_path(inputs
     code, jobs = run(batch)
     assert code == 1 and jobs["x"].error_kind == "input" and "face.png" in jobs["x"].error
     assert not host.submitted_prompts
+
+
+# ---------------------------------------------------------------------- a host that cannot run the workflow
+def test_a_host_without_the_model_files_is_excluded_and_its_jobs_run_elsewhere_at_no_cost(inputs):
+    bare, full = MemHost("http://bare:1"), MemHost("http://full:1", run_seconds=0.02)
+    bare.model_missing = True
+    events = []
+    one_try = RetryPolicy(max_attempts=1, backoff_base=0.01, backoff_cap=0.05)
+    batch = make_batch(
+        inputs, [bare, full], [{"id": f"c{i}"} for i in range(6)], sinks=[events.append], policy=one_try
+    )
+    code, jobs = run(batch)
+    # even with one attempt allowed, the jobs that met the bare host are done on the other one
+    assert code == 0 and all(j.state == "done" and j.host == "http://full:1" for j in jobs.values())
+    assert 1 <= len(bare.executions) <= 2  # only what was already in flight there when it first answered
+    moved = [j for j in jobs.values() if j.attempts == 2]
+    assert len(moved) == len(bare.executions)
+    for job in moved:
+        first, second = make_journal_attempts(inputs, job.job_id)
+        assert (first["host"], first["error_kind"], second["state"]) == (
+            "http://bare:1",
+            "host_config",
+            "done",
+        )
+    (excluded,) = [e for e in events if e["event"] == "host" and e.get("excluded")]
+    assert excluded["host"] == "http://bare:1" and "SonicModelError" in excluded["error"]
+    assert list(batch.journal.meta()["excluded_hosts"]) == ["http://bare:1"]
+
+
+def test_when_no_host_can_run_the_workflow_every_job_is_dead_with_each_hosts_reason(inputs):
+    a, b = MemHost("http://a:1"), MemHost("http://b:1")
+    a.model_missing = b.model_missing = True
+    code, jobs = run(make_batch(inputs, [a, b], [{"id": f"c{i}"} for i in range(5)]))
+    assert code == 1 and all(j.state == "dead" and j.error_kind == "host_config" for j in jobs.values())
+    for job in jobs.values():
+        assert job.error.startswith("no host can run it: ")
+        for host in ("http://a:1", "http://b:1"):
+            assert (
+                f"{host}: host error in SONIC_ModelLoader (node 3): SonicModelError: sonic weights"
+                in job.error
+            )
+    assert len(a.executions) + len(b.executions) <= 4  # nothing beyond what was in flight (2 per host)
+
+
+# ---------------------------------------------------------------------- rows dead before any dispatch
+def test_rows_dead_at_load_get_one_job_event_and_none_again_on_resume(inputs):
+    host = MemHost("http://a:1")
+    events = []
+    rows = [{"id": "ok"}, {"id": "typo", "sed": 3}, {"id": "gone", "image": "/nope/face.png"}]
+    batch = make_batch(inputs, [host], rows, sinks=[events.append])
+    code, _ = run(batch)
+    dead = [e for e in events if e["event"] == "job" and e["state"] == "dead"]
+    assert code == 1 and sorted(e["job_id"] for e in dead) == ["gone", "typo"]
+    assert all(e["attempt"] == 0 and e["host"] is None and e["error"] for e in dead)
+    batch.journal.close()
+    again_events = []
+    again = Batch(
+        BatchConfig(**{**batch.config.__dict__, "resume": True}),
+        sinks=[again_events.append],
+        client_factory=lambda spec: host,
+    )
+    again.run()
+    assert [e for e in again_events if e["event"] == "job"] == []
+
+
+def test_dead_rows_of_a_batch_killed_before_it_announced_them_are_announced_on_resume(inputs):
+    host = MemHost("http://a:1")
+    batch = make_batch(inputs, [host], [{"id": "ok"}, {"id": "typo", "sed": 3}])  # opened, never run
+    batch.journal.close()
+    events = []
+    again = Batch(
+        BatchConfig(**{**batch.config.__dict__, "resume": True}),
+        sinks=[events.append],
+        client_factory=lambda s: host,
+    )
+    again.run()
+    assert [e["job_id"] for e in events if e["event"] == "job" and e["state"] == "dead"] == ["typo"]
+
+
+# ---------------------------------------------------------------------- host names
+def test_events_name_the_host_while_the_journal_keeps_its_safe_url(inputs):
+    host = MemHost("http://10.0.0.5:8188")
+    events = []
+    specs = [HostSpec(url=host.url, name="gpu1")]
+    batch = make_batch(inputs, [host], [{"id": "x"}], sinks=[events.append], specs=specs)
+    code, jobs = run(batch)
+    assert code == 0 and jobs["x"].host == "http://10.0.0.5:8188"
+    job_events = [e for e in events if e["event"] in ("job", "progress") and e.get("host")]
+    assert job_events and all(e["host_name"] == "gpu1" for e in job_events)
+    assert batch.journal.meta()["host_names"] == {"http://10.0.0.5:8188": "gpu1"}
+
+
+# ---------------------------------------------------------------------- resume and the given hosts
+def killed_on(inputs, old: MemHost, rows: list[dict]) -> BatchConfig:
+    """A journal whose jobs were all submitted to `old` (prompt ids ...0001, ...0002) when the runner died."""
+    batch = make_batch(inputs, [old], rows)
+    for job in batch.jobs.values():
+        batch.journal.transition(job, "uploading", host=old.url)
+        batch.journal.start_attempt(job, old.url, f"00000000-0000-4000-8000-{job.row:012d}", "cid", None)
+    batch.journal.close()
+    return batch.config
+
+
+def test_resume_gives_a_journal_host_its_headers_even_when_spelled_differently(inputs):
+    host = MemHost("http://gpu:80")
+    cfg = killed_on(inputs, host, [{"id": "x"}])
+    host.prompts["00000000-0000-4000-8000-000000000001"] = {"state": "running", "outcome": "ok"}
+    given = HostSpec(url="http://GPU/", headers={"Authorization": "Bearer t0k"}, name="gpu1")
+    made = []
+    again = Batch(
+        BatchConfig(**{**cfg.__dict__, "resume": True, "hosts": [given]}),
+        client_factory=lambda spec: made.append(spec) or host,
+    )
+    again.open()
+    code = again.run()
+    assert code == 0 and again.jobs["x"].attempts == 1 and len(host.submitted_prompts) == 0
+    assert made and all(spec.headers == {"Authorization": "Bearer t0k"} for spec in made)
+
+
+def test_resume_without_a_journal_host_says_so_once_and_fails_its_jobs_over_without_running_twice(inputs):
+    gone, spare = MemHost("http://gone:1"), MemHost("http://spare:1")
+    cfg = killed_on(inputs, gone, [{"id": "x"}, {"id": "y"}])
+    gone.down = True  # unreachable without the headers it is no longer given
+    events = []
+    again = Batch(
+        BatchConfig(**{**cfg.__dict__, "resume": True, "hosts": [HostSpec(url=spare.url)]}),
+        sinks=[events.append],
+        client_factory=lambda spec: {gone.url: gone, spare.url: spare}[spec.safe_url],
+    )
+    again.open()
+    code = again.run()
+    notes = [e for e in events if e["event"] == "host" and e["host"] == "http://gone:1"]
+    assert (
+        len(notes) == 1
+        and "not among the given hosts" in notes[0]["error"]
+        and "2 in-flight" in notes[0]["error"]
+    )
+    assert code == 0 and all(j.host == "http://spare:1" and j.attempts == 2 for j in again.jobs.values())
+    for job_id in ("x", "y"):
+        assert [a["state"] for a in make_journal_attempts(inputs, job_id)] == ["abandoned", "done"]
+
+
+# ---------------------------------------------------------------------- idle hosts are health-checked
+def test_a_dead_idle_host_is_never_chosen(inputs):
+    dead, up = MemHost("http://dead:1"), MemHost("http://up:1")
+    dead.down = True
+    one_try = RetryPolicy(max_attempts=1, backoff_base=0.01, backoff_cap=0.05)
+    events = []
+    code, jobs = run(
+        make_batch(
+            inputs, [dead, up], [{"id": f"c{i}"} for i in range(4)], policy=one_try, sinks=[events.append]
+        )
+    )
+    assert code == 0 and all(j.host == "http://up:1" and j.attempts == 1 for j in jobs.values())
+    assert dead.uploads == 0
+    assert any(e["event"] == "host" and e["host"] == "http://dead:1" and not e["healthy"] for e in events)
+
+
+def test_an_idle_host_that_comes_back_gets_work_again(inputs):
+    late, busy = MemHost("http://late:1"), MemHost("http://busy:1", run_seconds=0.15)
+    late.down = True
+    threading.Timer(0.3, lambda: setattr(late, "down", False)).start()
+    one_try = RetryPolicy(max_attempts=1, backoff_base=0.01, backoff_cap=0.05)
+    batch = make_batch(
+        inputs,
+        [late, busy],
+        [{"id": f"c{i}"} for i in range(8)],
+        policy=one_try,
+        inflight=1,
+        health_backoff_base=0.05,
+    )
+    code, jobs = run(batch)
+    assert code == 0 and all(j.attempts == 1 for j in jobs.values())
+    assert late.executions and busy.executions  # the host that came back took a share of the work

@@ -108,7 +108,8 @@ def test_batch_with_every_retry_class_on_a_real_protocol(files, host, capsys):
     report = json.loads(capsys.readouterr().out)
     assert len(report["attempts"]) >= 6  # 500 retry, OOM retry and the rest: every attempt accounted for
     assert main(["report", str(out / "journal.sqlite")]) == 0
-    assert "noface" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "noface" in table and "Attempts (" in table  # the attempt tables are in the text report too
 
 
 def test_all_done_exits_zero_and_a_second_start_needs_resume(files, host, capsys):
@@ -280,6 +281,8 @@ def test_hosts_reports_each_host(host, capsys):
     assert report["ok"] and report["url"] == host.url
     assert main(["hosts", "--host", "http://127.0.0.1:9"]) == 1
     assert "NO" in capsys.readouterr().out
+    assert main(["hosts", "--host", f"{host.url} name=gpu1"]) == 0
+    assert f"gpu1 ({host.url})" in capsys.readouterr().out
 
 
 def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys):
@@ -328,3 +331,41 @@ def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys)
     assert set(bodies) == {"a", "b"}
     assert all(verify("hook-secret", body, sig) for body, sig in bodies.values())
     assert json.loads(bodies["b"][0])["state"] == "dead"
+
+
+def test_a_host_without_the_weights_is_excluded_and_named_in_status_and_report(files, host, capsys):
+    """Two named hosts from a hosts file; gpu2 lacks the Sonic weights (SonicModelError with the module
+    path real ComfyUI sends): its jobs move to gpu1 without using up their single attempt."""
+    host.set_faults(http_500={}, drop_socket=0, oom_above=None)
+    with FakeComfy(run_seconds=0.01, faults={"model_missing": True}) as bare:
+        hosts_file = files / "hosts.txt"
+        hosts_file.write_text(f"{host.url} name=gpu1\n{bare.url} name=gpu2\n")
+        manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(4)])
+        out = files / "named"
+        args = [
+            str(files / "sonic_api.json"),
+            str(manifest),
+            "--hosts-file",
+            str(hosts_file),
+            "--out",
+            str(out),
+        ]
+        code = main(["batch", *args, "--jsonl", "--max-attempts", "1", "--poll-interval", "0.2"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert 1 <= len(bare.executions) <= 2 and len(list(out.glob("*.mp4"))) == 4
+    stream = events(captured.out)
+    (excluded,) = [e for e in stream if e["event"] == "host" and e.get("excluded")]
+    assert excluded["host"] == bare.url and excluded["host_name"] == "gpu2"
+    assert "SonicModelError" in excluded["error"] and "unet.pth not found" in excluded["error"]
+    assert {e["host_name"] for e in stream if e["event"] == "job" and e["state"] == "done"} == {"gpu1"}
+
+    assert main(["status", str(out / "journal.sqlite")]) == 0
+    status = capsys.readouterr().out
+    assert f"gpu1 ({host.url}): attempts" in status
+    gpu2 = next(line for line in status.splitlines() if f"gpu2 ({bare.url})" in line)
+    assert "excluded (cannot run this workflow)" in gpu2 and "SonicModelError" in gpu2
+    assert main(["report", str(out / "journal.sqlite")]) == 0
+    table = capsys.readouterr().out
+    assert "Attempts (" in table and "Attempts that did not end done" in table  # attempt tables in the text
+    assert f"host gpu2 ({bare.url}) was excluded" in table and f"gpu1 ({host.url})" in table

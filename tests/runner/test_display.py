@@ -165,3 +165,36 @@ def test_sinks_never_raise_into_the_batch():
         sink(None)  # not even a dict
         sink.close()
         assert sink.errors >= 1
+
+
+def test_hosts_are_shown_by_their_given_name_with_the_safe_url():
+    named = [
+        {**job("a", "running", host="http://10.0.0.5:8188"), "host_name": "gpu1"},
+        {**job("a", "dead", host="http://10.0.0.5:8188", error="boom"), "host_name": "gpu1"},
+        {**job("b", "running", host="http://10.0.0.6:8188"), "host_name": "10.0.0.6:8188"},  # default name
+        {
+            "event": "host",
+            "host": "http://10.0.0.5:8188",
+            "host_name": "gpu1",
+            "healthy": False,
+            "excluded": True,
+            "error": "cannot run this workflow, no more jobs go there: SonicModelError: weights missing",
+        },
+    ]
+    out, err = io.StringIO(), io.StringIO()
+    sink = QuietSink(out=out, err=err)
+    for event in named:
+        sink(event)
+    sink.close()
+    assert err.getvalue().splitlines() == [
+        "job a (row 1) dead on gpu1 (http://10.0.0.5:8188): boom",
+        "host gpu1 (http://10.0.0.5:8188) is excluded from this batch: cannot run this workflow, "
+        "no more jobs go there: SonicModelError: weights missing",
+    ]
+    rows = {row[0]: row for row in sink.tally.host_rows()}
+    assert set(rows) == {"gpu1 (http://10.0.0.5:8188)", "http://10.0.0.6:8188"}
+    assert "SonicModelError" in rows["gpu1 (http://10.0.0.5:8188)"][5]
+    assert (
+        "gpu1 (http://10.0.0.5:8188): 0 done, 0 running, 0 failed, 1 dead (excluded)"
+        in sink.tally.status_line()
+    )

@@ -38,7 +38,11 @@ def test_runs_the_lite_template_to_an_mp4(tmp_path, face_file, speech_file):
 
 def test_only_nodes_that_feed_an_output_run_and_after_their_inputs():
     prompt = json.loads(LITE_FAST.read_text())
-    prompt["99"] = {"class_type": "LoadImage", "inputs": {"image": "unused.png"}, "_meta": {"title": "dangling"}}
+    prompt["99"] = {
+        "class_type": "LoadImage",
+        "inputs": {"image": "unused.png"},
+        "_meta": {"title": "dangling"},
+    }
     order = execution_order(prompt, node_classes())
     assert "99" not in order
     position = {node_id: i for i, node_id in enumerate(order)}
@@ -71,5 +75,7 @@ def test_missing_required_input_names_node_and_input(tmp_path, face_file, speech
 
 def test_missing_image_file_is_a_one_line_error(tmp_path, speech_file):
     prompt = lite_prompt(tmp_path / "nope.png", speech_file)
-    with pytest.raises(FileNotFoundError, match=r"image: file not found: .*nope.png; pass an existing file with --image"):
+    with pytest.raises(
+        FileNotFoundError, match=r"image: file not found: .*nope.png; pass an existing file with --image"
+    ):
         run_embedded(prompt, tmp_path)

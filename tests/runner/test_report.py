@@ -142,3 +142,25 @@ def test_every_attempt_is_accounted_for_when_the_journal_gives_them():
     assert "Attempts (102 recorded)" in text
     lost = next(line for line in text.splitlines() if "host restarted" in line)
     assert "job001" in lost and "gpu2" in lost and "lost" in lost and "restart" in lost
+
+
+def test_the_table_names_hosts_and_lists_excluded_ones():
+    jobs = [finished_job(1, "http://10.0.0.5:8188", 2.0), finished_job(2, "http://10.0.0.6:8188", 3.0)]
+    attempts = [{"job_id": "job001", "attempt": 1, "host": "http://10.0.0.5:8188", "state": "done"}]
+    report = build_report(
+        jobs,
+        started_at=T0,
+        finished_at=T0 + 10,
+        attempts=attempts,
+        host_names={"http://10.0.0.5:8188": "gpu1", "http://10.0.0.6:8188": "10.0.0.6:8188"},
+        excluded_hosts={"http://10.0.0.6:8188": "SonicModelError: weights missing"},
+    )
+    rows = {r["job_id"]: r for r in report["jobs"]}
+    assert rows["job001"]["host"] == "http://10.0.0.5:8188" and rows["job001"]["host_name"] == "gpu1"
+    assert list(report["summary"]["by_host"]) == [
+        "http://10.0.0.5:8188",
+        "http://10.0.0.6:8188",
+    ]  # keyed by URL
+    text = render_table(report, width=200)
+    assert text.count("gpu1 (http://10.0.0.5:8188)") >= 3  # hosts, attempts and jobs tables
+    assert "host http://10.0.0.6:8188 was excluded (it cannot run this workflow): SonicModelError" in text

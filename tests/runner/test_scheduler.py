@@ -99,3 +99,41 @@ def test_delayed_jobs_wait_for_their_backoff():
 def test_no_hosts_is_an_error():
     with pytest.raises(ValueError, match="--host"):
         Scheduler([])
+
+
+def test_an_idle_host_not_heard_from_lately_is_probed_before_it_gets_work():
+    s = Scheduler([HostState("a"), HostState("b")], idle_check_interval=10.0)
+    s.push(job(1))
+    assert drain(s, 100.0) == []  # nobody has answered yet: both are probed first
+    assert [h.name for h in s.due_checks(100.0)] == ["a", "b"]
+    s.hosts["a"].checking = True  # its probe is in flight
+    assert [h.name for h in s.due_checks(100.0)] == ["b"] and drain(s, 100.0) == []
+    s.hosts["a"].checking, s.hosts["a"].last_ok = False, 100.0  # it answered
+    s.hosts["b"].last_ok = 104.0
+    assert drain(s, 100.5) == [("j1", "a")]
+    assert s.due_checks(105.0) == [] and s.next_wakeup() == 114.0  # a is busy: only idle hosts are probed
+    s.release("j1")
+    assert s.next_wakeup() == 110.0  # a is idle again: its next check
+    s.push(job(2))
+    assert drain(s, 111.0) == [("j2", "b")]  # a was silent too long; b answered recently
+    assert s.due_checks(111.0) == [s.hosts["a"]]
+
+
+def test_an_excluded_host_gets_no_work_and_stranded_jobs_are_handed_back():
+    s = Scheduler(
+        [
+            HostState("http://a:1", label="gpu1 (http://a:1)", cap=5),
+            HostState("http://b:1", max_resolution=512),
+        ]
+    )
+    s.push(job(1, resolution=1024))  # only a can take it
+    s.push(job(2, resolution=512))
+    assert s.exclude("http://a:1", "SonicModelError: weights missing") is True
+    assert s.exclude("http://a:1", "again") is False
+    assert [j.job_id for j in s.take_unplaceable()] == ["j1"]
+    assert drain(s) == [("j2", "http://b:1")]
+    why = s.why_unplaceable(job(3, resolution=1024))
+    assert why == (
+        "no host can run it: gpu1 (http://a:1): SonicModelError: weights missing; "
+        "http://b:1: too small for min_resolution=1024 (max_resolution=512)"
+    )

@@ -28,7 +28,9 @@ def test_every_backend_and_tier_has_both_formats():
 
 def test_committed_templates_are_what_the_generator_writes():
     for rel, doc in make_workflows.templates().items():
-        assert (ROOT / rel).read_text() == make_workflows.render(doc), f"{rel} is stale: run python scripts/make_workflows.py"
+        assert (ROOT / rel).read_text() == make_workflows.render(doc), (
+            f"{rel} is stale: run python scripts/make_workflows.py"
+        )
 
 
 def _check_value(where: str, spec: tuple, value) -> None:
@@ -67,7 +69,9 @@ def test_api_template_matches_node_schemas(path):
                 _check_value(where, declared[name], value)
 
 
-@pytest.mark.parametrize("path", [p for p in UI_FILES if not p.name.endswith("_api.json")], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in UI_FILES if not p.name.endswith("_api.json")], ids=lambda p: p.name
+)
 def test_ui_template_links_and_widgets_are_consistent(path):
     doc = json.loads(path.read_text())
     nodes = {n["id"]: n for n in doc["nodes"]}
@@ -77,11 +81,16 @@ def test_ui_template_links_and_widgets_are_consistent(path):
         inp = nodes[dst]["inputs"][dst_slot]
         assert link_id in out["links"] and inp["link"] == link_id
         assert out["type"] == link_type
-        assert inp["type"] in (link_type, "COMBO"), f"{path.name}: link {link_id} {link_type} -> {inp['type']}"
+        assert inp["type"] in (link_type, "COMBO"), (
+            f"{path.name}: link {link_id} {link_type} -> {inp['type']}"
+        )
     for node in doc["nodes"]:
         schema, _, _ = make_workflows.node_schema(node["type"])
         widgets = [
-            s for sec in ("required", "optional") for s in schema.get(sec, {}).values() if make_workflows.is_widget(s)
+            s
+            for sec in ("required", "optional")
+            for s in schema.get(sec, {}).values()
+            if make_workflows.is_widget(s)
         ]
         expected = len(widgets) + sum(1 for s in widgets if len(s) > 1 and s[1].get("control_after_generate"))
         expected += len(make_workflows.CORE_EXTRA_WIDGETS.get(node["type"], []))
