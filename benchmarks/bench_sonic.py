@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,33 +32,11 @@ def _import_pack():
 
     from comfyui_sonic.nodes.engine.progress import NullProgress
     from comfyui_sonic.nodes.engine.sonic.backend import SonicBackend
-    from comfyui_sonic.nodes.engine.sonic.random_checkpoint import random_models
+    from comfyui_sonic.nodes.engine.sonic.random_checkpoint import random_models, random_prepared_data
     from comfyui_sonic.nodes.engine.sonic.timing import StageTimes
-    from comfyui_sonic.nodes.engine.types import Audio, GenerationParams, SonicData
+    from comfyui_sonic.nodes.engine.types import GenerationParams
 
-    return NullProgress, SonicBackend, random_models, StageTimes, Audio, GenerationParams, SonicData
-
-
-def make_data(SonicData, Audio, size: int, duration: float, seed: int = 0):
-    """A size x size portrait with a centred face mask and `duration` s of speech-like audio."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    mask = np.zeros((size, size), np.float32)
-    q = size // 4
-    mask[q : size - q, q : size - q] = 1.0
-    audio = (rng.standard_normal(int(16000 * duration)) * 0.1).astype(np.float32)
-    return SonicData(
-        image=image,
-        face_box=(q, q, size - q, size - q),
-        face_mask=mask,
-        crop_box=(0, 0, size, size),
-        original=image,
-        audio_16k=audio,
-        audio=Audio(audio[None], 16000),
-        duration=duration,
-        min_resolution=size,
-        expand_ratio=0.5,
-    )
+    return NullProgress, SonicBackend, random_models, random_prepared_data, StageTimes, GenerationParams
 
 
 def main() -> None:
@@ -75,7 +52,9 @@ def main() -> None:
     parser.add_argument("--no-rife-compare", action="store_true", help="only run with RIFE")
     args = parser.parse_args()
 
-    NullProgress, SonicBackend, random_models, StageTimes, Audio, GenerationParams, SonicData = _import_pack()
+    NullProgress, SonicBackend, random_models, random_prepared_data, StageTimes, GenerationParams = (
+        _import_pack()
+    )
     from comfyui_sonic.nodes.engine.sonic.backend import DTYPES
 
     if args.tiny:
@@ -120,7 +99,7 @@ def main() -> None:
     warmed = not args.compile
     for res in resolutions:
         for duration in durations:
-            data = make_data(SonicData, Audio, res, duration)
+            data = random_prepared_data(duration, res, min_resolution=res)
             for rife in rife_modes:
                 models.rife = rife_net if rife else None
                 if not warmed:  # compile warm-up, not reported

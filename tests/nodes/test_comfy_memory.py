@@ -21,7 +21,8 @@ from comfyui_sonic.nodes.engine.errors import SonicOutOfMemoryError
 from comfyui_sonic.nodes.engine.progress import NullProgress
 from comfyui_sonic.nodes.engine.sonic import write_random_checkpoint
 from comfyui_sonic.nodes.engine.sonic.backend import SonicBackend
-from comfyui_sonic.nodes.engine.types import Audio, GenerationParams, SonicData
+from comfyui_sonic.nodes.engine.sonic.random_checkpoint import random_prepared_data
+from comfyui_sonic.nodes.engine.types import GenerationParams, SonicData
 from comfyui_sonic.nodes.model_loader import SONIC_ModelLoader
 
 SIZE = 64
@@ -157,24 +158,7 @@ def load_sonic(checkpoint) -> SonicBackend:
 
 
 def prepared(duration: float = 0.5) -> SonicData:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    mask = np.zeros((SIZE, SIZE), np.float32)
-    q = SIZE // 4
-    mask[q:-q, q:-q] = 1.0
-    audio = (rng.standard_normal(int(16000 * duration)) * 0.1).astype(np.float32)
-    return SonicData(
-        image=image,
-        face_box=(q, q, SIZE - q, SIZE - q),
-        face_mask=mask,
-        crop_box=(0, 0, SIZE, SIZE),
-        original=image,
-        audio_16k=audio,
-        audio=Audio(audio[None], 16000),
-        duration=duration,
-        min_resolution=512,
-        expand_ratio=0.5,
-    )
+    return random_prepared_data(duration, SIZE)
 
 
 PARAMS = GenerationParams(seed=1, inference_steps=2, fps=25.0)

@@ -336,24 +336,23 @@ def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys)
 def test_a_host_without_the_weights_is_excluded_and_named_in_status_and_report(files, host, capsys):
     """Two named hosts from a hosts file; gpu2 lacks the Sonic weights (SonicModelError with the module
     path real ComfyUI sends): its jobs move to gpu1 without using up their single attempt."""
-    host.set_faults(http_500={}, drop_socket=0, oom_above=None)
-    with FakeComfy(run_seconds=0.01, faults={"model_missing": True}) as bare:
-        hosts_file = files / "hosts.txt"
-        hosts_file.write_text(f"{host.url} name=gpu1\n{bare.url} name=gpu2\n")
-        manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(4)])
-        out = files / "named"
-        args = [
-            str(files / "sonic_api.json"),
-            str(manifest),
-            "--hosts-file",
-            str(hosts_file),
-            "--out",
-            str(out),
-        ]
-        code = main(["batch", *args, "--jsonl", "--max-attempts", "1", "--poll-interval", "0.2"])
-        captured = capsys.readouterr()
-        assert code == 0, captured.err
-        assert 1 <= len(bare.executions) <= 2 and len(list(out.glob("*.mp4"))) == 4
+    # gpu1 is slow enough that gpu2 surely gets jobs before gpu1 could have done them all
+    host.set_faults(http_500={}, drop_socket=0, oom_above=None, slow=0.15)
+    try:
+        with FakeComfy(run_seconds=0.01, faults={"model_missing": True}) as bare:
+            hosts_file = files / "hosts.txt"
+            hosts_file.write_text(f"{host.url} name=gpu1\n{bare.url} name=gpu2\n")
+            manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(6)])
+            out = files / "named"
+            args = ["--hosts-file", str(hosts_file), "--out", str(out), "--jsonl", "--max-attempts", "1"]
+            code = main(
+                ["batch", str(files / "sonic_api.json"), str(manifest), *args, "--poll-interval", "0.2"]
+            )
+            captured = capsys.readouterr()
+            assert code == 0, captured.err
+            assert 1 <= len(bare.executions) <= 2 and len(list(out.glob("*.mp4"))) == 6
+    finally:
+        host.set_faults(slow=None)
     stream = events(captured.out)
     (excluded,) = [e for e in stream if e["event"] == "host" and e.get("excluded")]
     assert excluded["host"] == bare.url and excluded["host_name"] == "gpu2"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..types import Audio, SonicData
 from .attention import AudioAttentionContext
 from .config import SVD_SCHEDULER_CONFIG, get_config
 from .loading import (
@@ -133,4 +135,32 @@ def random_models(config: str = "full", seed: int = 0, device: str = "cpu", rife
         audio_to_tokens=materialize_random(to_tokens, seed + 1, device=device).eval(),
         audio_to_bucket=materialize_random(to_bucket, seed + 2, device=device).eval(),
         rife=net,
+    )
+
+
+def random_prepared_data(
+    duration: float = 1.0, size: int = 64, seed: int = 0, min_resolution: int = 512
+) -> SonicData:
+    """Prepared input for the random model: random pixels, a centred face mask, noise audio.
+
+    The random weights do not care what the picture shows; tests and the
+    benchmark only need the shapes, the mask and the audio length to be real.
+    """
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.float32)
+    q = size // 4
+    mask[q : size - q, q : size - q] = 1.0
+    audio = (rng.standard_normal(int(16000 * duration)) * 0.1).astype(np.float32)
+    return SonicData(
+        image=image,
+        face_box=(q, q, size - q, size - q),
+        face_mask=mask,
+        crop_box=(0, 0, size, size),
+        original=image,
+        audio_16k=audio,
+        audio=Audio(audio[None], 16000),
+        duration=duration,
+        min_resolution=min_resolution,  # the tier an out-of-memory error names
+        expand_ratio=0.5,
     )

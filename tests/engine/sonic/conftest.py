@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from comfyui_sonic.nodes.engine.sonic import SonicLoadOptions, load_sonic_backend, write_random_checkpoint
-from comfyui_sonic.nodes.engine.types import Audio, SonicData
+from comfyui_sonic.nodes.engine.sonic.random_checkpoint import random_prepared_data
+from comfyui_sonic.nodes.engine.types import SonicData
 
 SIZE = 64
 
@@ -38,21 +38,4 @@ def make_data():
 
 def build_data(duration: float = 1.0, size: int = SIZE, seed: int = 0) -> SonicData:
     """A prepared portrait (random pixels, centred face mask) and a speech-like noise clip."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    mask = np.zeros((size, size), np.float32)
-    q = size // 4
-    mask[q : size - q, q : size - q] = 1.0
-    audio = (rng.standard_normal(int(16000 * duration)) * 0.1).astype(np.float32)
-    return SonicData(
-        image=image,
-        face_box=(q, q, size - q, size - q),
-        face_mask=mask,
-        crop_box=(0, 0, size, size),
-        original=image,
-        audio_16k=audio,
-        audio=Audio(audio[None], 16000),
-        duration=duration,
-        min_resolution=512,
-        expand_ratio=0.5,
-    )
+    return random_prepared_data(duration, size, seed)
