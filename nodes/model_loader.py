@@ -161,7 +161,10 @@ def find_sonic_dir(choice: str) -> Path:
     for folder in candidates:
         if (folder / "unet.pth").is_file():
             return folder
-    where = ", ".join(str(d) for d in candidates) or "(no models/sonic folder is registered)"
+    where = (
+        ", ".join(str(d) for d in candidates)
+        or "(no models folder is known: with sonic-runner pass --models DIR)"
+    )
     raise SonicModelError(
         f"sonic_model_dir: unet.pth not found in {where}; put the Sonic model files in ComfyUI/models/sonic "
         "or name their folder in model_dir"

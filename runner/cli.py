@@ -15,6 +15,14 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The node pack's errors a user can act on (matched by name: the runner never imports the engine).
+JOB_ERRORS = {
+    "SonicInputError",
+    "NoFaceInFrames",
+    "SonicModelError",
+    "SonicOutOfMemoryError",
+    "WorkflowError",
+}
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -60,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: current)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds the job may run (default 3600)")
+    run.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="without --host: folder with the sonic model files (default: $SONIC_MODELS_DIR)",
+    )
     _add_output_mode(run)
 
     batch = sub.add_parser("batch", help="run every row of a manifest across hosts, with a resumable journal")
@@ -142,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:  # `sonic-runner report | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("sonic-runner: interrupted; the journal is intact, continue with --resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -267,7 +284,13 @@ def _run_embedded(args: argparse.Namespace) -> int:
     else:
         sink = display.NodeProgressDisplay()
     try:
-        paths = embedded.run_embedded(prompt, args.out, sink)
+        paths = embedded.run_embedded(prompt, args.out, sink, models_dir=args.models)
+    except Exception as exc:
+        if type(exc).__name__ not in JOB_ERRORS:
+            raise
+        # The job failed the way a host's job fails (bad input, missing weights, OOM): one line, exit 1.
+        print(f"sonic-runner: job failed: {exc}", file=sys.stderr)
+        return EXIT_DEAD
     finally:
         _close([sink] if sink is not None else [])
     _print_outputs(args, [str(p) for p in paths])

@@ -245,8 +245,8 @@ def test_run_without_a_host_uses_the_embedded_executor(files, monkeypatch, capsy
 
     seen = {}
 
-    def fake_run_embedded(prompt, out_dir, progress_sink=None):
-        seen["prompt"], seen["out"] = prompt, out_dir
+    def fake_run_embedded(prompt, out_dir, progress_sink=None, models_dir=None):
+        seen["prompt"], seen["out"], seen["models"] = prompt, out_dir, models_dir
         path = Path(out_dir) / "clip.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"mp4")
@@ -266,9 +266,12 @@ def test_run_without_a_host_uses_the_embedded_executor(files, monkeypatch, capsy
             "--quiet",
             "--set",
             "Sonic.seed=9",
+            "--models",
+            str(files / "weights"),
         ]
     )
     assert code == 0 and capsys.readouterr().out.strip().endswith("clip.mp4")
+    assert seen["models"] == files / "weights"
     by_class = {n["class_type"]: n["inputs"] for n in seen["prompt"].values()}
     assert by_class["LoadImage"]["image"] == str((files / "face.png").resolve())
     assert by_class["SONIC_PreData"]["duration"] == 0.5  # the audio's real length

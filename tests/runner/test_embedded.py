@@ -79,3 +79,23 @@ def test_missing_image_file_is_a_one_line_error(tmp_path, speech_file):
         FileNotFoundError, match=r"image: file not found: .*nope.png; pass an existing file with --image"
     ):
         run_embedded(prompt, tmp_path)
+
+
+def test_cli_run_renders_in_process_and_prints_the_path(tmp_path, face_file, speech_file, capsys):
+    from comfyui_sonic.runner.cli import main
+
+    args = ["run", str(LITE_FAST), "--image", str(face_file), "--audio", str(speech_file)]
+    code = main([*args, "-o", str(tmp_path), "--quiet", "--set", "min_resolution=256"])
+    printed = capsys.readouterr().out.strip()
+    assert code == 0 and printed.endswith(".mp4") and Path(printed).is_file()
+
+
+def test_cli_run_without_weights_is_a_failed_job_with_one_line(tmp_path, face_file, speech_file, capsys):
+    from comfyui_sonic.runner.cli import main
+
+    sonic = ROOT / "workflows" / "api" / "sonic_sonic_fast_api.json"
+    args = ["run", str(sonic), "--image", str(face_file), "--audio", str(speech_file), "-o", str(tmp_path)]
+    code = main([*args, "--quiet", "--models", str(tmp_path / "empty")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "unet.pth not found in" in err[0] and str(tmp_path / "empty") in err[0]
