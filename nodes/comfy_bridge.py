@@ -163,9 +163,17 @@ def save_path(filename_prefix: str, width: int, height: int) -> tuple[Path, str,
             filename_prefix, fp.get_output_directory(), width, height
         )
         return Path(folder), f"{name}_{counter:05}_", subfolder
-    root = output_dir()
+    root = output_dir().resolve()
     prefix = Path(filename_prefix)
     folder = (root / prefix.parent).resolve()
+    if not folder.is_relative_to(root):  # ComfyUI's get_save_image_path refuses this too
+        from .engine.errors import SonicInputError
+
+        raise SonicInputError(
+            "filename_prefix",
+            f"{filename_prefix!r} leaves the output folder",
+            "use a relative name such as sonic/clip",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     stem = prefix.name
     counter = 1 + max(

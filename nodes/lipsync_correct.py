@@ -164,7 +164,3 @@ def _to_image(frames):
         throw_if_interrupted()
         out[i : i + _ROWS] = torch.from_numpy(frames[i : i + _ROWS]).float().div_(255.0)
     return out
-
-
-NODE_CLASS_MAPPINGS = {"LipSyncCorrect": LipSyncCorrect}
-NODE_DISPLAY_NAME_MAPPINGS = {"LipSyncCorrect": "Lip-Sync Correct (Sonic)"}

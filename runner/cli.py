@@ -15,14 +15,6 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# The node pack's errors a user can act on (matched by name: the runner never imports the engine).
-JOB_ERRORS = {
-    "SonicInputError",
-    "NoFaceInFrames",
-    "SonicModelError",
-    "SonicOutOfMemoryError",
-    "WorkflowError",
-}
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -160,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     except KeyboardInterrupt:
-        print("sonic-runner: interrupted; the journal is intact, continue with --resume", file=sys.stderr)
+        hint = (
+            "the journal is intact, continue with --resume"
+            if args.command == "batch"
+            else "nothing was saved"
+        )
+        print(f"sonic-runner: interrupted; {hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - user-facing errors become one line
         if not _is_user_error(exc):
@@ -285,8 +282,17 @@ def _run_embedded(args: argparse.Namespace) -> int:
         sink = display.NodeProgressDisplay()
     try:
         paths = embedded.run_embedded(prompt, args.out, sink, models_dir=args.models)
+    except ImportError as exc:  # the runner-only install: no torch / engine libraries
+        print(
+            f"sonic-runner: running without --host needs the node pack's engine (missing: {exc.name}); "
+            "pip install torch 'comfyui-sonic[nodes]', or render on a ComfyUI host with --host URL",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except Exception as exc:
-        if type(exc).__name__ not in JOB_ERRORS:
+        from .host_errors import ENGINE_ERROR_NAMES
+
+        if type(exc).__name__ not in ENGINE_ERROR_NAMES | {"WorkflowError"}:
             raise
         # The job failed the way a host's job fails (bad input, missing weights, OOM): one line, exit 1.
         print(f"sonic-runner: job failed: {exc}", file=sys.stderr)

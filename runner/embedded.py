@@ -20,11 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .workflow import WorkflowError, is_link
+
 ProgressSink = Callable[[dict], None]
-
-
-class WorkflowError(ValueError):
-    """The graph cannot run as given (unknown node, missing input, cycle)."""
 
 
 def _pack() -> ModuleType:
@@ -106,15 +104,6 @@ def _title(prompt: dict, node_id: str) -> str:
     return node.get("_meta", {}).get("title") or f"{node.get('class_type')} #{node_id}"
 
 
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-    )
-
-
 def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
     """Node ids needed by the output nodes, each after everything it reads from."""
     for node_id, node in prompt.items():
@@ -138,7 +127,7 @@ def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
             )
         state[node_id] = "visiting"
         for name, value in prompt[node_id].get("inputs", {}).items():
-            if _is_link(value):
+            if is_link(value):
                 if value[0] not in prompt:
                     raise WorkflowError(
                         f"{_title(prompt, node_id)}.{name}: links to node {value[0]}, which is not in the workflow"
@@ -160,7 +149,7 @@ def _node_inputs(prompt: dict, node_id: str, cls: type, results: dict[str, tuple
     for name, value in given.items():
         if name not in declared:
             continue  # ComfyUI also ignores inputs a node does not declare (old templates)
-        kwargs[name] = results[value[0]][value[1]] if _is_link(value) else value
+        kwargs[name] = results[value[0]][value[1]] if is_link(value) else value
     missing = [n for n in spec.get("required", {}) if n not in kwargs]
     if missing:
         raise WorkflowError(
@@ -195,8 +184,10 @@ def run_embedded(
             ui = raw.get("ui", {}) if isinstance(raw, dict) else {}
             results[node_id] = tuple(raw.get("result", ())) if isinstance(raw, dict) else tuple(raw)
             files += _ui_files(ui, out_dir)
-    finally:
+    finally:  # leave no process-wide setting behind for the next run in this process
         bridge.set_progress_factory(None)
+        bridge.set_output_dir(None)
+        bridge.set_model_dirs([])
     return files
 
 

@@ -38,6 +38,13 @@ def one_line(text: Any, limit: int = 500) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+# The node pack's error classes, matched by name (the runner never imports the engine).
+INPUT_ERROR_NAMES = frozenset({"SonicInputError", "NoFaceInFrames"})  # bad input: never retried
+MODEL_ERROR_NAMES = frozenset({"SonicModelError"})  # the host lacks the weights: try another host
+OOM_ERROR_NAMES = frozenset({"SonicOutOfMemoryError", "OutOfMemoryError"})
+ENGINE_ERROR_NAMES = INPUT_ERROR_NAMES | MODEL_ERROR_NAMES | OOM_ERROR_NAMES
+
+
 class HostError(Exception):
     """Base class: one attempt on one host failed. `message` is one line for humans."""
 
@@ -196,9 +203,9 @@ def classify_execution_error(msg: dict) -> HostError:
         return TransientHostError(
             f"prompt was interrupted on the host{where}", kind="interrupted", details=details
         )
-    if short_type == "SonicInputError":
+    if short_type in INPUT_ERROR_NAMES:
         return JobInputError(text, details=details)
-    if short_type == "SonicModelError":
+    if short_type in MODEL_ERROR_NAMES:
         return HostConfigError(text, details=details)
     if _OOM_TYPE_MARKER in short_type or _OOM_MESSAGE_MARKER in exc_message.lower():
         return HostOOMError(text, details=details)

@@ -372,11 +372,14 @@ def correct(
     shift = round(seconds * fps)
     idx = shift_indices(len(frames), n_out, shift)
     out = frames[idx]
+    if smoothing > 0 and face_found and landmarks is None:
+        try:
+            landmarks = track_landmarks(frames, analyzer, progress)
+        except NoFaceInFrames:
+            face_found = False
     if smoothing > 0 and not face_found:
         notes.append("smoothing skipped: it needs the mouth position to leave the lips sharp")
     elif smoothing > 0:
-        if landmarks is None:
-            landmarks = track_landmarks(frames, analyzer, progress)
         boxes = [mouth_box(landmarks[i]) for i in idx]
         out = np.stack(list(deflicker(out, smoothing, boxes)))
     return LipSyncResult(

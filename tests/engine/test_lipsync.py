@@ -127,3 +127,11 @@ def test_auto_mode_without_a_face_passes_the_frames_through_and_says_so(data):
     np.testing.assert_array_equal(result.frames, noise)
     assert any("no face found" in note for note in result.notes)
     assert any("smoothing skipped" in note for note in result.notes)
+
+
+def test_manual_mode_with_smoothing_and_no_face_still_returns_the_shifted_frames(data):
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 255, size=(50, 64, 64, 3), dtype=np.uint8)
+    result = correct(noise, data.audio_16k[:32000], 16000, FPS, mode="manual", offset=0.08, smoothing=0.5)
+    assert result.applied_frames == 2 and len(result.frames) == 50
+    assert any("smoothing skipped" in note for note in result.notes)

@@ -77,3 +77,9 @@ def test_an_empty_batch_is_an_input_error(output_dir):
     with pytest.raises(SonicInputError, match="^images: "):
         VideoEncode().encode(images=torch.zeros(0, 64, 64, 3), fps=25.0)
     assert not any(output_dir.rglob("*.mp4"))
+
+
+def test_a_prefix_that_leaves_the_output_folder_is_refused(output_dir):
+    with pytest.raises(SonicInputError, match="^filename_prefix: .* leaves the output folder"):
+        VideoEncode().encode(images=frames(2, 64, 64), fps=25.0, filename_prefix="../../escape/clip")
+    assert not (output_dir.parent.parent / "escape").exists()

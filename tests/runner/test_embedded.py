@@ -99,3 +99,28 @@ def test_cli_run_without_weights_is_a_failed_job_with_one_line(tmp_path, face_fi
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(err) == 1 and "unet.pth not found in" in err[0] and str(tmp_path / "empty") in err[0]
+
+
+def test_cli_run_without_the_engine_installed_says_what_to_install(
+    tmp_path, face_file, speech_file, capsys, monkeypatch
+):
+    from comfyui_sonic.runner import embedded
+    from comfyui_sonic.runner.cli import main
+
+    def runner_only_install(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(embedded, "run_embedded", runner_only_install)
+    args = [
+        "run",
+        str(LITE_FAST),
+        "--image",
+        str(face_file),
+        "--audio",
+        str(speech_file),
+        "-o",
+        str(tmp_path),
+    ]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing: torch" in err[0] and "--host" in err[0]

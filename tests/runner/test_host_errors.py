@@ -38,6 +38,7 @@ def ws_error(exception_type: str, message: str = "boom", node_type: str = "SONIC
     [
         (f"{PACK}.SonicInputError", "image: no face found; use a portrait", JobInputError, "input"),
         ("comfyui_sonic.nodes.engine.errors.SonicInputError", "audio: unreadable", JobInputError, "input"),
+        (f"{PACK}.NoFaceInFrames", "images: no face found in the frames", JobInputError, "input"),
         (f"{PACK}.SonicModelError", "sonic weights: unet.pth not found", HostConfigError, "host_config"),
         ("SonicModelError", "audio2token.pth does not match", HostConfigError, "host_config"),
         (
