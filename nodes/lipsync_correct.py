@@ -6,8 +6,6 @@ from typing import Any
 
 from .engine.lipsync import MANUAL_RANGE, MAX_SEARCH, MODES
 
-_ROWS = 64  # frames converted per step between ComfyUI floats and uint8 (bounded temporaries)
-
 
 class LipSyncCorrect:
     """Thin node over engine.lipsync.correct(); shows the offset it measured or applied."""
@@ -101,6 +99,7 @@ class LipSyncCorrect:
         from .engine.audio_input import audio_from_comfy
         from .engine.lipsync import check_settings
         from .engine.lipsync import correct as run_correct
+        from .image_tensor import to_image
 
         check_settings(float(fps), mode, float(offset), float(max_offset), float(smoothing))
         frames = _to_uint8(images)
@@ -125,42 +124,18 @@ class LipSyncCorrect:
         text += "".join(f"; {note}" for note in result.notes)
         return {
             "ui": {"text": [text]},
-            "result": (_to_image(result.frames), audio, float(result.offset_seconds)),
+            "result": (to_image(result.frames), audio, float(result.offset_seconds)),
         }
 
 
 def _to_uint8(images: Any):
-    """ComfyUI IMAGE [B, H, W, 3] float 0..1 -> uint8 numpy, a few frames at a time."""
-    import numpy as np
-
+    """ComfyUI IMAGE [B, H, W, 3] -> uint8 frames, after checking it is an image batch."""
     from .engine.errors import SonicInputError
+    from .image_tensor import to_uint8
 
     shape = tuple(int(s) for s in getattr(images, "shape", ()))
     if len(shape) != 4 or shape[0] < 1 or shape[-1] != 3:
         raise SonicInputError(
             "images", f"expected an IMAGE batch [B, H, W, 3], got {list(shape)}", "connect frames"
         )
-    from .comfy_bridge import throw_if_interrupted
-
-    out = np.empty(shape, dtype=np.uint8)
-    for i in range(0, shape[0], _ROWS):
-        throw_if_interrupted()  # a long clip takes seconds to convert: stay cancellable
-        part = images[i : i + _ROWS]
-        if hasattr(part, "detach"):
-            part = part.detach().cpu().float().numpy()
-        scaled = np.asarray(part, dtype=np.float32) * 255.0 + 0.5
-        out[i : i + _ROWS] = np.clip(scaled, 0, 255).astype(np.uint8)
-    return out
-
-
-def _to_image(frames):
-    """uint8 [N, H, W, 3] -> ComfyUI IMAGE float32 tensor in 0..1."""
-    import torch
-
-    from .comfy_bridge import throw_if_interrupted
-
-    out = torch.empty(frames.shape, dtype=torch.float32)
-    for i in range(0, frames.shape[0], _ROWS):
-        throw_if_interrupted()
-        out[i : i + _ROWS] = torch.from_numpy(frames[i : i + _ROWS]).float().div_(255.0)
-    return out
+    return to_uint8(images)

@@ -117,6 +117,7 @@ class VideoEncode:
         from . import comfy_bridge
         from .engine.audio_input import audio_from_comfy
         from .engine.encode import VideoWriter
+        from .image_tensor import uint8_chunk
 
         count, height, width = _frames_shape(images)
         sound = audio_from_comfy(audio, "audio", validate=False) if audio is not None else None
@@ -128,7 +129,7 @@ class VideoEncode:
         ) as writer:
             for start in range(0, count, CHUNK_FRAMES):
                 progress.check_cancel()
-                writer.write(_uint8_chunk(images[start : start + CHUNK_FRAMES]))
+                writer.write(uint8_chunk(images[start : start + CHUNK_FRAMES]))
                 progress.update(min(CHUNK_FRAMES, count - start))
         video = _video_value(path, width, height, fps, count)
         summary = (
@@ -160,28 +161,6 @@ def _frames_shape(images: Any) -> tuple[int, int, int]:
             "images", f"no frames to encode (shape {list(shape)})", "connect a node that produces frames"
         )
     return shape[0], shape[1], shape[2]
-
-
-def _uint8_chunk(chunk: Any) -> Any:
-    """A slice of the IMAGE tensor -> uint8 numpy [n, H, W, 3], converted only for this chunk."""
-    import numpy as np
-
-    if hasattr(chunk, "detach"):
-        import torch
-
-        chunk = chunk.detach()
-        if chunk.dtype != torch.uint8:
-            chunk = (torch.nan_to_num(chunk.float(), nan=0.0) * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-        arr = chunk.cpu().numpy()
-    else:
-        arr = np.asarray(chunk)
-        if arr.dtype != np.uint8:
-            arr = np.clip(np.nan_to_num(arr.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    return arr
 
 
 def _video_value(path: Path, width: int, height: int, fps: float, count: int) -> Any:
