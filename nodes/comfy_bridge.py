@@ -87,21 +87,6 @@ def model_dirs(kind: str = MODEL_FOLDER) -> list[Path]:
     return found + [d for d in extra if d not in found]
 
 
-def list_model_files(kind: str = MODEL_FOLDER) -> list[str]:
-    """File names ComfyUI would list for `kind` (used to fill loader dropdowns)."""
-    fp = _folder_paths()
-    if fp is not None:
-        try:
-            return list(fp.get_filename_list(kind))
-        except Exception:
-            return []
-    names: list[str] = []
-    for d in model_dirs(kind):
-        if d.is_dir():
-            names += sorted(p.name for p in d.iterdir())
-    return names
-
-
 def set_progress_factory(factory: Callable[[int, str], Progress] | None) -> None:
     global _progress_factory
     _progress_factory = factory

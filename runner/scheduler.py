@@ -225,9 +225,6 @@ class Scheduler:
         if name is not None:
             self.hosts[name].inflight.discard(job_id)
 
-    def host_of(self, job_id: str) -> str | None:
-        return self._where.get(job_id)
-
     # ------------------------------------------------------------------ health
     def mark_unhealthy(self, name: str, now: float, error: str) -> bool:
         """Record a failed call/probe; returns True if the host just became unhealthy."""

@@ -66,11 +66,6 @@ def register_secret(value: str | None) -> None:
             _secrets.add(escaped)
 
 
-def known_secret_count() -> int:
-    with _lock:
-        return len(_secrets)
-
-
 def redact(text: Any) -> Any:
     """Text with every registered secret, URL userinfo, auth header value and credential query value masked.
 

@@ -110,14 +110,6 @@ def box_area(box: Box) -> int:
     return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 
-def landmarks_box(points: np.ndarray, grow: float = 0.0) -> Box:
-    """Bounding box of landmarks, grown by `grow` x its size on each side (for tracking the next frame)."""
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    dx, dy = (x1 - x0) * grow, (y1 - y0) * grow
-    return (int(x0 - dx), int(y0 - dy), int(np.ceil(x1 + dx)), int(np.ceil(y1 + dy)))
-
-
 @lru_cache(maxsize=1)
 def default_analyzer() -> FaceAnalyzer:
     """The shared analyzer (models load once per process)."""
