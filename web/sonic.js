@@ -14,7 +14,10 @@ function showText(node, lines) {
   if (!widget) {
     // A multiline STRING widget shows the whole text (a one-line widget truncates it).
     widget = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
-    widget.serialize = false; // not part of the graph: keeps saved workflows clean
+    // Not part of the graph: neither saved in the workflow (widget.serialize) nor sent as a
+    // node input (options.serialize), which would defeat ComfyUI's cache on the next run.
+    widget.serialize = false;
+    widget.options = { ...(widget.options || {}), serialize: false };
     if (widget.inputEl) {
       widget.inputEl.readOnly = true;
       widget.inputEl.style.opacity = 0.75;

@@ -381,7 +381,12 @@ def correct(
         notes.append("smoothing skipped: it needs the mouth position to leave the lips sharp")
     elif smoothing > 0:
         boxes = [mouth_box(landmarks[i]) for i in idx]
-        out = np.stack(list(deflicker(out, smoothing, boxes)))
+        # In place: deflicker keeps its own float copy of the previous frame, so frame i may be
+        # overwritten once it has been read; no third copy of the clip.
+        for i, smooth in enumerate(deflicker(out, smoothing, boxes)):
+            out[i] = smooth
+            if progress is not None and i % 16 == 15:
+                progress.check_cancel()
     return LipSyncResult(
         frames=out,
         offset_seconds=float(seconds),

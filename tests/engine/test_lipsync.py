@@ -135,3 +135,20 @@ def test_manual_mode_with_smoothing_and_no_face_still_returns_the_shifted_frames
     result = correct(noise, data.audio_16k[:32000], 16000, FPS, mode="manual", offset=0.08, smoothing=0.5)
     assert result.applied_frames == 2 and len(result.frames) == 50
     assert any("smoothing skipped" in note for note in result.notes)
+
+
+def test_smoothing_stays_cancellable(data, clip):
+    class Counting:
+        total = 0
+        calls = 0
+
+        def update(self, n=1):
+            pass
+
+        def check_cancel(self):
+            self.calls += 1
+
+    plain, smoothed = Counting(), Counting()
+    correct(clip, data.audio_16k, 16000, FPS, mode="manual", smoothing=0.0, progress=plain)
+    correct(clip, data.audio_16k, 16000, FPS, mode="manual", smoothing=0.5, progress=smoothed)
+    assert smoothed.calls - plain.calls >= len(clip) // 16

@@ -102,3 +102,8 @@ def test_tiers_set_the_documented_step_counts():
         prompt = json.loads((ROOT / "workflows" / "api" / f"sonic_sonic_{tier}_api.json").read_text())
         animate = next(n for n in prompt.values() if n["class_type"] == "SONIC_Inference")
         assert animate["inputs"]["inference_steps"] == steps
+
+
+def test_every_ui_template_has_a_thumbnail_for_comfyuis_template_browser():
+    for path in UI_FILES:
+        assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
