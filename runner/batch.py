@@ -7,7 +7,9 @@ How "exactly once" holds even under kill -9:
   host (success or error), the host confirmed it does not know the prompt (never arrived,
   or the host restarted and lost its queue), a timed-out prompt was cancelled and the
   cancel confirmed, or the host stayed unreachable for the whole failover grace period
-  (the attempt is then "abandoned" and cancelled on that host first thing if it returns).
+  (the attempt is then "abandoned" and cancelled on that host first thing if it returns,
+  in this run or - journal in hand - on ``--resume``; one that finished there anyway is
+  recorded as "done_duplicate").
 - On ``--resume`` every job that may exist on a host is asked about (``prompt_status``)
   before anything else: done -> fetch its outputs, running/pending -> keep following it,
   unknown -> a new attempt.
@@ -37,6 +39,7 @@ from .host_errors import (
     JobInputError,
     JobTimeoutError,
     TransientHostError,
+    ValidationHostError,
     one_line,
 )
 from .jobs import JobRecord, parse_priority
@@ -241,7 +244,9 @@ class Batch:
         self._free_attempts: dict[str, int] = {}  # attempts not counted (the host could not run the workflow)
         self._enqueued_at: dict[str, float] = {}
         self._durations: dict[str, float] = {}
-        self._uploads: dict[tuple, str] = {}
+        self._cancel_pending: set[str] = set()  # hosts holding abandoned attempts to cancel
+        self._cancelling: set[str] = set()  # hosts whose cancel pass runs now (one thread each)
+        self._reuploaded: set[str] = set()  # jobs already retried once after a host lost their uploads
         self._stop = threading.Event()
         self.jobs: dict[str, JobRecord] = {}
         self._open = 0  # jobs not yet done/dead (the loop ends at 0 with no worker left)
@@ -304,8 +309,13 @@ class Batch:
                     "(hash differs); resume with the same workflow file or start a new batch"
                 )
             self.jobs = {j.job_id: j for j in self.journal.jobs()}
-            # Attempts on a host that could not run the workflow were never the job's fault.
+            # Attempts on a host that could not run the workflow (or that had lost our uploads)
+            # were never the job's fault.
             self._free_attempts = self.journal.attempt_counts(error_kind="host_config")
+            stale = self.journal.attempt_counts(error_kind="stale_upload")
+            for job_id, n in stale.items():
+                self._free_attempts[job_id] = self._free_attempts.get(job_id, 0) + n
+            self._reuploaded = set(stale)
             # Hosts are tried again on resume (their weights may have been installed since).
             names = {**(meta.get("host_names") or {}), **self.host_names}
             self.journal.set_meta(
@@ -414,6 +424,7 @@ class Batch:
         self._open = sum(1 for j in self.jobs.values() if not j.final)
         self._announce_dead_rows()
         self._recover_and_queue()
+        self._check_abandoned_hosts()
         last_batch_event = 0.0
         try:
             while True:
@@ -424,7 +435,7 @@ class Batch:
                         self._start_probe(host.name)
                     if self._stop.is_set():
                         break
-                    if not self._workers and self._open <= 0:
+                    if not self._workers and self._open <= 0 and not self._cancel_in_flight():
                         break
                     wake = self.scheduler.next_wakeup()
                     delay = 0.25 if wake is None else max(0.005, min(0.25, wake - now))
@@ -478,6 +489,26 @@ class Batch:
                 self._start_recovery(job)
                 continue
             self._queue(job, now)
+
+    def _check_abandoned_hosts(self) -> None:
+        """Hosts holding attempts an earlier run abandoned: cancel them on first contact (resume).
+
+        Every host starts healthy on ``--resume``, so the cancel that a host's return
+        triggers in a running batch would never happen. A probe is started for each such
+        host at once; the host gets no new work until the probe (and with it the cancel
+        pass) is done, and an unreachable host runs it when a later probe succeeds.
+        """
+        hosts = {self._resolve_host(a["host"]) for a in self.journal.attempts_in_state("abandoned")}
+        with self._lock:
+            for host in hosts:
+                if host in self.scheduler.hosts:
+                    self._cancel_pending.add(host)
+                    self._start_probe(host)
+
+    def _cancel_in_flight(self) -> bool:
+        """A probe that will run a cancel pass is under way (the batch waits for it before ending)."""
+        busy = self._cancel_pending | self._cancelling
+        return any(self.scheduler.hosts[h].checking for h in busy if h in self.scheduler.hosts)
 
     def _queue(self, job: JobRecord, now: float) -> None:
         why = self.scheduler.why_unplaceable(job)
@@ -536,8 +567,8 @@ class Batch:
             except HostError as exc:
                 if exc.retryable:  # the POST may have reached the host: follow it before retrying
                     self._follow(job, host, client_id, lost_error=exc)
-                else:  # refused (400): nothing was queued
-                    self._failed(job, exc, attempt_state="dead" if not exc.retryable else "failed")
+                elif not self._reupload_after_refusal(job, client, exc):  # refused (400): nothing queued
+                    self._failed(job, exc, attempt_state="dead")
                 return
             self._follow(job, host, client_id)
         except Exception as exc:  # noqa: BLE001 - a bug must end the job visibly, not hang the batch
@@ -579,16 +610,38 @@ class Batch:
         return prompt
 
     def _upload(self, client: Any, key: str, path: str) -> str:
-        """Upload once per host and file version; the client's own sha256 cache would re-hash
-        a portrait shared by thousands of rows on every job."""
+        """Upload through the client, whose one cache reuses an upload per host and file version
+        and is cleared when the host may have lost its input folder."""
         try:
-            st = os.stat(path)
-            memo = (id(client), path, st.st_size, st.st_mtime_ns)
-            if memo not in self._uploads:
-                self._uploads[memo] = client.upload(Path(path))
-            return self._uploads[memo]
+            return client.upload(Path(path))
         except (OSError, ValueError) as exc:  # gone or unreadable since the batch started
             raise JobInputError(f"{key} {path}: cannot read it ({one_line(exc)})") from None
+
+    def _reupload_after_refusal(self, job: JobRecord, client: Any, exc: HostError) -> bool:
+        """A 400 naming a missing LoadImage/LoadAudio file: the host lost our uploads (a restart
+        on fresh storage), not a bad graph. Upload again and retry the job once, at no cost."""
+        from .client import names_missing_upload
+
+        if not isinstance(exc, ValidationHostError) or not names_missing_upload(exc.details):
+            return False
+        if job.job_id in self._reuploaded:
+            return False  # it happened again right after a fresh upload: a real validation error
+        self._reuploaded.add(job.job_id)
+        client.forget_uploads()
+        self._free_attempts[job.job_id] = self._free_attempts.get(job.job_id, 0) + 1
+        self._move(
+            job,
+            J.FAILED,
+            attempt_state="failed",
+            error=f"{exc.message} (the host lost the uploaded inputs; uploading them again)",
+            error_kind="stale_upload",
+            next_attempt_at=self._clock(),
+        )
+        with self._lock:
+            self.scheduler.release(job.job_id)
+            self._queue(job, self._clock())
+            self._lock.notify_all()
+        return True
 
     def _duration(self, audio: Path) -> float:
         key = str(audio)
@@ -876,6 +929,8 @@ class Batch:
                 finished_at=time.time(),
             )
             self._release(job)
+        if a_state == "abandoned":  # (after the commit: a cancel pass starting now must see it)
+            self._note_abandoned(host or job.host)
 
     def _host_config_decision(self, job: JobRecord, exc: HostConfigError, host: str | None) -> Decision:
         """The host cannot run this workflow: exclude it, and run the job elsewhere at no cost.
@@ -1035,9 +1090,10 @@ class Batch:
         if state is None:
             return
         state.last_ok = self._clock()  # (a float store: no lock needed)
+        if host in self._cancel_pending and not self._settle_abandoned(host):
+            return  # another thread is cancelling there; it marks the host healthy afterwards
         if state.healthy:
             return
-        self._cancel_abandoned(host)
         with self._lock:
             became = self.scheduler.mark_healthy(host)
             self._lock.notify_all()
@@ -1078,23 +1134,90 @@ class Batch:
 
         threading.Thread(target=probe, daemon=True).start()
 
-    def _cancel_abandoned(self, host: str) -> None:
-        """A host that comes back: stop any attempt we moved away from it while it was unreachable."""
+    def _note_abandoned(self, host: str | None) -> None:
+        """``host`` holds an abandoned attempt: cancel it there on the next successful contact."""
+        name = self._resolve_host(host) if host else None
+        if name is not None and name in self.scheduler.hosts:
+            with self._lock:
+                self._cancel_pending.add(name)
+
+    def _settle_abandoned(self, host: str) -> bool:
+        """Run the cancel pass for ``host`` unless another thread is running it (then False).
+
+        A pass that could not finish (the host failed a call) leaves the host pending, so
+        the next successful contact tries again.
+        """
+        with self._lock:
+            if host in self._cancelling:
+                return False
+            if host not in self._cancel_pending:
+                return True
+            self._cancel_pending.discard(host)
+            self._cancelling.add(host)
+        settled = False
+        try:
+            settled = self._cancel_abandoned(host)
+        finally:
+            with self._lock:
+                self._cancelling.discard(host)
+                if not settled:
+                    self._cancel_pending.add(host)
+        return True
+
+    def _cancel_abandoned(self, host: str) -> bool:
+        """Stop every attempt moved away from ``host`` while it was unreachable; True once all are settled.
+
+        Each one is asked about first (prompt_status): pending -> deleted from the queue (and
+        asked again, it may have started meanwhile), running -> interrupted, done -> recorded
+        as it ended ("done_duplicate" when it succeeded: the job ran twice, the report counts
+        it), unknown -> "lost" (it never ran there, or the host restarted).
+        """
         client = self.clients[host]
         for a in self.journal.attempts_in_state("abandoned"):
-            if a["host"] != host:
+            if self._resolve_host(a["host"]) != host:
                 continue
+            prompt_id = a["prompt_id"]
             try:
-                status = client.prompt_status(a["prompt_id"])
+                status = client.prompt_status(prompt_id)
+                cancelled = False
                 if status == "pending":
-                    client.delete_queued([a["prompt_id"]])
-                elif status == "running":
-                    client.interrupt(a["prompt_id"])
-                self.journal.set_attempt_state(
-                    a["job_id"], a["attempt"], "cancelled" if status in ("pending", "running") else "lost"
-                )
+                    client.delete_queued([prompt_id])
+                    status = client.prompt_status(prompt_id)
+                    if status == "pending":
+                        return False  # not removed (yet): try again on the next contact
+                    cancelled = status == "unknown"
+                if status == "running":
+                    client.interrupt(prompt_id)
+                    cancelled = True
+                note = None
+                if cancelled:
+                    state = "cancelled"
+                elif status == "done":
+                    state, note = self._abandoned_outcome(client, host, prompt_id)
+                else:
+                    state = "lost"
+                kind = "duplicate" if state == "done_duplicate" else None
+                self.journal.set_attempt_state(a["job_id"], a["attempt"], state, error=note, error_kind=kind)
             except HostError:
-                return
+                return False
+        return True
+
+    def _abandoned_outcome(self, client: Any, host: str, prompt_id: str) -> tuple[str, str | None]:
+        """How an abandoned attempt that ended on its host ended: (attempt state, note)."""
+        entry = client.history(prompt_id)
+        if entry is None:  # its history was cleared meanwhile: nothing more to learn
+            return "lost", None
+        if _entry_ok(entry):
+            return "done_duplicate", (
+                f"finished on {host} after the job had been moved to another attempt "
+                "(it ran twice; these outputs were not fetched)"
+            )
+        from .host_errors import classify_execution_error
+
+        error = classify_execution_error(entry.get("status") or {})
+        if error.kind == "interrupted":
+            return "cancelled", f"interrupted on {host} after the job had been moved to another attempt"
+        return "failed", f"ended on {host} with an error after the job had moved on: {error.message}"
 
 
 def _host_key(url: str) -> tuple:

@@ -5,7 +5,10 @@ a prompt and reads the websocket until `executing` with node None. On a fleet
 that is not enough (DESIGN.md section 6), so this client also:
 - sends per-host headers (auth proxies) and honours https `verify` on every call;
 - reuses identical uploads (sha256 per client; ComfyUI itself reuses a name for
-  identical bytes and renames "name (1).ext" for different ones);
+  identical bytes and renames "name (1).ext" for different ones), and forgets them
+  when the host may have lost its input folder: it was unreachable and answers
+  again (restarted?), it no longer knows a prompt, or it refuses a graph because a
+  LoadImage/LoadAudio file is missing;
 - treats the websocket as a hint, not the truth: history is polled when the
   socket is silent, a dropped socket is reconnected (messages sent meanwhile
   are lost, so the host is asked where the prompt is), history is re-read for a
@@ -41,7 +44,7 @@ from .host_errors import (
     one_line,
 )
 
-__all__ = ["ComfyClient", "safe_url"]
+__all__ = ["ComfyClient", "names_missing_upload", "safe_url"]
 
 DEFAULT_UPLOAD_LIMIT = 100 * 1024 * 1024  # ComfyUI --max-upload-size default (MB -> bytes)
 _CHUNK = 1 << 20
@@ -88,6 +91,34 @@ def _validation_message(body: Any) -> str:
     return one_line(f"host refused the workflow: {text}")
 
 
+#: Loader nodes whose file input names an upload in the host's input folder.
+_UPLOAD_INPUTS = {"LoadImage": "image", "LoadAudio": "audio", "LoadImageMask": "image"}
+_FILE_ERRORS = {"custom_validation_failed", "value_not_in_list"}
+
+
+def names_missing_upload(details: Any) -> bool:
+    """True when a 400 body from /prompt says a LoadImage/LoadAudio file is not on the host.
+
+    ComfyUI validates those inputs against its input folder (the nodes' VALIDATE_INPUTS:
+    "Invalid image file: NAME", type custom_validation_failed; or value_not_in_list for the
+    file combo). A host restarted on fresh storage answers so for a file we uploaded
+    before: the upload must be sent again, the graph itself is fine.
+    """
+    if not isinstance(details, dict):
+        return False
+    for node in (details.get("node_errors") or {}).values():
+        if not isinstance(node, dict) or node.get("class_type") not in _UPLOAD_INPUTS:
+            continue
+        wanted = _UPLOAD_INPUTS[node["class_type"]]
+        for err in node.get("errors") or []:
+            if not isinstance(err, dict) or err.get("type") not in _FILE_ERRORS:
+                continue
+            name = (err.get("extra_info") or {}).get("input_name")
+            if name == wanted or str(err.get("details") or "").startswith(wanted):
+                return True
+    return False
+
+
 def _walk_file_refs(value: Any) -> Iterator[dict]:
     """Every {"filename", "subfolder"?, "type"?} dict anywhere inside a node's ui output."""
     if isinstance(value, dict):
@@ -127,7 +158,9 @@ class ComfyClient:
         self.timeout = timeout
         self.verify = verify
         self._session: Any = None
-        self._uploads: dict[tuple[str, str], str] = {}
+        self._uploads: dict[tuple[str, str], str] = {}  # (sha256, subfolder) -> graph value
+        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+        self._unreachable = False  # a call failed to connect; the next answer may come from a restart
         self._sockets: dict[str, Any] = {}  # opened by connect(), taken over by wait()
         self._lock = threading.Lock()
 
@@ -185,10 +218,12 @@ class ComfyClient:
                 kind="connection",
             ) from exc
         except requests.RequestException as exc:
+            self._unreachable = True
             reason = type(exc).__name__
             raise TransientHostError(
                 f"{self.safe_url}{path}: cannot connect ({reason})", kind="connection"
             ) from exc
+        self._answered()
         code = response.status_code
         if code >= 500:
             raise TransientHostError(
@@ -205,6 +240,12 @@ class ComfyClient:
                 "(ComfyUI --max-upload-size, default 100 MB)"
             )
         return response
+
+    def _answered(self) -> None:
+        """The host answers: if it could not be reached before, it may have restarted since."""
+        if self._unreachable:
+            self._unreachable = False
+            self.forget_uploads()
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
@@ -235,8 +276,15 @@ class ComfyClient:
         """
         path = Path(path)
         try:
-            digest = _sha256(path)
-            size = path.stat().st_size
+            st = path.stat()
+            size = st.st_size
+            version = (str(path), size, st.st_mtime_ns)
+            with self._lock:
+                digest = self._digests.get(version)
+            if digest is None:  # hashed once per file version: a portrait shared by 1,000 rows
+                digest = _sha256(path)
+                with self._lock:
+                    self._digests[version] = digest
         except OSError as exc:
             raise ValueError(f"{path}: cannot read the file to upload ({exc.strerror or exc})") from exc
         key = (digest, subfolder)
@@ -272,7 +320,11 @@ class ComfyClient:
         return value
 
     def forget_uploads(self) -> None:
-        """Drop the upload cache (e.g. after the host's input folder was wiped)."""
+        """Drop the upload cache: the host may have lost its input folder (restart on fresh storage).
+
+        Called by the client itself when the host answers after being unreachable, when it
+        no longer knows a prompt, and on a 400 naming a missing LoadImage/LoadAudio file.
+        """
         with self._lock:
             self._uploads.clear()
 
@@ -292,6 +344,8 @@ class ComfyClient:
                 detail = response.json()
             except ValueError:
                 detail = response.text
+            if names_missing_upload(detail):
+                self.forget_uploads()  # the host lost the files: the next upload() sends them again
             raise ValidationHostError(
                 _validation_message(detail), details=detail if isinstance(detail, dict) else {}
             )
@@ -385,6 +439,7 @@ class ComfyClient:
                 f"{self.safe_url}/ws: HTTP {code} on websocket upgrade", kind="socket"
             ) from exc
         except (OSError, websocket.WebSocketException) as exc:
+            self._unreachable = True
             raise TransientHostError(
                 f"{self.safe_url}/ws: cannot connect ({type(exc).__name__})", kind="connection"
             ) from exc
@@ -418,6 +473,7 @@ class ComfyClient:
         if status == "done":
             return self.history(prompt_id)
         if status == "unknown":
+            self.forget_uploads()  # a host that lost its queue may have lost its input folder too
             raise TransientHostError(
                 f"{self.safe_url}: host no longer knows prompt {prompt_id} (restarted? queue and history "
                 "live in memory only)",

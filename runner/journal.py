@@ -97,7 +97,9 @@ _JSON_COLUMNS = {"spec", "outputs", "notes"}
 
 #: Attempt states: on the host (submitted/running/fetching), ended (done/failed/dead),
 #: "lost" (the host confirmed it does not have it), "abandoned" (moved elsewhere while the
-#: host was unreachable: cancelled there first thing if that host comes back).
+#: host was unreachable: cancelled there first thing if that host comes back), then
+#: "cancelled" (stopped there) or "done_duplicate" (it had finished there anyway: the
+#: job ran twice, the report counts it).
 ATTEMPT_LIVE_STATES = ("submitted", "running", "fetching")
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
@@ -285,9 +287,13 @@ class Journal:
             f"UPDATE attempts SET {sets} WHERE job_id=? AND attempt=?", (*fields.values(), job_id, attempt)
         )
 
-    def set_attempt_state(self, job_id: str, attempt: int, state: str, error: str | None = None) -> None:
+    def set_attempt_state(
+        self, job_id: str, attempt: int, state: str, error: str | None = None, error_kind: str | None = None
+    ) -> None:
         """Change only an attempt's row (e.g. an abandoned attempt later confirmed gone)."""
-        changes = {} if error is None else {"error": self._clean(error)}
+        changes: dict[str, object] = {} if error is None else {"error": self._clean(error)}
+        if error_kind is not None:
+            changes["error_kind"] = error_kind
         with self._tx() as db:
             self._update_attempt(db, job_id, attempt, state, changes)
 

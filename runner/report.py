@@ -85,7 +85,9 @@ def build_report(
 
     `attempts` (the journal's attempt rows: job_id, attempt, host, state, error, ...)
     adds every attempt to the report and counts their outcomes per host, so a
-    retried or failed-over job shows where each of its tries went.
+    retried or failed-over job shows where each of its tries went, and
+    `summary["duplicates"]` counts attempts that ran to the end although their job
+    had already been moved elsewhere (state "done_duplicate").
     Hosts stay keyed by their safe URL (the journal's identity); `host_names`
     (safe URL -> name given in a hosts file) lets the table show "gpu1 (URL)", and
     `excluded_hosts` (safe URL -> why) lists hosts that could not run the workflow.
@@ -123,6 +125,9 @@ def build_report(
         for a in report["attempts"]:
             per_host.setdefault(a.get("host") or "-", Counter())[a.get("state") or "?"] += 1
         summary["attempts_recorded"] = len(attempts)
+        # Attempts that finished on a host after their job had been moved elsewhere (the host
+        # was unreachable for the failover grace): the job ran twice, once wasted.
+        summary["duplicates"] = sum(1 for a in attempts if a.get("state") == "done_duplicate")
         summary["attempts_by_host"] = {host: dict(c) for host, c in sorted(per_host.items())}
     return report
 
@@ -161,7 +166,9 @@ def render_table(report: dict, max_rows: int | None = 1000, width: int = 140) ->
     console.print(
         f"{summary['total']} jobs: {counts} in {_seconds(summary['wall_seconds'])}"
         f" ({'-' if rate is None else f'{rate:.2f}'} jobs/s, {summary['attempts']} attempts,"
-        f" {summary['retried_jobs']} jobs retried)"
+        f" {summary['retried_jobs']} jobs retried"
+        + (f", duplicates: {summary['duplicates']}" if "duplicates" in summary else "")
+        + ")"
     )
 
     timing = Table(title="Timing of done jobs (seconds)", title_justify="left")

@@ -318,9 +318,16 @@ class FakeComfy:
         """The host comes back on the same port with an empty queue and history (files on disk stay)."""
         self._call(self._startup())
 
-    def restart(self) -> None:
-        """kill() then revive(): mirrors a ComfyUI process restart (queue and history live in memory only)."""
+    def restart(self, wipe_inputs: bool = False) -> None:
+        """kill() then revive(): mirrors a ComfyUI process restart (queue and history live in memory only).
+
+        wipe_inputs: the input folder comes back empty too, like a container restarted on fresh
+        storage; prompts naming files uploaded before then fail LoadImage/LoadAudio validation.
+        """
         self.kill()
+        if wipe_inputs:
+            shutil.rmtree(self.input_dir, ignore_errors=True)
+            self.input_dir.mkdir(parents=True, exist_ok=True)
         self.revive()
 
     def set_faults(self, **values: Any) -> None:

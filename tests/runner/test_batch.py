@@ -58,6 +58,7 @@ class MemHost:
         self.executions: list[str] = []
         self.submitted_prompts: list[dict] = []
         self.uploads = 0
+        self.forgotten = 0
         self.download_failures = 0
         self.model_missing = False
 
@@ -72,8 +73,15 @@ class MemHost:
 
     def upload(self, path: Path, subfolder: str = "sonic") -> str:
         self._check()
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:  # as ComfyClient.upload says it
+            raise ValueError(f"{path}: cannot read the file to upload ({exc.strerror})") from exc
         self.uploads += 1
         return f"{subfolder}/{Path(path).name}"
+
+    def forget_uploads(self) -> None:
+        self.forgotten += 1
 
     def submit(self, prompt: dict, prompt_id: str, client_id: str, front: bool = False) -> None:
         self._check()
@@ -83,6 +91,8 @@ class MemHost:
             outcome = "model"
         if outcome == "validation":
             raise ValidationHostError("prompt_outputs_failed_validation: Required input is missing: images")
+        if outcome == "stale":  # the host lost the uploaded portrait (restarted on fresh storage)
+            raise ValidationHostError("LoadImage: image - Invalid image file", details=STALE_UPLOAD)
         if outcome == "submit_500":
             raise TransientHostError("HTTP 500 from /prompt", kind="http_5xx")
         if outcome == "late":  # the request timed out on our side; the host queues it a moment later
@@ -203,6 +213,24 @@ class MemHost:
         for pid in prompt_ids:
             if self.prompts.get(pid, {}).get("state") == "pending":
                 del self.prompts[pid]
+
+
+STALE_UPLOAD = {
+    "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+    "node_errors": {
+        "1": {
+            "class_type": "LoadImage",
+            "errors": [
+                {
+                    "type": "custom_validation_failed",
+                    "message": "Custom validation failed for node",
+                    "details": "image - Invalid image file: sonic/face.png",
+                    "extra_info": {"input_name": "image"},
+                }
+            ],
+        }
+    },
+}
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -718,3 +746,117 @@ def test_an_idle_host_that_comes_back_gets_work_again(inputs):
     code, jobs = run(batch)
     assert code == 0 and all(j.attempts == 1 for j in jobs.values())
     assert late.executions and busy.executions  # the host that came back took a share of the work
+
+
+# ---------------------------------------------------------------------- attempts abandoned by an earlier run
+ABANDONED = "00000000-0000-4000-8000-00000000abcd"
+
+
+def abandoned_on(inputs, old: MemHost, spare: MemHost) -> BatchConfig:
+    """A journal whose job x was moved away from `old` (attempt 1 abandoned: `old` was unreachable
+    for the failover grace) just before the runner was killed."""
+    batch = make_batch(inputs, [old, spare], [{"id": "x"}])
+    job = batch.jobs["x"]
+    batch.journal.transition(job, "uploading", host=old.url)
+    batch.journal.start_attempt(job, old.url, ABANDONED, "cid", job.resolution)
+    batch.journal.transition(
+        job, "failed", attempt_state="abandoned", error="host unreachable for 0.3 s", error_kind="connection"
+    )
+    batch.journal.close()
+    return BatchConfig(**{**batch.config.__dict__, "resume": True})
+
+
+def resume(cfg: BatchConfig, hosts: list[MemHost]) -> Batch:
+    by_url = {h.url: h for h in hosts}
+    again = Batch(cfg, client_factory=lambda spec: by_url[spec.safe_url])
+    again.open()
+    return again
+
+
+def test_resume_deletes_an_abandoned_attempt_still_queued_on_its_host(inputs):
+    old, spare = MemHost("http://a:1"), MemHost("http://b:1")
+    cfg = abandoned_on(inputs, old, spare)
+    old.prompts[ABANDONED] = {"state": "pending", "outcome": "ok"}  # still waiting in a's queue
+    batch = resume(cfg, [old, spare])
+    code, jobs = run(batch)
+    assert code == 0 and jobs["x"].state == "done" and jobs["x"].attempts == 2
+    assert ABANDONED not in old.prompts  # deleted from the queue: it can never run there
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["cancelled", "done"]
+    assert len(old.executions) + len(spare.executions) == 1
+
+
+def test_resume_interrupts_an_abandoned_attempt_still_running_on_its_host(inputs):
+    old, spare = MemHost("http://a:1"), MemHost("http://b:1")
+    cfg = abandoned_on(inputs, old, spare)
+    old.prompts[ABANDONED] = {"state": "running", "outcome": "ok"}
+    code, jobs = run(resume(cfg, [old, spare]))
+    assert code == 0 and jobs["x"].state == "done" and jobs["x"].attempts == 2
+    assert old.prompts[ABANDONED]["outcome"] == "interrupted"
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["cancelled", "done"]
+
+
+def test_resume_cancels_on_an_abandoning_host_once_it_answers_again(inputs):
+    old, spare = MemHost("http://a:1"), MemHost("http://b:1", run_seconds=1.0)
+    cfg = abandoned_on(inputs, old, spare)
+    old.prompts[ABANDONED] = {"state": "pending", "outcome": "ok"}
+    old.down = True  # unreachable when the resumed run starts, back while x runs on b
+    threading.Timer(0.3, lambda: setattr(old, "down", False)).start()
+    cfg.health_backoff_base = 0.05
+    code, jobs = run(resume(cfg, [old, spare]))
+    assert code == 0 and jobs["x"].host == "http://b:1" and jobs["x"].attempts == 2
+    assert ABANDONED not in old.prompts
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["cancelled", "done"]
+
+
+def test_a_finished_batch_still_settles_an_abandoned_attempt_before_it_returns(inputs):
+    old, spare = MemHost("http://a:1"), MemHost("http://b:1")
+    cfg = abandoned_on(inputs, old, spare)
+    old.prompts[ABANDONED] = {"state": "pending", "outcome": "ok"}
+    old.down = True  # down for the whole resumed run: x is done on b, the old attempt still waits on a
+    assert run(resume(cfg, [old, spare]))[0] == 0 and ABANDONED in old.prompts
+    old.down = False
+    assert resume(BatchConfig(**cfg.__dict__), [old, spare]).run() == 0  # nothing left to do but that
+    assert ABANDONED not in old.prompts
+    assert [a["state"] for a in make_journal_attempts(inputs, "x")] == ["cancelled", "done"]
+
+
+def test_an_abandoned_attempt_that_finished_anyway_is_a_counted_duplicate(inputs):
+    from comfyui_sonic.runner.report import build_report, render_table
+
+    old, spare = MemHost("http://a:1"), MemHost("http://b:1")
+    cfg = abandoned_on(inputs, old, spare)
+    finished = {
+        "outputs": {"9": {"images": [{"filename": "f.wav", "subfolder": "", "type": "output"}]}},
+        "status": {"status_str": "success", "completed": True, "messages": []},
+    }
+    old.prompts[ABANDONED] = {"state": "done", "outcome": "ok", "history": finished}
+    batch = resume(cfg, [old, spare])
+    code, jobs = run(batch)
+    assert code == 0 and jobs["x"].state == "done"
+    first, second = make_journal_attempts(inputs, "x")
+    assert (first["state"], first["error_kind"], second["state"]) == ("done_duplicate", "duplicate", "done")
+    assert "ran twice" in first["error"]
+    report = build_report(
+        list(jobs.values()), 0.0, 1.0, attempts=batch.journal.attempts(), host_names=batch.host_names
+    )
+    assert report["summary"]["duplicates"] == 1 and report["summary"]["attempts_recorded"] == 2
+    assert "duplicates: 1" in render_table(report)
+
+
+def test_a_refusal_naming_a_lost_upload_uploads_again_and_retries_once_at_no_cost(inputs):
+    host = MemHost("http://a:1", script=["stale"])
+    one_try = RetryPolicy(max_attempts=1, backoff_base=0.01, backoff_cap=0.05)
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}], policy=one_try))
+    assert code == 0 and jobs["x"].state == "done" and jobs["x"].attempts == 2
+    assert host.forgotten == 1 and host.uploads == 4  # image and audio sent again
+    assert [(a["state"], a["error_kind"]) for a in make_journal_attempts(inputs, "x")] == [
+        ("failed", "stale_upload"),
+        ("done", None),
+    ]
+
+
+def test_a_lost_upload_refused_again_after_a_fresh_upload_is_a_real_validation_error(inputs):
+    host = MemHost("http://a:1", script=["stale", "stale"])
+    code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
+    assert code == 1 and jobs["x"].state == "dead" and jobs["x"].error_kind == "validation"
+    assert jobs["x"].attempts == 2 and "Invalid image file" in jobs["x"].error

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from comfyui_sonic.runner.client import ComfyClient, safe_url
+from comfyui_sonic.runner.client import ComfyClient, names_missing_upload, safe_url
 from comfyui_sonic.runner.host_errors import (
     ExecutionHostError,
     HostAuthError,
@@ -125,6 +125,63 @@ def test_upload_reuses_identical_bytes_and_renames_different_ones(srv, tmp_path)
     fresh = ComfyClient(srv.url)  # a new runner process: the host recognises the bytes
     assert fresh.upload(first) == "sonic/face.png"
     assert srv.uploads[-1]["reused"] is True
+
+
+def test_a_host_restarted_on_fresh_storage_refuses_a_cached_upload_and_the_client_sends_it_again(srv, inputs):
+    client = ComfyClient(srv.url)
+    image, audio = inputs
+    prompt_id, client_id = start_job(client, inputs)
+    client.wait(prompt_id, client_id, timeout=20, poll_interval=0.2)
+    srv.restart(wipe_inputs=True)  # while the client was idle: it never saw the host go away
+    with pytest.raises(ValidationHostError) as err:
+        start_job(client, inputs)  # the cache still names files the host no longer has
+    assert names_missing_upload(err.value.details) and "Invalid image file" in err.value.message
+    before = len(srv.uploads)
+    prompt_id, client_id = start_job(client, inputs)  # the refusal emptied the cache: both sent again
+    assert len(srv.uploads) == before + 2
+    assert (
+        client.wait(prompt_id, client_id, timeout=20, poll_interval=0.2)["status"]["status_str"] == "success"
+    )
+
+
+def test_a_host_that_answers_again_after_being_unreachable_gets_its_uploads_again(srv, inputs):
+    client = ComfyClient(srv.url)
+    image, _ = inputs
+    client.upload(image)
+    srv.kill()
+    with pytest.raises(TransientHostError):
+        client.system_stats()
+    srv.revive()
+    client.system_stats()  # it answers again: it may have restarted with an empty input folder
+    client.upload(image)
+    assert len(srv.uploads) == 2
+
+
+def test_only_a_missing_loader_file_counts_as_a_lost_upload():
+    lost = {
+        "node_errors": {
+            "1": {
+                "class_type": "LoadAudio",
+                "errors": [
+                    {
+                        "type": "custom_validation_failed",
+                        "details": "audio - Invalid audio file: sonic/speech.wav",
+                        "extra_info": {"input_name": "audio"},
+                    }
+                ],
+            }
+        }
+    }
+    assert names_missing_upload(lost)
+    other = {
+        "node_errors": {
+            "4": {
+                "class_type": "SONIC_PreData",
+                "errors": [{"type": "value_smaller_than_min", "extra_info": {"input_name": "duration"}}],
+            }
+        }
+    }
+    assert not names_missing_upload(other) and not names_missing_upload({}) and not names_missing_upload("x")
 
 
 def test_upload_too_large_is_not_retryable(tmp_path):

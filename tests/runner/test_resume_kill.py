@@ -248,3 +248,99 @@ def test_a_host_that_dies_mid_job_and_comes_back_empty_reruns_that_job_once(tmp_
         check_exactly_once(out / "journal.sqlite", [host], 4)
         states = journal_rows(out / "journal.sqlite", "SELECT state, COUNT(*) FROM attempts GROUP BY state")
     assert dict(states) == {"done": 4, "lost": 1}  # the host lost the prompt; it ran again, once
+
+
+def fake_batch(tmp_path: Path, hosts: list[FakeComfy], rows: int, sinks=(), resume: bool = False):
+    """A Batch over real HTTP/websockets to the fake hosts (inputs made against the first one)."""
+    from comfyui_sonic.runner.batch import Batch, BatchConfig
+    from comfyui_sonic.runner.secrets import HostSpec
+
+    folder = tmp_path / "in"
+    if (folder / "batch.csv").exists():
+        workflow, manifest = folder / "sonic_api.json", folder / "batch.csv"
+    else:
+        workflow, manifest = make_inputs(folder, hosts[0].url, rows)
+    cfg = BatchConfig(
+        workflow_path=workflow,
+        out_dir=tmp_path / "out",
+        hosts=[HostSpec(url=h.url) for h in hosts],
+        manifest_path=manifest,
+        resume=resume,
+        inflight=1,
+        poll_interval=0.2,
+        failover_grace=5.0,
+        health_backoff_base=0.1,
+    )
+    batch = Batch(cfg, sinks=sinks)
+    batch.open()
+    return batch
+
+
+@pytest.mark.timeout(60)
+def test_a_host_restarted_with_an_empty_input_folder_between_two_jobs_gets_the_inputs_again(tmp_path):
+    with FakeComfy(tmp_path / "host", run_seconds=0.05) as host:
+        restarted: list[str] = []
+
+        def restart_after_the_first_job(event: dict) -> None:
+            if event.get("event") == "job" and event["state"] == "done" and not restarted:
+                restarted.append(event["job_id"])
+                host.restart(wipe_inputs=True)  # a container restarted on fresh storage
+
+        batch = fake_batch(tmp_path, [host], 2, sinks=[restart_after_the_first_job])
+        assert batch.run() == 0
+        check_exactly_once(tmp_path / "out" / "journal.sqlite", [host], 2)
+        attempts = journal_rows(
+            tmp_path / "out" / "journal.sqlite",
+            "SELECT job_id, state, error_kind FROM attempts ORDER BY job_id, attempt",
+        )
+    second = [(state, kind) for job, state, kind in attempts if job != restarted[0]]
+    # refused once (400: the files are gone), uploaded again, done - not dead, not counted
+    assert second == [("failed", "stale_upload"), ("done", None)], second
+    assert len(host.uploads) == 4  # image and audio, before and after the restart
+
+
+@pytest.mark.timeout(60)
+def test_resume_deletes_an_attempt_an_earlier_run_abandoned_while_it_still_waits_in_the_queue(tmp_path):
+    import uuid
+    from types import SimpleNamespace
+
+    from comfyui_sonic.runner.client import ComfyClient
+    from comfyui_sonic.runner.workflow import apply_params
+
+    with (
+        FakeComfy(tmp_path / "a", run_seconds=1.5) as a,
+        FakeComfy(tmp_path / "b", run_seconds=0.05) as b,
+    ):
+        first = fake_batch(tmp_path, [a, b], 1)
+        job = first.jobs["clip000"]
+        client = ComfyClient(a.url)
+        prompt = apply_params(
+            first.template,
+            {
+                "image": client.upload(Path(job.spec["image"])),
+                "audio": client.upload(Path(job.spec["audio"])),
+            },
+        )
+        blocker = str(uuid.uuid4())
+        client.submit(prompt, blocker, "someone-else")  # keeps `a` busy for 1.5 s
+        abandoned = str(uuid.uuid4())
+        first.journal.transition(job, "uploading", host=a.url)
+        first.journal.start_attempt(job, a.url, abandoned, "cid", job.resolution)
+        client.submit(prompt, abandoned, "cid")  # queued behind it when `a` became unreachable
+        first.journal.transition(
+            job, "failed", attempt_state="abandoned", error="host unreachable", error_kind="connection"
+        )
+        first.journal.close()  # ... and the runner was killed
+
+        again = fake_batch(tmp_path, [a, b], 1, resume=True)
+        assert again.run() == 0
+        deadline = time.time() + 10
+        while (a.queue or a.running) and time.time() < deadline:  # let `a` run whatever it still has
+            time.sleep(0.1)
+        assert blocker in a.executions and abandoned not in a.executions  # deleted before it could start
+        ours_on_a = SimpleNamespace(executions=[p for p in a.executions if p != blocker])
+        check_exactly_once(tmp_path / "out" / "journal.sqlite", [ours_on_a, b], 1)
+        states = journal_rows(
+            tmp_path / "out" / "journal.sqlite", "SELECT state FROM attempts ORDER BY attempt"
+        )
+    assert [s for (s,) in states] == ["cancelled", "done"]
