@@ -25,29 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.fake_comfy import FakeComfy  # noqa: E402
-from tests.runner.test_resume_kill import template_for  # noqa: E402
-
-
-def make_inputs(folder: Path, url: str) -> tuple[Path, Path, Path]:
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (64, 64), (180, 140, 120)).save(folder / "face.png")
-    with wave.open(str(folder / "speech.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\0\0" * 8000)
-    workflow = folder / "sonic_api.json"
-    workflow.write_text(json.dumps(template_for(url)))
-    return workflow, folder / "face.png", folder / "speech.wav"
+from tests.fake_comfy.jobs import write_job_files  # noqa: E402
 
 
 def write_manifest(path: Path, rows: int) -> Path:
@@ -87,7 +71,7 @@ def run_batch(
 
 def bench_overhead(tmp: Path, jobs: int) -> None:
     with FakeComfy(tmp / "host", run_seconds=0.0, send_previews=False) as host:
-        workflow, _, _ = make_inputs(tmp / "in", host.url)
+        workflow, _, _ = write_job_files(tmp / "in", host.url)
         manifest = write_manifest(tmp / "in" / "overhead.csv", jobs)
         wall, events = run_batch(workflow, manifest, tmp / "out_overhead", [host.url], inflight=1)
         host_ms = host_seconds(host.url) * 1000
@@ -128,7 +112,7 @@ def host_seconds(url: str) -> float:
 def bench_throughput(tmp: Path, jobs: int) -> None:
     hosts = [FakeComfy(tmp / f"h{i}", run_seconds=0.0, send_previews=False).start() for i in range(8)]
     try:
-        workflow, _, _ = make_inputs(tmp / "in8", hosts[0].url)
+        workflow, _, _ = write_job_files(tmp / "in8", hosts[0].url)
         manifest = write_manifest(tmp / "in8" / "throughput.csv", jobs)
         wall, _ = run_batch(workflow, manifest, tmp / "out_tp", [h.url for h in hosts], inflight=2)
     finally:
@@ -147,7 +131,7 @@ def bench_10k(tmp: Path, rows: int, run_for: float) -> None:
     hosts = [FakeComfy(tmp / f"k{i}", run_seconds=0.0, send_previews=False).start() for i in range(8)]
     try:
         folder = tmp / "in10k"
-        workflow, _, _ = make_inputs(folder, hosts[0].url)
+        workflow, _, _ = write_job_files(folder, hosts[0].url)
         manifest = write_manifest(folder / "big.csv", rows)
         out = tmp / "out10k"
         argv = [sys.executable, "-m", "comfyui_sonic.runner", "batch", str(workflow), str(manifest)]

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the fake server lives in tests/fake_comfy, imported from the repo root
     sys.path.insert(0, str(REPO))
 from tests.fake_comfy import FakeComfy  # noqa: E402
-from tests.runner.test_resume_kill import template_for  # noqa: E402 - graph builder for the fake host
+from tests.fake_comfy.jobs import template_for, write_job_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +29,8 @@ def host():
 def files(tmp_path, host):
     from PIL import Image
 
-    for name, color in (("face.png", (180, 140, 120)), ("noface.png", (20, 90, 200))):
-        Image.new("RGB", (64, 64), color).save(tmp_path / name)
-    with wave.open(str(tmp_path / "speech.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(b"\0\0" * 8000)
-    workflow = tmp_path / "sonic_api.json"
-    workflow.write_text(json.dumps(template_for(host.url)))
+    write_job_files(tmp_path, host.url)
+    Image.new("RGB", (64, 64), (20, 90, 200)).save(tmp_path / "noface.png")
     return tmp_path
 
 
