@@ -1,0 +1,402 @@
+"""``JobStore``: the journal's records and guarantees on SQLAlchemy, safe for many writers.
+
+One process (the local journal) can serialise its writes with a lock. Several workers and
+submitters on several machines cannot, so every change here is a compare-and-set: a job
+moves only from the state (and attempt number) the caller last saw, and an attempt row
+``(job_id, attempt)`` can be inserted once. The loser of a race gets ``StaleJob`` /
+``AttemptTaken`` and re-reads, instead of both running the job.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from ..jobs import ON_HOST_STATES, JobRecord, check_transition
+from ..journal import ATTEMPT_LIVE_STATES, strip_userinfo
+from . import migrate
+from .schema import attempts as attempts_t
+from .schema import events as events_t
+from .schema import jobs as jobs_t
+from .schema import meta as meta_t
+
+#: uuid5 namespace of attempt prompt ids (fixed forever: changing it would make a
+#: redelivered job look unknown to the host that already runs it).
+_PROMPT_NAMESPACE = uuid.UUID("6f1c2a57-3b7e-4c55-9a51-5d1f0e2b7c11")
+
+_JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name != "batch")
+_ATTEMPT_COLUMNS = tuple(c.name for c in attempts_t.columns)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used (unreachable, newer schema): one line for the user."""
+
+
+class StaleJob(RuntimeError):
+    """Another process changed the job first; re-read it before deciding again."""
+
+
+class AttemptTaken(RuntimeError):
+    """That attempt number of the job was already started (by another worker or a redelivery)."""
+
+
+def attempt_prompt_id(job_id: str, attempt: int) -> str:
+    """The prompt id of attempt ``attempt`` of ``job_id``: the same in every process.
+
+    A message redelivered by the broker therefore names a prompt id the host may already
+    know, and the worker asks the host about it before it submits anything.
+    """
+    return str(uuid.uuid5(_PROMPT_NAMESPACE, f"{job_id}#{attempt}"))
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # pragma: no cover - trivial
+            # IMMEDIATE: take the write lock at BEGIN, so two writers queue on busy_timeout
+            # instead of one failing with "database is locked" when it upgrades its lock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _describe(url: str) -> str:
+    """The URL without its password, for error lines."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only used for a message
+        return "<database url>"
+
+
+class JobStore:
+    """The jobs, attempts and events of every batch, in one database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        redact: Callable[[str], str] | None = None,
+        upgrade: bool = True,
+    ) -> None:
+        self.url = _describe(url)
+        self._redact = redact or (lambda s: s)
+        self._engine = _engine(url)
+        try:
+            with self._engine.begin() as conn:
+                self._check_schema(conn, upgrade)
+        except OperationalError as exc:
+            self._engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(
+                f"database {self.url} is unreachable ({reason}); check --db and that the server is up"
+            ) from None
+
+    def _check_schema(self, conn: Connection, upgrade: bool) -> None:
+        head, current = migrate.head_revision(), migrate.current_revision(conn)
+        if current == head:
+            return
+        known = {head}
+        if current is not None and current not in known:
+            raise StoreError(
+                f"database {self.url} has schema revision {current}, newer than this runner's {head}; "
+                "upgrade sonic-runner"
+            )
+        if not upgrade:
+            raise StoreError(
+                f"database {self.url} is at schema {current}, not {head}; run a worker to migrate"
+            )
+        migrate.upgrade(conn)
+
+    # ------------------------------------------------------------------ basics
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> JobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _clean(self, text: str | None) -> str | None:
+        return None if text is None else strip_userinfo(self._redact(str(text)))
+
+    def _insert(self, table):
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, values: dict[str, object]) -> None:
+        with self._engine.begin() as conn:
+            self._upsert_meta(conn, values)
+
+    def _upsert_meta(self, conn: Connection, values: dict[str, object]) -> None:
+        for key, value in values.items():
+            stmt = self._insert(meta_t).values(key=key, value=value)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def meta(self) -> dict[str, object]:
+        with self._engine.connect() as conn:
+            return {k: v for k, v in conn.execute(select(meta_t.c.key, meta_t.c.value))}
+
+    # ------------------------------------------------------------------ jobs
+    def add_jobs(
+        self,
+        jobs: Iterable[JobRecord],
+        meta: dict[str, object] | None = None,
+        *,
+        batch: str = "",
+        skip_existing: bool = False,
+    ) -> int:
+        """Insert jobs (and meta) in one transaction; return how many rows were new.
+
+        ``skip_existing``: a job id already in the store is left as it is, so publishing the
+        same manifest twice never makes a second job (job ids are stable).
+        """
+        rows = [self._job_row(job, batch) for job in jobs]
+        with self._engine.begin() as conn:
+            if meta:
+                self._upsert_meta(conn, meta)
+            if not rows:
+                return 0
+            stmt = self._insert(jobs_t)
+            if skip_existing:
+                stmt = stmt.on_conflict_do_nothing(index_elements=["job_id"])
+            stmt = stmt.returning(jobs_t.c.job_id)  # (rowcount is unreliable for executemany)
+            inserted = 0
+            for start in range(0, len(rows), 1000):
+                inserted += len(conn.execute(stmt, rows[start : start + 1000]).all())
+            return inserted
+
+    def _job_row(self, job: JobRecord, batch: str) -> dict[str, Any]:
+        row = {col: getattr(job, col) for col in _JOB_COLUMNS}
+        row["error"] = self._clean(row["error"])
+        if row["host"] is not None:
+            row["host"] = strip_userinfo(row["host"])
+        row["batch"] = batch
+        return row
+
+    def jobs(self, states: Iterable[str] | None = None, *, batch: str | None = None) -> list[JobRecord]:
+        stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+        if states is not None:
+            stmt = stmt.where(jobs_t.c.state.in_(tuple(states)))
+        if batch is not None:
+            stmt = stmt.where(jobs_t.c.batch == batch)
+        stmt = stmt.order_by(jobs_t.c.row, jobs_t.c.job_id)
+        with self._engine.connect() as conn:
+            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+
+    def job(self, job_id: str) -> JobRecord | None:
+        stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS)).where(jobs_t.c.job_id == job_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return JobRecord(**dict(row._mapping)) if row else None
+
+    def transition(self, job: JobRecord, new_state: str, attempt_state: str | None = None, **changes) -> None:
+        """Commit ``job`` moving to ``new_state`` if nobody moved it since it was read.
+
+        Raises ``StaleJob`` (and changes nothing) when the row's state or attempt number is
+        no longer what ``job`` says; ``job`` itself changes only after the commit.
+        """
+        check_transition(job.job_id, job.state, new_state)
+        changes["state"] = new_state
+        if "error" in changes:
+            changes["error"] = self._clean(changes["error"])
+        if changes.get("host") is not None:
+            changes["host"] = strip_userinfo(changes["host"])
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(
+                    jobs_t.c.job_id == job.job_id,
+                    jobs_t.c.state == job.state,
+                    jobs_t.c.attempts == job.attempts,
+                )
+                .values(**changes)
+            )
+            if result.rowcount != 1:
+                raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
+            if attempt_state is not None and job.attempts > 0:
+                self._update_attempt(conn, job.job_id, job.attempts, attempt_state, changes)
+        for key, value in changes.items():
+            setattr(job, key, value)
+
+    def start_attempt(
+        self, job: JobRecord, host: str, prompt_id: str, client_id: str, resolution: int | None
+    ) -> None:
+        """Record attempt ``job.attempts + 1`` as submitted: call BEFORE ``POST /prompt``.
+
+        Raises ``AttemptTaken`` when that attempt was started already (a redelivered message
+        or a second worker): the caller then follows the existing attempt instead.
+        """
+        check_transition(job.job_id, job.state, "submitted")
+        host = strip_userinfo(host)
+        now, attempt = time.time(), job.attempts + 1
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(attempts_t).values(
+                        job_id=job.job_id,
+                        attempt=attempt,
+                        host=host,
+                        prompt_id=prompt_id,
+                        client_id=client_id,
+                        resolution=resolution,
+                        state="submitted",
+                        submitted_at=now,
+                    )
+                )
+                result = conn.execute(
+                    update(jobs_t)
+                    .where(
+                        jobs_t.c.job_id == job.job_id,
+                        jobs_t.c.state == job.state,
+                        jobs_t.c.attempts == job.attempts,
+                    )
+                    .values(
+                        state="submitted",
+                        attempts=attempt,
+                        host=host,
+                        prompt_id=prompt_id,
+                        resolution=resolution,
+                        submitted_at=now,
+                        error=None,
+                        error_kind=None,
+                    )
+                )
+                if result.rowcount != 1:
+                    raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
+        except IntegrityError:
+            raise AttemptTaken(f"job {job.job_id}: attempt {attempt} was already started") from None
+        job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
+        job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
+
+    def _update_attempt(self, conn: Connection, job_id: str, attempt: int, state: str, changes: dict) -> None:
+        now = time.time()
+        fields: dict[str, Any] = {"state": state}
+        if state == "running":
+            fields["started_at"] = changes.get("started_at", now)
+        if state not in ATTEMPT_LIVE_STATES:
+            fields["finished_at"] = now
+        for key in ("error", "error_kind"):
+            if key in changes:
+                fields[key] = changes[key]
+        conn.execute(
+            update(attempts_t)
+            .where(attempts_t.c.job_id == job_id, attempts_t.c.attempt == attempt)
+            .values(**fields)
+        )
+
+    def set_attempt_state(
+        self, job_id: str, attempt: int, state: str, error: str | None = None, error_kind: str | None = None
+    ) -> None:
+        """Change only an attempt's row (e.g. an abandoned attempt later confirmed gone)."""
+        changes: dict[str, object] = {} if error is None else {"error": self._clean(error)}
+        if error_kind is not None:
+            changes["error_kind"] = error_kind
+        with self._engine.begin() as conn:
+            self._update_attempt(conn, job_id, attempt, state, changes)
+
+    # ------------------------------------------------------------------ attempts
+    def attempts(self, job_id: str | None = None) -> list[dict]:
+        stmt = select(*(attempts_t.c[c] for c in _ATTEMPT_COLUMNS))
+        if job_id is not None:
+            stmt = stmt.where(attempts_t.c.job_id == job_id)
+        stmt = stmt.order_by(attempts_t.c.job_id, attempts_t.c.attempt)
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def attempt(self, job_id: str, attempt: int) -> dict | None:
+        rows = [a for a in self.attempts(job_id) if a["attempt"] == attempt]
+        return rows[0] if rows else None
+
+    def attempts_in_state(self, state: str) -> list[dict]:
+        cols = ("job_id", "attempt", "host", "prompt_id", "client_id", "state")
+        stmt = select(*(attempts_t.c[c] for c in cols)).where(attempts_t.c.state == state)
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def abandoned_attempts(self) -> list[dict]:
+        """Attempts moved away from an unreachable host: cancel them if it comes back."""
+        return self.attempts_in_state("abandoned")
+
+    def attempt_counts(self, error_kind: str) -> dict[str, int]:
+        """job_id -> how many of its attempts ended with ``error_kind``."""
+        stmt = (
+            select(attempts_t.c.job_id, func.count())
+            .where(attempts_t.c.error_kind == error_kind)
+            .group_by(attempts_t.c.job_id)
+        )
+        with self._engine.connect() as conn:
+            return {job_id: n for job_id, n in conn.execute(stmt)}
+
+    # ------------------------------------------------------------------ events
+    def add_event(self, job_id: str, kind: str, data: dict | None = None) -> int:
+        """Append a progress / state event for followers (API, ``batch``); returns its id."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                insert(events_t).values(job_id=job_id, at=time.time(), kind=kind, data=data or {})
+            )
+            return int(result.inserted_primary_key[0])
+
+    def events(self, job_id: str | None = None, after: int = 0, limit: int = 1000) -> list[dict]:
+        """Events with id > ``after``, oldest first (a follower passes the last id it saw)."""
+        stmt = select(events_t).where(events_t.c.id > after)
+        if job_id is not None:
+            stmt = stmt.where(events_t.c.job_id == job_id)
+        stmt = stmt.order_by(events_t.c.id).limit(limit)
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    # ------------------------------------------------------------------ summaries
+    def counts(self, *, batch: str | None = None) -> dict[str, int]:
+        stmt = select(jobs_t.c.state, func.count()).group_by(jobs_t.c.state)
+        if batch is not None:
+            stmt = stmt.where(jobs_t.c.batch == batch)
+        with self._engine.connect() as conn:
+            return {state: n for state, n in conn.execute(stmt)}
+
+    def counts_by_host(self) -> dict[str, dict[str, int]]:
+        """host -> {attempt state -> count} over every attempt ever made."""
+        stmt = (
+            select(attempts_t.c.host, attempts_t.c.state, func.count())
+            .group_by(attempts_t.c.host, attempts_t.c.state)
+            .order_by(attempts_t.c.host)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self._engine.connect() as conn:
+            for host, state, n in conn.execute(stmt):
+                out.setdefault(host, {})[state] = n
+        return out
+
+    def on_host_jobs(self) -> list[JobRecord]:
+        """Jobs whose current attempt may exist on a host (to be asked about on resume)."""
+        return self.jobs(ON_HOST_STATES)
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the database answers (for readiness checks)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database {self.url} is unreachable ({type(exc).__name__})") from None

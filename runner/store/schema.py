@@ -1,0 +1,95 @@
+"""Table definitions of the job store, for SQLite and PostgreSQL alike.
+
+Columns mirror ``runner/journal.py`` (one row per job, one per attempt) so the two stores
+describe a batch the same way; ``events`` is new: the progress and state changes that an
+HTTP client or a following ``batch`` reads as they happen.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+#: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
+SCHEMA_REVISION = "0001"
+
+metadata = MetaData()
+
+meta = Table(
+    "sonic_meta",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", JSON, nullable=False),
+)
+
+jobs = Table(
+    "sonic_jobs",
+    metadata,
+    Column("job_id", String(200), primary_key=True),
+    Column("batch", String(200), nullable=False, server_default=""),
+    Column("row", Integer, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("host", Text),
+    Column("prompt_id", String(64)),
+    Column("resolution", Integer),
+    Column("error", Text),
+    Column("error_kind", String(40)),
+    Column("outputs", JSON, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("submitted_at", Float),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("queued_seconds", Float, nullable=False, server_default="0"),
+    Column("run_seconds", Float, nullable=False, server_default="0"),
+    Column("download_seconds", Float, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float, nullable=False, server_default="0"),
+    Index("sonic_jobs_state", "state", "priority", "row"),
+    Index("sonic_jobs_batch", "batch", "row"),
+    Index("sonic_jobs_host", "host", "state"),
+)
+
+attempts = Table(
+    "sonic_attempts",
+    metadata,
+    Column("job_id", String(200), ForeignKey("sonic_jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("prompt_id", String(64), nullable=False),
+    Column("client_id", String(64)),
+    Column("resolution", Integer),
+    Column("state", String(20), nullable=False),
+    Column("error", Text),
+    Column("error_kind", String(40)),
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Index("sonic_attempts_prompt", "prompt_id"),
+    Index("sonic_attempts_host_state", "host", "state"),
+    Index("sonic_attempts_state", "state"),
+)
+
+events = Table(
+    "sonic_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("job_id", String(200), ForeignKey("sonic_jobs.job_id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("data", JSON, nullable=False),
+    Index("sonic_events_job", "job_id", "id"),
+)
