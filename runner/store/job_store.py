@@ -116,8 +116,7 @@ class JobStore:
         head, current = migrate.head_revision(), migrate.current_revision(conn)
         if current == head:
             return
-        known = {head}
-        if current is not None and current not in known:
+        if current is not None and current not in migrate.known_revisions():
             raise StoreError(
                 f"database {self.url} has schema revision {current}, newer than this runner's {head}; "
                 "upgrade sonic-runner"
@@ -129,6 +128,16 @@ class JobStore:
         migrate.upgrade(conn)
 
     # ------------------------------------------------------------------ basics
+    @property
+    def engine(self) -> Engine:
+        """For the store's other tables (the webhook outbox) on the same database."""
+        return self._engine
+
+    @property
+    def dialect(self):
+        """``insert`` of this database's dialect (for its ON CONFLICT clauses)."""
+        return postgresql if self._engine.dialect.name == "postgresql" else sqlite
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -142,8 +151,7 @@ class JobStore:
         return None if text is None else strip_userinfo(self._redact(str(text)))
 
     def _insert(self, table):
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(table)
+        return self.dialect.insert(table)
 
     # ------------------------------------------------------------------ meta
     def set_meta(self, values: dict[str, object]) -> None:

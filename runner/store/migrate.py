@@ -34,6 +34,11 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    """Every revision this code can upgrade from."""
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at (None for an empty database)."""
     return MigrationContext.configure(connection).get_current_revision()

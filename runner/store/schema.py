@@ -19,10 +19,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 #: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -92,4 +93,25 @@ events = Table(
     Column("kind", String(40), nullable=False),
     Column("data", JSON, nullable=False),
     Index("sonic_events_job", "job_id", "id"),
+)
+
+#: The webhook outbox: one row per delivery, written in the same database as the job, so
+#: a delivery survives any restart and is sent by whichever process's sender is running.
+webhooks = Table(
+    "sonic_webhooks",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("msg_id", String(250), nullable=False),
+    Column("job_id", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_type", String(60), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("last_error", Text),
+    UniqueConstraint("msg_id", name="sonic_webhooks_msg"),
+    Index("sonic_webhooks_due", "state", "next_at"),
 )

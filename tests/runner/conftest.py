@@ -1,4 +1,4 @@
-"""Every store test runs on SQLite (the single-box case) and on a real PostgreSQL."""
+"""Runner fixtures: `store_url` runs a test on SQLite (the single-box case) and on a real PostgreSQL."""
 
 from __future__ import annotations
 
