@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--host", dest="hosts", action="append", default=[], metavar="URL")
     hosts.add_argument("--hosts-file", type=Path)
     hosts.add_argument("--json", action="store_true", help="print JSON")
+
+    dlq = sub.add_parser("dlq", help="fleet mode: list, re-drive or purge the broker's dead-letter queue")
+    dlq.add_argument("action", choices=("list", "retry", "purge"))
+    dlq.add_argument("--broker", required=True, metavar="URL", help="e.g. amqp://user:pass@rabbit:5672//")
+    dlq.add_argument("--json", action="store_true", help="print JSON (list)")
     return parser
 
 
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "report": cmd_report,
         "hosts": cmd_hosts,
+        "dlq": cmd_dlq,
     }[args.command]
     try:
         return handler(args)
@@ -170,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_user_error(exc: Exception) -> bool:
     from .batch import BatchError
+    from .fleet.errors import BrokerError
     from .journal import JournalError
 
-    return isinstance(exc, (BatchError, JournalError, ValueError, FileNotFoundError))
+    return isinstance(exc, (BatchError, BrokerError, JournalError, ValueError, FileNotFoundError))
 
 
 # ---------------------------------------------------------------------- sinks
@@ -459,6 +466,26 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     else:
         print(render_hosts(reports))
     return EXIT_OK if all(r["ok"] for r in reports) else EXIT_DEAD
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from .fleet import dlq
+
+    if args.action == "list":
+        dead = dlq.list_dead(args.broker)
+        if args.json:
+            print(json.dumps([d.__dict__ for d in dead], default=str, indent=2))
+        else:
+            for d in dead:
+                print(f"{d.job_id or '?'}\t{d.queue or '?'}\t{d.reason}")
+            print(f"{len(dead)} dead letter(s)", file=sys.stderr)
+    elif args.action == "retry":
+        print(f"re-published {dlq.retry_dead(args.broker)} dead letter(s) to their pool queues")
+    else:
+        print(f"purged {dlq.purge_dead(args.broker)} dead letter(s)")
+    return EXIT_OK
 
 
 def render_hosts(reports: list[dict]) -> str:

@@ -9,10 +9,13 @@ re-publishes each to the pool queue it died in (from RabbitMQ's ``x-death`` head
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kombu import Connection
 
+from .errors import broker_error
 from .queues import DEAD_EXCHANGE, DEAD_QUEUE_NAME, JOBS_EXCHANGE, dead_queue
 
 
@@ -23,6 +26,21 @@ class DeadLetter:
     reason: str
     body: object
     priority: int | None
+
+
+@contextmanager
+def _connect(broker_url: str) -> Iterator[Connection]:
+    """A connection, or a one-line BrokerError when the broker cannot be reached."""
+    conn = Connection(broker_url, connect_timeout=5)
+    try:
+        conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - kombu/amqp raise several kinds
+        conn.release()
+        raise broker_error(broker_url, exc) from None
+    try:
+        yield conn
+    finally:
+        conn.release()
 
 
 def _describe(message) -> DeadLetter:
@@ -48,7 +66,7 @@ def _describe(message) -> DeadLetter:
 def list_dead(broker_url: str, limit: int = 1000) -> list[DeadLetter]:
     """Dead letters, oldest first; nothing is removed from the queue."""
     out: list[DeadLetter] = []
-    with Connection(broker_url, connect_timeout=5) as conn:
+    with _connect(broker_url) as conn:
         channel = conn.channel()
         queue = dead_queue()(channel)
         queue.declare()
@@ -64,7 +82,7 @@ def list_dead(broker_url: str, limit: int = 1000) -> list[DeadLetter]:
 def retry_dead(broker_url: str, limit: int = 1000) -> int:
     """Re-publish dead letters to the pool queue each died in; returns how many moved."""
     moved = 0
-    with Connection(broker_url, connect_timeout=5) as conn:
+    with _connect(broker_url) as conn:
         channel = conn.channel()
         queue = dead_queue()(channel)
         queue.declare()
@@ -100,7 +118,7 @@ def retry_dead(broker_url: str, limit: int = 1000) -> int:
 
 def purge_dead(broker_url: str) -> int:
     """Drop every dead letter; returns how many there were."""
-    with Connection(broker_url, connect_timeout=5) as conn:
+    with _connect(broker_url) as conn:
         channel = conn.channel()
         queue = dead_queue()(channel)
         queue.declare()

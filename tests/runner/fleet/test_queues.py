@@ -112,3 +112,27 @@ def test_dead_letters_can_be_listed_retried_and_purged(broker_url):
         message.reject(requeue=False)
     assert dlq.purge_dead(broker_url) == 1
     assert dlq.list_dead(broker_url) == []
+
+
+def test_the_dlq_command_lists_and_purges(broker_url, capsys):
+    from comfyui_sonic.runner.cli import main
+
+    app = make_app(broker_url)
+    declare_topology(broker_url)
+    publish_job(app, JobMessage("dead-one"), pool=512, priority=1)
+    with Connection(broker_url) as conn:
+        (message,) = _take(conn.channel(), 512)
+        message.reject(requeue=False)
+    assert main(["dlq", "list", "--broker", broker_url]) == 0
+    assert "dead-one\tsonic.pool.512\trejected" in capsys.readouterr().out
+    assert main(["dlq", "purge", "--broker", broker_url]) == 0
+    assert "purged 1" in capsys.readouterr().out
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_2(capsys):
+    from comfyui_sonic.runner.cli import main
+
+    assert main(["dlq", "list", "--broker", "amqp://guest:secretpw@127.0.0.1:9//"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sonic-runner: error: broker amqp://") and "127.0.0.1:9// is unreachable" in err
+    assert "check --broker" in err and "secretpw" not in err and "\n" not in err
