@@ -135,6 +135,39 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--hosts-file", type=Path)
     hosts.add_argument("--json", action="store_true", help="print JSON")
 
+    serve = sub.add_parser(
+        "serve", help="HTTP job API (embedded default: SQLite, a local folder, an in-process worker)"
+    )
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--db", default=None, metavar="URL", help="job store (default sqlite:///sonic-data/jobs.sqlite)"
+    )
+    serve.add_argument(
+        "--bucket", default=None, help="s3://BUCKET[/PREFIX] or a folder (default sonic-data/objects)"
+    )
+    serve.add_argument(
+        "--s3-endpoint", default=None, metavar="URL", help="S3-compatible server (MinIO, SeaweedFS, R2)"
+    )
+    serve.add_argument(
+        "--no-auth", action="store_true", help="accept requests without an API key (a laptop only)"
+    )
+    serve.add_argument("--max-upload-mb", type=float, default=50)
+    serve.add_argument("--max-audio-s", type=float, default=600)
+    serve.add_argument(
+        "--allow-private-webhooks", action="store_true", help="allow webhook URLs on private addresses"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="in-process render threads (embedded default)")
+
+    keys = sub.add_parser("keys", help="API keys of `serve`: create, list, revoke")
+    keys.add_argument("action", choices=("create", "list", "revoke"))
+    keys.add_argument("name_or_id", nargs="?", help="create: a name for the key; revoke: its id")
+    keys.add_argument(
+        "--db", default=None, metavar="URL", help="job store (default sqlite:///sonic-data/jobs.sqlite)"
+    )
+    keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
+    keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
+
     dlq = sub.add_parser("dlq", help="fleet mode: list, re-drive or purge the broker's dead-letter queue")
     dlq.add_argument("action", choices=("list", "retry", "purge"))
     dlq.add_argument("--broker", required=True, metavar="URL", help="e.g. amqp://user:pass@rabbit:5672//")
@@ -151,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "hosts": cmd_hosts,
         "dlq": cmd_dlq,
+        "serve": cmd_serve,
+        "keys": cmd_keys,
     }[args.command]
     try:
         return handler(args)
@@ -179,7 +214,15 @@ def _is_user_error(exc: Exception) -> bool:
     from .fleet.errors import BrokerError
     from .journal import JournalError
 
-    return isinstance(exc, (BatchError, BrokerError, JournalError, ValueError, FileNotFoundError))
+    user_errors: tuple[type, ...] = (BatchError, BrokerError, JournalError, ValueError, FileNotFoundError)
+    try:
+        from .storage import StorageError
+        from .store import StoreError
+
+        user_errors += (StoreError, StorageError)
+    except ImportError:  # the runner-only install has no fleet libraries
+        pass
+    return isinstance(exc, user_errors)
 
 
 # ---------------------------------------------------------------------- sinks
@@ -466,6 +509,76 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     else:
         print(render_hosts(reports))
     return EXIT_OK if all(r["ok"] for r in reports) else EXIT_DEAD
+
+
+DEFAULT_DB = "sqlite:///sonic-data/jobs.sqlite"
+
+
+def _db_url(value: str | None) -> str:
+    url = value or DEFAULT_DB
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from .api.app import create_app
+    from .api.settings import ServeSettings
+
+    settings = ServeSettings(
+        db_url=_db_url(args.db),
+        storage=args.bucket,
+        s3_endpoint=args.s3_endpoint,
+        auth=not args.no_auth,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_audio_s=args.max_audio_s,
+        allow_private_webhooks=args.allow_private_webhooks,
+        webhook_secret=os.environ.get("SONIC_WEBHOOK_SECRET"),
+        local_workers=args.workers,
+    )
+    if args.no_auth:
+        print(
+            "sonic-runner serve: WARNING: --no-auth: anyone who reaches "
+            f"http://{args.bind}:{args.port} can submit and read jobs; use API keys beyond a laptop",
+            file=sys.stderr,
+        )
+    app = create_app(settings)
+    print(f"sonic-runner serve: listening on http://{args.bind}:{args.port} (docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.bind, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .store import JobStore
+    from .store.api_keys import ApiKeys
+
+    with JobStore(_db_url(args.db)) as store:
+        keys = ApiKeys(store)
+        if args.action == "create":
+            if not args.name_or_id:
+                raise ValueError("keys create NAME: give the key a name (who uses it)")
+            key, secret = keys.create(args.name_or_id, max_queued=args.max_queued, per_minute=args.per_minute)
+            print(secret)
+            print(
+                f"key {key.key_id} ({key.name}) created; the secret above is shown only once", file=sys.stderr
+            )
+        elif args.action == "list":
+            for key in keys.list():
+                state = "active" if key.active else "revoked"
+                print(
+                    f"{key.key_id}\t{key.name}\t{state}\tmax_queued={key.max_queued}\tper_minute={key.per_minute}"
+                )
+        else:
+            if not args.name_or_id:
+                raise ValueError("keys revoke ID: give the key id (see keys list)")
+            if not keys.revoke(args.name_or_id):
+                raise ValueError(f"keys revoke {args.name_or_id}: no active key with that id (see keys list)")
+            print(f"key {args.name_or_id} revoked")
+    return EXIT_OK
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

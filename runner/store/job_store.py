@@ -31,7 +31,7 @@ from .schema import meta as meta_t
 #: redelivered job look unknown to the host that already runs it).
 _PROMPT_NAMESPACE = uuid.UUID("6f1c2a57-3b7e-4c55-9a51-5d1f0e2b7c11")
 
-_JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name != "batch")
+_JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name not in ("batch", "owner"))
 _ATTEMPT_COLUMNS = tuple(c.name for c in attempts_t.columns)
 
 
@@ -174,6 +174,7 @@ class JobStore:
         meta: dict[str, object] | None = None,
         *,
         batch: str = "",
+        owner: str | None = None,
         skip_existing: bool = False,
     ) -> int:
         """Insert jobs (and meta) in one transaction; return how many rows were new.
@@ -181,7 +182,7 @@ class JobStore:
         ``skip_existing``: a job id already in the store is left as it is, so publishing the
         same manifest twice never makes a second job (job ids are stable).
         """
-        rows = [self._job_row(job, batch) for job in jobs]
+        rows = [self._job_row(job, batch, owner) for job in jobs]
         with self._engine.begin() as conn:
             if meta:
                 self._upsert_meta(conn, meta)
@@ -196,16 +197,30 @@ class JobStore:
                 inserted += len(conn.execute(stmt, rows[start : start + 1000]).all())
             return inserted
 
-    def _job_row(self, job: JobRecord, batch: str) -> dict[str, Any]:
+    def _job_row(self, job: JobRecord, batch: str, owner: str | None) -> dict[str, Any]:
         row = {col: getattr(job, col) for col in _JOB_COLUMNS}
         row["error"] = self._clean(row["error"])
         if row["host"] is not None:
             row["host"] = strip_userinfo(row["host"])
-        row["batch"] = batch
+        row["batch"], row["owner"] = batch, owner
         return row
 
-    def jobs(self, states: Iterable[str] | None = None, *, batch: str | None = None) -> list[JobRecord]:
+    def jobs(
+        self,
+        states: Iterable[str] | None = None,
+        *,
+        batch: str | None = None,
+        owner: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
         stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+        if owner is not None:
+            stmt = stmt.where(jobs_t.c.owner == owner)
+        if since is not None:
+            stmt = stmt.where(jobs_t.c.created_at >= since)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         if states is not None:
             stmt = stmt.where(jobs_t.c.state.in_(tuple(states)))
         if batch is not None:
@@ -214,8 +229,11 @@ class JobStore:
         with self._engine.connect() as conn:
             return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
 
-    def job(self, job_id: str) -> JobRecord | None:
+    def job(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
+        """The job, or None; with ``owner``, None too when another key owns it (ids do not leak)."""
         stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS)).where(jobs_t.c.job_id == job_id)
+        if owner is not None:
+            stmt = stmt.where(jobs_t.c.owner == owner)
         with self._engine.connect() as conn:
             row = conn.execute(stmt).first()
         return JobRecord(**dict(row._mapping)) if row else None
@@ -377,10 +395,12 @@ class JobStore:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------ summaries
-    def counts(self, *, batch: str | None = None) -> dict[str, int]:
+    def counts(self, *, batch: str | None = None, owner: str | None = None) -> dict[str, int]:
         stmt = select(jobs_t.c.state, func.count()).group_by(jobs_t.c.state)
         if batch is not None:
             stmt = stmt.where(jobs_t.c.batch == batch)
+        if owner is not None:
+            stmt = stmt.where(jobs_t.c.owner == owner)
         with self._engine.connect() as conn:
             return {state: n for state, n in conn.execute(stmt)}
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 #: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -39,6 +39,7 @@ jobs = Table(
     metadata,
     Column("job_id", String(200), primary_key=True),
     Column("batch", String(200), nullable=False, server_default=""),
+    Column("owner", String(64)),  # the API key that submitted it (None: a CLI batch)
     Column("row", Integer, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("spec", JSON, nullable=False),
@@ -62,6 +63,7 @@ jobs = Table(
     Index("sonic_jobs_state", "state", "priority", "row"),
     Index("sonic_jobs_batch", "batch", "row"),
     Index("sonic_jobs_host", "host", "state"),
+    Index("sonic_jobs_owner", "owner", "created_at"),
 )
 
 attempts = Table(
@@ -114,4 +116,28 @@ webhooks = Table(
     Column("last_error", Text),
     UniqueConstraint("msg_id", name="sonic_webhooks_msg"),
     Index("sonic_webhooks_due", "state", "next_at"),
+)
+
+#: API keys: only a SHA-256 of the secret is kept, so a leaked database leaks no key.
+api_keys = Table(
+    "sonic_api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("max_queued", Integer, nullable=False),
+    Column("per_minute", Integer, nullable=False),
+    UniqueConstraint("secret_hash", name="sonic_api_keys_hash"),
+)
+
+#: Idempotency-Key -> the job the first request made (per API key).
+idempotency = Table(
+    "sonic_idempotency",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("job_id", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
 )

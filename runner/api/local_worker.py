@@ -1,0 +1,193 @@
+"""The in-process worker of the embedded default: runs queued jobs with the embedded executor.
+
+``serve`` with no broker runs this thread, so a laptop needs no RabbitMQ and no ComfyUI
+host: it takes the most urgent queued job (compare-and-set, so several replicas or
+threads never take the same one), renders it in this process on the lite backend (or
+sonic with weights), stores the outputs, records the end and queues the webhook.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ..jobs import DEAD, DONE, FETCHING, QUEUED, RUNNING, UPLOADING, JobRecord
+from ..storage import ObjectStore, job_key
+from ..store import AttemptTaken, JobStore, StaleJob, attempt_prompt_id
+from ..store.outbox import Outbox
+from ..workflow import apply_params, load_workflow
+from .settings import ServeSettings
+
+log = logging.getLogger(__name__)
+HOST = "embedded"
+
+
+class LocalWorker:
+    """One thread that renders queued jobs one at a time."""
+
+    def __init__(
+        self, settings: ServeSettings, store: JobStore, storage: ObjectStore, outbox: Outbox, metrics=None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.storage = storage
+        self.outbox = outbox
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._cancel: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LocalWorker:
+        self._thread = threading.Thread(target=self._loop, name="sonic-local-worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def interrupt(self, job: JobRecord) -> None:
+        """Cancel a running job: its render's result is discarded and it ends cancelled."""
+        self._cancel.add(job.job_id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._take()
+            except Exception:  # noqa: BLE001 - a database blip must not end the worker
+                log.exception("local worker: cannot read the job store; retrying")
+                job = None
+            if job is None:
+                self._stop.wait(0.2)
+                continue
+            self._run(job)
+
+    def _take(self) -> JobRecord | None:
+        queued = sorted(self.store.jobs([QUEUED], limit=200), key=lambda j: (j.priority, j.created_at))
+        for job in queued:
+            try:
+                self.store.transition(job, UPLOADING, queued_seconds=time.time() - job.created_at)
+                return job
+            except StaleJob:
+                continue  # another worker took it (or it was cancelled)
+        return None
+
+    def _run(self, job: JobRecord) -> None:
+        work = Path(tempfile.mkdtemp(prefix=f"sonic-{job.job_id[:8]}-", dir=self._work_dir()))
+        try:
+            prompt = self._prompt(job, work)
+            pid = attempt_prompt_id(job.job_id, job.attempts + 1)
+            self.store.start_attempt(job, HOST, pid, "local", None)
+            self.store.transition(job, RUNNING, attempt_state="running", started_at=time.time())
+            self.store.add_event(job.job_id, "state", {"state": RUNNING})
+            from .. import embedded
+
+            files = embedded.run_embedded(prompt, work / "out", self._progress(job))
+            run_s = time.time() - (job.started_at or time.time())
+            if job.job_id in self._cancel:
+                self._end(job, DEAD, "cancelled by the client", "cancelled", run_s=run_s)
+                return
+            self.store.transition(job, FETCHING, attempt_state="fetching", run_seconds=run_s)
+            keys = []
+            for path in files:
+                key = job_key(job.job_id, "outputs", Path(path).name)
+                self.storage.put_file(key, Path(path), "video/mp4" if str(path).endswith(".mp4") else None)
+                keys.append(key)
+            self._end(job, DONE, outputs=keys, run_s=run_s)
+        except (AttemptTaken, StaleJob):
+            log.warning("job %s was taken over elsewhere; leaving it", job.job_id)
+        except Exception as exc:  # noqa: BLE001 - the job's own failure, told in one line
+            from ..host_errors import ENGINE_ERROR_NAMES
+
+            name = type(exc).__name__
+            kind = "input" if name in ENGINE_ERROR_NAMES or name == "WorkflowError" else "internal"
+            if kind == "internal":
+                log.exception("job %s: unexpected error", job.job_id)
+            message = str(exc).splitlines()[0] if str(exc) else name
+            self._end(
+                job,
+                DEAD,
+                message if kind == "input" else f"internal error ({name}); see the server log",
+                kind,
+            )
+        finally:
+            self._cancel.discard(job.job_id)
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _work_dir(self) -> Path:
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.settings.work_dir
+
+    def _prompt(self, job: JobRecord, work: Path) -> dict:
+        spec = job.spec
+        image = self.storage.get_file(spec["image"], work / Path(spec["image"]).name)
+        audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
+        template = load_workflow(self.settings.templates_dir / f"{spec['template']}_api.json")
+        params = {**spec.get("params", {}), "image": str(image), "audio": str(audio)}
+        try:
+            from ..workflow import get_param
+
+            get_param(template, "duration")
+            params["duration"] = spec["duration"]
+        except Exception:  # noqa: BLE001 - a template without a duration input
+            pass
+        return apply_params(template, params)
+
+    def _progress(self, job: JobRecord):
+        last = [0.0]
+
+        def sink(event: dict) -> None:
+            if event.get("event") != "progress" or not event.get("max"):
+                return
+            now = time.monotonic()
+            if now - last[0] < 0.25 and event.get("value") != event.get("max"):
+                return  # at most ~4 progress rows a second per job
+            last[0] = now
+            percent = round(100.0 * float(event["value"]) / float(event["max"]), 1)
+            self.store.add_event(job.job_id, "progress", {"node": event.get("title"), "percent": percent})
+
+        return sink
+
+    def _end(
+        self,
+        job: JobRecord,
+        state: str,
+        error: str | None = None,
+        kind: str | None = None,
+        outputs: list[str] | None = None,
+        run_s: float | None = None,
+    ) -> None:
+        now = time.time()
+        changes: dict = {"finished_at": now}
+        if outputs is not None:
+            changes["outputs"] = outputs
+        if error is not None:
+            changes.update(error=error, error_kind=kind)
+        if run_s is not None:
+            changes["run_seconds"] = run_s
+        attempt_state = "done" if state == DONE else ("dead" if job.attempts else None)
+        self.store.transition(job, state, attempt_state=attempt_state, **changes)
+        status = "cancelled" if kind == "cancelled" else state
+        self.store.add_event(job.job_id, "state", {"state": status})
+        if self.metrics is not None:
+            tier = job.spec.get("tier", "?")
+            self.metrics.finished.labels(state=status, reason=kind or "").inc()
+            self.metrics.latency.labels(tier=tier, phase="total").observe(now - job.created_at)
+            self.metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
+            if run_s is not None:
+                self.metrics.latency.labels(tier=tier, phase="run").observe(run_s)
+        url = job.spec.get("webhook_url")
+        if url:
+            payload = {
+                "type": f"job.{status}",
+                "id": job.job_id,
+                "status": status,
+                "outputs": job.outputs,
+                "error": error,
+            }
+            self.outbox.enqueue(job.job_id, url, f"job.{status}", payload)

@@ -1,0 +1,113 @@
+"""API keys and idempotency keys of the HTTP API, in the job store's database.
+
+A key is shown once, at creation (``sk_<key id>_<secret>``); the database keeps only its
+SHA-256, so a copy of the database lets nobody submit jobs. Limits live on the key row, so
+every API replica enforces the same ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from .job_store import JobStore
+from .schema import api_keys as keys_t
+from .schema import idempotency as idem_t
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    created_at: float
+    revoked_at: float | None
+    max_queued: int
+    per_minute: int
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeys:
+    """Create, look up and revoke keys; remember Idempotency-Keys."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._engine = store.engine
+
+    def create(self, name: str, *, max_queued: int = 100, per_minute: int = 60) -> tuple[ApiKey, str]:
+        """A new key and its secret (shown once; only its hash is stored)."""
+        key_id = secrets.token_hex(6)
+        secret = f"sk_{key_id}_{secrets.token_urlsafe(24)}"
+        row = {
+            "key_id": key_id,
+            "name": name,
+            "secret_hash": _hash(secret),
+            "created_at": time.time(),
+            "revoked_at": None,
+            "max_queued": int(max_queued),
+            "per_minute": int(per_minute),
+        }
+        with self._engine.begin() as conn:
+            conn.execute(keys_t.insert().values(**row))
+        row.pop("secret_hash")
+        return ApiKey(**row), secret
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None (unknown or revoked)."""
+        stmt = select(keys_t).where(keys_t.c.secret_hash == _hash(secret), keys_t.c.revoked_at.is_(None))
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return self._key(row) if row else None
+
+    def list(self) -> list[ApiKey]:
+        with self._engine.connect() as conn:
+            return [self._key(r) for r in conn.execute(select(keys_t).order_by(keys_t.c.created_at))]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(keys_t)
+                .where(keys_t.c.key_id == key_id, keys_t.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return result.rowcount == 1
+
+    @staticmethod
+    def _key(row) -> ApiKey:
+        data = dict(row._mapping)
+        data.pop("secret_hash", None)
+        return ApiKey(**data)
+
+    # ------------------------------------------------------------------ idempotency
+    def claim_idempotency(self, owner: str, key: str, job_id: str) -> str:
+        """Bind ``key`` to ``job_id`` unless it is bound already; returns the job id it is bound to.
+
+        The insert is the arbiter: of many concurrent requests with one key (on any replica)
+        exactly one insert wins, and every other request gets the winner's job id.
+        """
+        stmt = self._store.dialect.insert(idem_t).values(
+            owner=owner, key=key, job_id=job_id, created_at=time.time()
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["owner", "key"]))
+            bound = conn.execute(
+                select(idem_t.c.job_id).where(idem_t.c.owner == owner, idem_t.c.key == key)
+            ).scalar_one()
+        return bound
+
+    def release_idempotency(self, owner: str, key: str, job_id: str) -> None:
+        """Forget a binding whose job was never made (its request failed validation later)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                idem_t.delete().where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == job_id)
+            )

@@ -1,0 +1,224 @@
+"""`sonic-runner serve` as a service calls it: submit over HTTP, follow, download, refusals."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from comfyui_sonic.runner.api.app import create_app
+from comfyui_sonic.runner.api.settings import ServeSettings
+from comfyui_sonic.runner.store.api_keys import ApiKeys
+from fastapi.testclient import TestClient
+
+from tests.conftest import speech_like
+
+ROOT = Path(__file__).resolve().parents[3]
+FACE = (ROOT / "demo" / "sonic_example_face.jpg").read_bytes()
+
+
+def _wav(seconds: float) -> bytes:
+    samples = (speech_like(seconds) * 32767).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+SPEECH = _wav(1.2)
+
+
+def _settings(tmp_path: Path, **changes) -> ServeSettings:
+    base = dict(
+        db_url=f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        storage=str(tmp_path / "objects"),
+        work_dir=tmp_path / "work",
+        auth=False,
+    )
+    return ServeSettings(**{**base, **changes})
+
+
+def _files(
+    image: bytes = FACE, audio: bytes = SPEECH, image_name: str = "face.jpg", audio_name: str = "s.wav"
+):
+    return {
+        "image": (image_name, image, "application/octet-stream"),
+        "audio": (audio_name, audio, "audio/wav"),
+    }
+
+
+def _wait_done(client: TestClient, url: str, headers=None, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(url, headers=headers).json()
+        if body["status"] in ("done", "dead", "cancelled"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job did not finish: {body}")
+
+
+def test_the_embedded_default_renders_a_job_end_to_end(tmp_path):
+    """What the README's curl example does: POST face + speech, poll, download the MP4."""
+    import av
+
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        answer = client.post("/v1/jobs", files=_files(), data={"duration": "5", "tier": "fast"})
+        assert answer.status_code == 202, answer.text
+        job = answer.json()
+        assert job["status"] == "queued" and job["status_url"].endswith(job["id"])
+        done = _wait_done(client, f"/v1/jobs/{job['id']}")
+        assert done["status"] == "done", done
+        assert done["template"] == "sonic_lite_fast"
+        assert done["duration_s"] == pytest.approx(1.2, abs=0.01)
+        assert done["notes"] == ["duration 5 s corrected to 1.200 s from the audio"]
+        assert [a["state"] for a in done["attempts"]] == ["done"]
+        (output,) = done["outputs"]
+        video = client.get(output["url"].replace("http://testserver", ""))
+        assert video.status_code == 200
+        path = tmp_path / "out.mp4"
+        path.write_bytes(video.content)
+        with av.open(str(path)) as container:
+            assert container.streams.video and container.streams.audio
+            assert container.streams.video[0].frames == 30  # 1.2 s at 25 fps
+
+        events = client.get(f"/v1/jobs/{job['id']}/events").text
+        assert "event: progress" in events and '"state": "done"' in events
+
+        metrics = client.get("/metrics").text
+        assert 'sonic_jobs_submitted_total{priority="P1",tier="fast"} 1.0' in metrics
+        assert 'sonic_jobs{state="done"} 1.0' in metrics
+        assert 'sonic_jobs_finished_total{reason="",state="done"} 1.0' in metrics
+
+
+def _empty(tmp_path: Path) -> bool:
+    return not any(p.is_file() for p in (tmp_path / "objects").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "field", "words"),
+    [
+        (_files(image=b"just some text"), {}, "image", "not a picture"),
+        (_files(image=FACE[: len(FACE) // 2]), {}, "image", "cannot be decoded"),
+        (_files(audio=FACE), {}, "audio", "no audio stream"),
+        (_files(audio=_wav(0.05)), {}, "audio", "at least 0.5 s"),
+        (_files(audio=_wav(3.0)), {}, "audio", "at most 2 s"),
+        (_files(), {"template": "sonic_nope"}, "template", "unknown"),
+        (_files(), {"Animate.seed": "abc"}, "Animate.seed", "not a whole number"),
+        (_files(), {"Nope.thing": "1"}, "Nope.thing", "Nope.thing"),
+        (_files(), {"tier": "ultra"}, "tier", "fast, balanced, hq"),
+        (_files(), {"priority": "P7"}, "priority", "P0, P1, P2"),
+        (_files(), {"webhook_url": "ftp://example.com/x"}, "webhook_url", "http"),
+        (_files(), {"webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url", "non-public"),
+        (_files(), {"webhook_url": "http://169.254.169.254/latest"}, "webhook_url", "non-public"),
+    ],
+)
+def test_bad_requests_are_refused_before_anything_is_stored(tmp_path, files, data, field, words):
+    app = create_app(_settings(tmp_path, max_audio_s=2.0), start_workers=False)
+    with TestClient(app) as client:
+        answer = client.post("/v1/jobs", files=files, data=data)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == field and words in error["message"]
+        assert "Traceback" not in answer.text
+        assert client.get("/v1/jobs").json() == {"jobs": []}
+    assert _empty(tmp_path)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    app = create_app(_settings(tmp_path, max_upload_bytes=10_000), start_workers=False)
+    with TestClient(app) as client:
+        answer = client.post("/v1/jobs", files=_files(image=bytes(3_000_000)))
+        assert answer.status_code == 413 and "limit" in answer.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: counted while it streams
+            for _ in range(2000):
+                yield bytes(1024 * 1024)
+
+        streamed = client.post(
+            "/v1/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+        assert streamed.status_code == 413
+    assert _empty(tmp_path)
+
+
+def test_api_keys_see_only_their_own_jobs(tmp_path):
+    settings = _settings(tmp_path, auth=True)
+    app = create_app(settings, start_workers=False)
+    with TestClient(app) as client:
+        keys = ApiKeys(client.app.app.state.store)
+        (_, mine), (other_key, theirs) = keys.create("shop"), keys.create("school")
+        assert client.post("/v1/jobs", files=_files()).status_code == 401
+        assert (
+            client.post("/v1/jobs", files=_files(), headers={"authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        job = client.post("/v1/jobs", files=_files(), headers={"authorization": f"Bearer {mine}"}).json()
+        assert (
+            client.get(f"/v1/jobs/{job['id']}", headers={"authorization": f"Bearer {mine}"}).status_code
+            == 200
+        )
+        other = client.get(f"/v1/jobs/{job['id']}", headers={"authorization": f"Bearer {theirs}"})
+        assert other.status_code == 404  # not 403: ids do not leak
+        assert client.get("/v1/jobs", headers={"authorization": f"Bearer {theirs}"}).json() == {"jobs": []}
+        keys.revoke(other_key.key_id)
+        assert client.get("/v1/jobs", headers={"authorization": f"Bearer {theirs}"}).status_code == 401
+
+
+def test_per_key_limits_answer_429_with_retry_after(tmp_path):
+    app = create_app(_settings(tmp_path, auth=True), start_workers=False)
+    with TestClient(app) as client:
+        _, secret = ApiKeys(client.app.app.state.store).create("burst", per_minute=2, max_queued=10)
+        auth = {"authorization": f"Bearer {secret}"}
+        assert [client.post("/v1/jobs", files=_files(), headers=auth).status_code for _ in range(2)] == [
+            202,
+            202,
+        ]
+        third = client.post("/v1/jobs", files=_files(), headers=auth)
+        assert third.status_code == 429 and third.headers["retry-after"]
+        assert "per minute" in third.json()["error"]["message"]
+
+
+def test_one_idempotency_key_makes_one_job_under_concurrent_requests(tmp_path):
+    app = create_app(_settings(tmp_path), start_workers=False)
+    with TestClient(app) as client:
+        ids: list[str] = []
+
+        def submit() -> None:
+            for _ in range(5):
+                answer = client.post("/v1/jobs", files=_files(), headers={"idempotency-key": "order-42"})
+                assert answer.status_code in (200, 202), answer.text
+                ids.append(answer.json()["id"])
+
+        threads = [threading.Thread(target=submit) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(ids) == 40 and len(set(ids)) == 1
+        assert len(client.get("/v1/jobs").json()["jobs"]) == 1
+
+
+def test_cancelling_a_queued_job_and_a_finished_one(tmp_path):
+    app = create_app(_settings(tmp_path), start_workers=False)
+    with TestClient(app) as client:
+        job = client.post("/v1/jobs", files=_files()).json()
+        cancelled = client.delete(f"/v1/jobs/{job['id']}")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        again = client.delete(f"/v1/jobs/{job['id']}")
+        assert again.status_code == 409 and again.json()["error"]["code"] == "already_finished"
+
+
+def test_templates_health_and_readiness(tmp_path):
+    with TestClient(create_app(_settings(tmp_path), start_workers=False)) as client:
+        names = {t["name"]: t for t in client.get("/v1/templates").json()["templates"]}
+        assert "sonic_lite_balanced" in names and "seed" in names["sonic_lite_balanced"]["inputs"]
+        assert client.get("/healthz").json() == {"ok": True}
+        ready = client.get("/readyz").json()
+        assert ready == {"ready": True, "checks": {"database": "ok", "storage": "ok", "broker": "ok"}}
