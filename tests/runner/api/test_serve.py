@@ -222,3 +222,74 @@ def test_templates_health_and_readiness(tmp_path):
         assert client.get("/healthz").json() == {"ok": True}
         ready = client.get("/readyz").json()
         assert ready == {"ready": True, "checks": {"database": "ok", "storage": "ok", "broker": "ok"}}
+
+
+def test_a_finished_job_calls_its_webhook_signed_the_standard_way(tmp_path):
+    from tests.runner.test_webhook_delivery import SECRET, Receiver
+
+    receiver = Receiver()
+    settings = _settings(tmp_path, webhook_secret=SECRET, allow_private_webhooks=True)
+    try:
+        with TestClient(create_app(settings)) as client:
+            job = client.post("/v1/jobs", files=_files(), data={"webhook_url": receiver.url}).json()
+            assert _wait_done(client, f"/v1/jobs/{job['id']}")["status"] == "done"
+            deadline = time.monotonic() + 30
+            while not receiver.seen and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        receiver.close()
+    assert receiver.bad_signatures == 0
+    (delivery,) = receiver.seen
+    assert delivery["payload"]["id"] == job["id"] and delivery["payload"]["status"] == "done"
+
+
+def test_outputs_in_an_s3_bucket_come_back_as_presigned_urls(tmp_path, monkeypatch):
+    import requests
+
+    from tests.services.seaweedfs import ACCESS_KEY, SECRET_KEY, start_seaweedfs
+
+    seaweed = start_seaweedfs()
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        settings = _settings(tmp_path, storage="s3://sonic-probe/serve-test", s3_endpoint=seaweed.endpoint)
+        with TestClient(create_app(settings)) as client:
+            job = client.post("/v1/jobs", files=_files()).json()
+            done = _wait_done(client, f"/v1/jobs/{job['id']}")
+            assert done["status"] == "done", done
+            (output,) = done["outputs"]
+            assert output["url"].startswith(seaweed.endpoint) and "Signature" in output["url"]
+            video = requests.get(output["url"], timeout=30)
+            assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+            assert client.get("/readyz").json()["checks"]["storage"] == "ok"
+        keys = [
+            k
+            for k, _ in __import__("comfyui_sonic.runner.storage", fromlist=["S3Store"])
+            .S3Store(
+                "sonic-probe", prefix="serve-test", endpoint_url=seaweed.endpoint, client=seaweed.client()
+            )
+            .keys()
+        ]
+        assert sorted(k.split("/", 2)[2] for k in keys) == [
+            "inputs/audio.wav",
+            "inputs/image.jpg",
+            f"outputs/{output['name']}",
+        ]
+    finally:
+        seaweed.stop()
+
+
+def test_keys_are_managed_from_the_command_line(tmp_path, capsys):
+    from comfyui_sonic.runner.cli import main
+
+    db = f"sqlite:///{tmp_path / 'keys.sqlite'}"
+    assert main(["keys", "create", "shop", "--db", db, "--per-minute", "5"]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert secret.startswith("sk_")
+    assert main(["keys", "list", "--db", db]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    key_id = line.split("\t")[0]
+    assert "shop\tactive" in line and "per_minute=5" in line and secret not in line
+    assert main(["keys", "revoke", key_id, "--db", db]) == 0
+    assert main(["keys", "revoke", key_id, "--db", db]) == 2
+    assert "no active key" in capsys.readouterr().err
