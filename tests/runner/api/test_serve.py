@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from comfyui_sonic.runner.api.app import create_app
 from comfyui_sonic.runner.api.settings import ServeSettings
+from comfyui_sonic.runner.storage import S3Store
 from comfyui_sonic.runner.store.api_keys import ApiKeys
 from fastapi.testclient import TestClient
 
@@ -262,14 +263,10 @@ def test_outputs_in_an_s3_bucket_come_back_as_presigned_urls(tmp_path, monkeypat
             video = requests.get(output["url"], timeout=30)
             assert video.status_code == 200 and video.content[4:8] == b"ftyp"
             assert client.get("/readyz").json()["checks"]["storage"] == "ok"
-        keys = [
-            k
-            for k, _ in __import__("comfyui_sonic.runner.storage", fromlist=["S3Store"])
-            .S3Store(
-                "sonic-probe", prefix="serve-test", endpoint_url=seaweed.endpoint, client=seaweed.client()
-            )
-            .keys()
-        ]
+        bucket = S3Store(
+            "sonic-probe", prefix="serve-test", endpoint_url=seaweed.endpoint, client=seaweed.client()
+        )
+        keys = [key for key, _ in bucket.keys()]
         assert sorted(k.split("/", 2)[2] for k in keys) == [
             "inputs/audio.wav",
             "inputs/image.jpg",
