@@ -157,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-private-webhooks", action="store_true", help="allow webhook URLs on private addresses"
     )
-    serve.add_argument("--workers", type=int, default=1, help="in-process render threads (embedded default)")
 
     keys = sub.add_parser("keys", help="API keys of `serve`: create, list, revoke")
     keys.add_argument("action", choices=("create", "list", "revoke"))
@@ -538,7 +537,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_audio_s=args.max_audio_s,
         allow_private_webhooks=args.allow_private_webhooks,
         webhook_secret=os.environ.get("SONIC_WEBHOOK_SECRET"),
-        local_workers=args.workers,
     )
     if args.no_auth:
         print(

@@ -99,8 +99,7 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         if start_workers and settings.broker_url is None:
             from .local_worker import LocalWorker
 
-            for _ in range(max(1, settings.local_workers)):
-                background.append(LocalWorker(settings, store, storage, outbox, metrics).start())
+            background.append(LocalWorker(settings, store, storage, outbox, metrics).start())
         if start_workers and settings.webhook_secret:
             from ..webhook_delivery import WebhookDispatcher
 

@@ -24,6 +24,9 @@ from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 HOST = "embedded"
+#: The embedded executor sets process-wide state (the nodes' output folder and progress hook),
+#: so one process renders one job at a time; run more `serve` replicas to use more cores.
+_RENDER_LOCK = threading.Lock()
 
 
 class LocalWorker:
@@ -87,7 +90,8 @@ class LocalWorker:
             self.store.add_event(job.job_id, "state", {"state": RUNNING})
             from .. import embedded
 
-            files = embedded.run_embedded(prompt, work / "out", self._progress(job))
+            with _RENDER_LOCK:
+                files = embedded.run_embedded(prompt, work / "out", self._progress(job))
             run_s = time.time() - (job.started_at or time.time())
             if job.job_id in self._cancel:
                 self._end(job, DEAD, "cancelled by the client", "cancelled", run_s=run_s)

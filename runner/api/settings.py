@@ -26,4 +26,3 @@ class ServeSettings:
         default_factory=lambda: Path(__file__).resolve().parent.parent.parent / "workflows" / "api"
     )
     work_dir: Path = Path("sonic-data/work")
-    local_workers: int = 1

@@ -290,3 +290,24 @@ def test_keys_are_managed_from_the_command_line(tmp_path, capsys):
     assert main(["keys", "revoke", key_id, "--db", db]) == 0
     assert main(["keys", "revoke", key_id, "--db", db]) == 2
     assert "no active key" in capsys.readouterr().err
+
+
+def test_two_replicas_on_one_postgresql_run_every_job_exactly_once(tmp_path, postgres_server):
+    """Two `serve` processes share the database and the bucket: each job is taken by one worker."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_server.url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    settings = [
+        _settings(tmp_path, db_url=postgres_server.url, work_dir=tmp_path / f"work{i}") for i in range(2)
+    ]
+    apps = [create_app(s) for s in settings]
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        ids = [(first if i % 2 else second).post("/v1/jobs", files=_files()).json()["id"] for i in range(6)]
+        finished = [_wait_done(first, f"/v1/jobs/{job_id}") for job_id in ids]
+        assert [f["status"] for f in finished] == ["done"] * 6
+        assert all(len(f["attempts"]) == 1 for f in finished)  # nobody ran a job twice
+        seen_by_second = second.get("/v1/jobs").json()["jobs"]
+        assert sorted(j["id"] for j in seen_by_second) == sorted(ids)
