@@ -147,7 +147,8 @@ class S3Store:
         self.endpoint_url = endpoint_url
         self.description = f"s3://{bucket}/{self.prefix}" + (f" at {endpoint_url}" if endpoint_url else "")
         config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-        self._s3 = client or boto3.client(
+        # A session of its own: boto3's default session caches the first credentials it found.
+        self._s3 = client or boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config
         )
 

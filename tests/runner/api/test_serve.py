@@ -255,8 +255,9 @@ def test_outputs_in_an_s3_bucket_come_back_as_presigned_urls(tmp_path, monkeypat
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         settings = _settings(tmp_path, storage="s3://sonic-probe/serve-test", s3_endpoint=seaweed.endpoint)
         with TestClient(create_app(settings)) as client:
-            job = client.post("/v1/jobs", files=_files()).json()
-            done = _wait_done(client, f"/v1/jobs/{job['id']}")
+            answer = client.post("/v1/jobs", files=_files())
+            assert answer.status_code == 202, answer.text
+            done = _wait_done(client, f"/v1/jobs/{answer.json()['id']}")
             assert done["status"] == "done", done
             (output,) = done["outputs"]
             assert output["url"].startswith(seaweed.endpoint) and "Signature" in output["url"]
