@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
     keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
 
+    gc = sub.add_parser("gc", help="delete stored job inputs and outputs older than --older-than")
+    gc.add_argument(
+        "--bucket", default=None, help="s3://BUCKET[/PREFIX] or a folder (default sonic-data/objects)"
+    )
+    gc.add_argument("--s3-endpoint", default=None, metavar="URL")
+    gc.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 36h, 90m")
+
     dlq = sub.add_parser("dlq", help="fleet mode: list, re-drive or purge the broker's dead-letter queue")
     dlq.add_argument("action", choices=("list", "retry", "purge"))
     dlq.add_argument("--broker", required=True, metavar="URL", help="e.g. amqp://user:pass@rabbit:5672//")
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "dlq": cmd_dlq,
         "serve": cmd_serve,
         "keys": cmd_keys,
+        "gc": cmd_gc,
     }[args.command]
     try:
         return handler(args)
@@ -576,6 +584,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not keys.revoke(args.name_or_id):
                 raise ValueError(f"keys revoke {args.name_or_id}: no active key with that id (see keys list)")
             print(f"key {args.name_or_id} revoked")
+    return EXIT_OK
+
+
+def parse_age(text: str) -> float:
+    """'7d' / '36h' / '90m' / '45s' -> seconds (a bare number is seconds)."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--older-than {text!r}: give a duration such as 7d, 36h or 90m") from None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .storage import gc, open_store
+
+    store = open_store(args.bucket, s3_endpoint=args.s3_endpoint, default="sonic-data/objects")
+    removed = gc(store, parse_age(args.older_than))
+    print(f"removed {removed} object(s) older than {args.older_than} from {store.description}")
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -90,3 +91,20 @@ def test_store_specs_and_bad_keys(tmp_path):
         job_key("../etc", "outputs", "x")
     with pytest.raises(StorageError, match="inside the store"):
         LocalStore(tmp_path).put_bytes("../escape.txt", b"x")
+
+
+def test_the_gc_command_removes_old_outputs(tmp_path, capsys):
+    import os
+
+    from comfyui_sonic.runner.cli import main
+
+    store = LocalStore(tmp_path / "objects")
+    store.put_bytes(job_key("old", "outputs", "a.mp4"), b"a")
+    store.put_bytes(job_key("new", "outputs", "b.mp4"), b"b")
+    week_ago = time.time() - 8 * 86400
+    os.utime(store.root / "jobs/old/outputs/a.mp4", (week_ago, week_ago))
+    assert main(["gc", "--bucket", str(store.root), "--older-than", "7d"]) == 0
+    assert "removed 1 object(s)" in capsys.readouterr().out
+    assert [k for k, _ in store.keys()] == ["jobs/new/outputs/b.mp4"]
+    assert main(["gc", "--bucket", str(store.root), "--older-than", "a while"]) == 2
+    assert "7d, 36h or 90m" in capsys.readouterr().err
