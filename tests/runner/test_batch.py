@@ -542,7 +542,10 @@ def test_a_bad_value_ends_only_its_job_before_any_submission(inputs):
     code, jobs = run(make_batch(inputs, [host], [{"id": "good", "seed": 3}, {"id": "bad", "seed": "abc"}]))
     assert code == 1 and jobs["good"].state == "done"
     assert jobs["bad"].state == "dead" and jobs["bad"].error_kind == "input" and "seed" in jobs["bad"].error
-    assert jobs["bad"].attempts == 0 and len(host.submitted_prompts) == 1
+    # the failed preparation is journalled as an attempt that never reached the host
+    assert jobs["bad"].attempts == 1 and len(host.submitted_prompts) == 1
+    (attempt,) = make_journal_attempts(inputs, "bad")
+    assert (attempt["prompt_id"], attempt["state"], attempt["error_kind"]) == ("", "dead", "input")
 
 
 def test_a_submission_that_arrives_late_is_not_run_twice(inputs):
