@@ -269,6 +269,7 @@ class Batch:
         self.gave_up: list[str] | None = None  # one line per host when no host could work
         self._fleet_down: float | None = None  # since when (batch clock) no host could work
         self._run_started = 0.0
+        self._closed = False  # close() ran: a worker still winding down writes (and reports) nothing
         self.gave_up_after_s = 0.0
         self.jobs: dict[str, JobRecord] = {}
         self._open = 0  # jobs not yet done/dead (the loop ends at 0 with no worker left)
@@ -575,6 +576,8 @@ class Batch:
         """
         import traceback
 
+        if self._closed:  # the batch has ended; the journal is closed under this worker's feet
+            return
         log = self.config.error_log_file()
         what = f" while handling job {job.job_id} (state {job.state})" if job is not None else ""
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -595,6 +598,12 @@ class Batch:
                 )
                 self.bug_log = log
         self.stop()
+
+    def close(self) -> None:
+        """Close the journal and let another runner take it (the kernel does this on any exit, too)."""
+        self._closed = True
+        if self.journal is not None:
+            self.journal.close()
 
     def stop(self) -> None:
         """Stop dispatching and return from run(); in-flight jobs stay recorded for --resume."""
