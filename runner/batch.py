@@ -560,7 +560,7 @@ class Batch:
             return False
         waited = now - since
         self.gave_up = [
-            f"{h.label or h.name}: {self._redact(h.error or 'no answer yet')}"
+            f"{h.label or h.name}: {self._redact(h.error or f'no answer within {waited:.0f} s')}"
             for h in self.scheduler.hosts.values()
             if h.excluded is None
         ]

@@ -395,7 +395,7 @@ def _run_on_host(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             give_up_after=give_up,
             # one call may not outlast the give-up time (a black-holed address never answers)
-            request_timeout=max(1.0, min(30.0, give_up)),
+            request_timeout=max(1.0, min(30.0, 0.75 * give_up)),
         )
         batch = Batch(config)
         from .workflow import load_workflow
