@@ -434,3 +434,28 @@ def test_batch_rejects_a_give_up_time_that_is_not_positive(files, capsys):
         main(["batch", str(files / "sonic_api.json"), str(manifest), "--out", str(files / "o"), "--host",
               "http://x:1", "--give-up-after", "0"])  # fmt: skip
     assert exit_.value.code == 2 and "--give-up-after" in capsys.readouterr().err
+
+
+def test_a_runner_bug_exits_70_naming_its_log_and_resume_finishes_the_jobs(files, host, capsys, monkeypatch):
+    from comfyui_sonic.runner import client as client_module
+
+    host.set_faults(http_500={}, drop_socket=0, oom_above=None)
+    manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(3)])
+    out = files / "o"
+    argv = ["batch", str(files / "sonic_api.json"), str(manifest), "--host", host.url, "--out", str(out)]
+    argv += ["--quiet", "--poll-interval", "0.2", "--inflight", "1"]
+    real = client_module.ComfyClient.output_files
+
+    def broken(self, entry):
+        raise KeyError("outputs")  # stands for any bug inside the runner
+
+    monkeypatch.setattr(client_module.ComfyClient, "output_files", broken)
+    assert main(argv) == 70
+    log = out / "journal.runner-errors.log"
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sonic-runner:")]
+    assert f"traceback in {log}" in line and "--resume" in line and "KeyError" in log.read_text()
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs WHERE state='dead'").fetchone() == (0,)
+    monkeypatch.setattr(client_module.ComfyClient, "output_files", real)
+    assert main([*argv, "--resume"]) == 0
+    assert len(list(out.glob("*.mp4"))) == 3
