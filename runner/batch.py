@@ -531,6 +531,10 @@ class Batch:
             if emit_batch:
                 self._batch_event()
         if self.gave_up is not None:
+            # Jobs waiting out a retry backoff are queued again: the next run starts them at once.
+            for job in sorted(self.jobs.values(), key=lambda j: j.row):
+                if job.state == J.FAILED:
+                    self._move(job, J.QUEUED, next_attempt_at=0.0)
             self._emit({"event": "gave_up", "hosts": list(self.gave_up), "ts": time.time()})
 
     def _fleet_down_since(self, now: float) -> float | None:

@@ -986,3 +986,22 @@ def test_retry_excluded_tries_such_a_host_again(inputs):
     cfg = excluded_before(inputs, bare, full)  # its weights were installed since
     code, jobs = run(resume(BatchConfig(**{**cfg.__dict__, "retry_excluded": True}), [bare, full]))
     assert code == 0 and bare.executions
+
+
+def test_a_fleet_that_dies_mid_batch_gives_up_with_the_failed_jobs_queued_again(inputs):
+    from comfyui_sonic.runner.batch import EXIT_NO_HOST
+
+    a = MemHost("http://a:1", script=["ok", "die"])
+    batch = make_batch(
+        inputs,
+        [a],
+        [{"id": f"c{i}"} for i in range(4)],
+        inflight=1,
+        give_up_after=0.5,
+        health_backoff_base=0.05,
+    )
+    code, jobs = run(batch)
+    assert code == EXIT_NO_HOST and jobs["c0"].state == "done"
+    # c1 died with its host (its attempt abandoned), c2 and c3 never started: all wait for --resume
+    assert [jobs[f"c{i}"].state for i in (1, 2, 3)] == ["queued"] * 3
+    assert [a["state"] for a in make_journal_attempts(inputs, "c1")] == ["abandoned"]
