@@ -100,10 +100,6 @@ class BatchError(RuntimeError):
     """The batch cannot start (one line: what is wrong and what to do)."""
 
 
-class RunnerBug(RuntimeError):
-    """An unexpected exception inside the runner, already logged with its traceback."""
-
-
 class _LostAttempt(Exception):
     """The host confirmed it does not know the prompt: safe to run the job again."""
 
@@ -537,7 +533,7 @@ class Batch:
                     self._move(job, J.QUEUED, next_attempt_at=0.0)
             self._emit({"event": "gave_up", "hosts": list(self.gave_up), "ts": time.time()})
 
-    def _fleet_down_since(self, now: float) -> float | None:
+    def _fleet_down_since(self) -> float | None:
         """Since when (batch clock) no host could work, or None while one can (lock held).
 
         A host works when it is healthy and has answered, or holds jobs in flight; a host that
@@ -558,7 +554,7 @@ class Batch:
 
     def _no_host_can_work(self, now: float) -> bool:
         """True (and ``self.gave_up`` set) once no host could work for ``give_up_after`` s (lock held)."""
-        since = self._fleet_down_since(now)
+        since = self._fleet_down_since()
         self._fleet_down = since
         if since is None or now - since < self.config.give_up_after:
             return False

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=600.0,
         metavar="SECONDS",
-        help="stop with exit 3 when no host could work for this long (default 600); unfinished jobs "
+        help="stop with exit 3 when no host could work for this long (default 600; inf = never); unfinished jobs "
         "stay queued in the journal for --resume",
     )
     batch.add_argument(
