@@ -78,9 +78,22 @@ class BatchConfig:
     request_timeout: float = 30.0
     batch_event_interval: float = 1.0
     verify_outputs: bool = True
+    give_up_after: float = 600.0  # no host could work this long: stop (exit 3), jobs stay queued
+    retry_excluded: bool = False  # on resume, try again hosts an earlier run excluded (no weights)
 
     def journal_file(self) -> Path:
         return Path(self.journal_path) if self.journal_path else Path(self.out_dir) / "journal.sqlite"
+
+    def error_log_file(self) -> Path:
+        """Where a runner bug's traceback goes (beside the journal)."""
+        journal = self.journal_file()
+        return journal.with_name(journal.stem + ".runner-errors.log")
+
+
+#: run() exit codes beyond 0 (all done) and 1 (some job dead).
+EXIT_STOPPED = 130  # stop() was called: unfinished jobs stay in the journal for --resume
+EXIT_NO_HOST = 3  # no host could work for give_up_after seconds: unfinished jobs stay queued
+EXIT_RUNNER_BUG = 70  # an unexpected exception inside the runner (traceback in the error log)
 
 
 class BatchError(RuntimeError):
@@ -240,7 +253,6 @@ class Batch:
         self._lock = threading.Condition()
         self._emit_lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
-        self._prep_failures: dict[str, int] = {}
         self._free_attempts: dict[str, int] = {}  # attempts not counted (the host could not run the workflow)
         self._enqueued_at: dict[str, float] = {}
         self._durations: dict[str, float] = {}
@@ -248,6 +260,13 @@ class Batch:
         self._cancelling: set[str] = set()  # hosts whose cancel pass runs now (one thread each)
         self._reuploaded: set[str] = set()  # jobs already retried once after a host lost their uploads
         self._stop = threading.Event()
+        self.bug: str | None = None  # one line about a runner bug that stopped the batch
+        self.bug_log: Path | None = None
+        self.gave_up: list[str] | None = None  # one line per host when no host could work
+        self._fleet_down: float | None = None  # since when (batch clock) no host could work
+        self._run_started = 0.0
+        self._closed = False  # close() ran: a worker still winding down writes (and reports) nothing
+        self.gave_up_after_s = 0.0
         self.jobs: dict[str, JobRecord] = {}
         self._open = 0  # jobs not yet done/dead (the loop ends at 0 with no worker left)
         self.journal: Journal | None = None
@@ -300,7 +319,17 @@ class Batch:
         if cfg.resume and not exists:
             raise BatchError(f"--resume: journal {path} does not exist; start the batch without --resume")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(path, redact=self._redact)
+        # One writer per journal: a second runner stops here, before it writes anything.
+        self.journal = Journal(path, redact=self._redact, writer=True)
+        try:
+            self._load(workflow_hash)
+        except BaseException:
+            self.journal.close()  # (and with it the writer lock)
+            raise
+
+    def _load(self, workflow_hash: str) -> None:
+        cfg = self.config
+        path = cfg.journal_file()
         meta = self.journal.meta()
         if cfg.resume:
             if meta.get("workflow_hash") not in (None, workflow_hash):
@@ -316,13 +345,21 @@ class Batch:
             for job_id, n in stale.items():
                 self._free_attempts[job_id] = self._free_attempts.get(job_id, 0) + n
             self._reuploaded = set(stale)
-            # Hosts are tried again on resume (their weights may have been installed since).
+            # A host an earlier run found unable to run the workflow (no weights) stays excluded,
+            # unless asked to try it again (its weights may have been installed since).
+            excluded = {} if cfg.retry_excluded else dict(meta.get("excluded_hosts") or {})
+            for url, why in excluded.items():
+                host = self._resolve_host(url)
+                if host is not None:
+                    self.scheduler.exclude(
+                        host, f"{why} (excluded by an earlier run; --retry-excluded tries again)"
+                    )
             names = {**(meta.get("host_names") or {}), **self.host_names}
             self.journal.set_meta(
                 {
                     "host_names": {url: self._redact(name) for url, name in names.items()},
                     "hosts": sorted(set(self.specs) | set(meta.get("hosts") or [])),
-                    "excluded_hosts": {},
+                    "excluded_hosts": excluded,
                 }
             )
             self.host_names = names
@@ -412,49 +449,161 @@ class Batch:
                 "running": sum(c[s] for s in J.IN_FLIGHT_STATES),
                 "queued": c[J.QUEUED] + c[J.FAILED],
                 "ts": time.time(),
+                **self._waiting_fields(),
             }
         )
 
+    def _waiting_fields(self) -> dict:
+        """While no host can work: since when (epoch s) and when the batch gives up (the display shows it)."""
+        since = self._fleet_down
+        if since is None or self.gave_up is not None:
+            return {}
+        now_wall, now = time.time(), self._clock()
+        return {
+            "no_host_since": now_wall - (now - since),
+            "give_up_at": now_wall + (since + self.config.give_up_after - now),
+        }
+
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        """Dispatch until every job is done or dead; returns 0, or 1 if any job is dead."""
+        """Dispatch until every job is done or dead.
+
+        Returns 0 (all done), 1 (some job dead), EXIT_NO_HOST (no host could work for
+        ``give_up_after`` s; ``self.gave_up`` says why per host), EXIT_RUNNER_BUG (a bug in the
+        runner; ``self.bug`` names the log) or EXIT_STOPPED (``stop()``). In the last three
+        cases unfinished jobs stay in the journal as they are, and ``--resume`` continues them.
+        """
         if self.journal is None:
             self.open()
         self.started_at = time.time()
+        self._run_started = self._clock()
         self._open = sum(1 for j in self.jobs.values() if not j.final)
-        self._announce_dead_rows()
-        self._recover_and_queue()
-        self._check_abandoned_hosts()
-        last_batch_event = 0.0
         try:
-            while True:
-                with self._lock:
-                    now = self._clock()
-                    self._dispatch(now)
-                    for host in self.scheduler.due_checks(now):
-                        self._start_probe(host.name)
-                    if self._stop.is_set():
-                        break
-                    if not self._workers and self._open <= 0 and not self._cancel_in_flight():
-                        break
-                    wake = self.scheduler.next_wakeup()
-                    delay = 0.25 if wake is None else max(0.005, min(0.25, wake - now))
-                    if time.time() - last_batch_event >= self.config.batch_event_interval:
-                        last_batch_event = time.time()
-                        emit_batch = True
-                    else:
-                        emit_batch = False
-                    self._lock.wait(delay)
-                if emit_batch:
-                    self._batch_event()
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - a runner bug stops the batch; it never ends a job
+            self._runner_bug(exc)
         finally:
             stopped = self._stop.is_set()
             self._stop.set()
             self.finished_at = time.time()
         self._batch_event()
+        with self._lock:
+            idle = not self._workers
+        if idle:  # nothing of this run writes any more: another runner may take the journal
+            self.journal.release_writer()
+        if self.bug is not None:
+            return EXIT_RUNNER_BUG
+        if self.gave_up is not None:
+            return EXIT_NO_HOST
         if stopped:
-            return 130  # stopped early: unfinished jobs stay in the journal for --resume
+            return EXIT_STOPPED
         return 1 if any(j.state == J.DEAD for j in self.jobs.values()) else 0
+
+    def _loop(self) -> None:
+        self._announce_dead_rows()
+        self._recover_and_queue()
+        self._check_abandoned_hosts()
+        last_batch_event = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._dispatch(now)
+                for host in self.scheduler.due_checks(now):
+                    self._start_probe(host.name)
+                if self._stop.is_set():
+                    break
+                if self._no_host_can_work(now):
+                    break
+                if not self._workers and self._open <= 0 and not self._cancel_in_flight():
+                    break
+                wake = self.scheduler.next_wakeup()
+                delay = 0.25 if wake is None else max(0.005, min(0.25, wake - now))
+                if time.time() - last_batch_event >= self.config.batch_event_interval:
+                    last_batch_event = time.time()
+                    emit_batch = True
+                else:
+                    emit_batch = False
+                self._lock.wait(delay)
+            if emit_batch:
+                self._batch_event()
+        if self.gave_up is not None:
+            # Jobs waiting out a retry backoff are queued again: the next run starts them at once.
+            for job in sorted(self.jobs.values(), key=lambda j: j.row):
+                if job.state == J.FAILED:
+                    self._move(job, J.QUEUED, next_attempt_at=0.0)
+            self._emit({"event": "gave_up", "hosts": list(self.gave_up), "ts": time.time()})
+
+    def _fleet_down_since(self) -> float | None:
+        """Since when (batch clock) no host could work, or None while one can (lock held).
+
+        A host works when it is healthy and has answered, or holds jobs in flight; a host that
+        never answered yet (its first probe may hang on a black-holed address) does not.
+        Excluded hosts do not count: their jobs are dead or elsewhere.
+        """
+        since: float | None = None
+        hosts = [h for h in self.scheduler.hosts.values() if h.excluded is None]
+        if not hosts or self._open <= 0:
+            return None
+        for h in hosts:
+            if h.healthy and (h.last_ok is not None or h.inflight):
+                return None
+            down = h.unreachable_since if not h.healthy and h.unreachable_since is not None else None
+            down = self._run_started if down is None else max(down, self._run_started)
+            since = down if since is None else max(since, down)
+        return since
+
+    def _no_host_can_work(self, now: float) -> bool:
+        """True (and ``self.gave_up`` set) once no host could work for ``give_up_after`` s (lock held)."""
+        since = self._fleet_down_since()
+        self._fleet_down = since
+        if since is None or now - since < self.config.give_up_after:
+            return False
+        waited = now - since
+        self.gave_up = [
+            f"{h.label or h.name}: {self._redact(h.error or f'no answer within {waited:.0f} s')}"
+            for h in self.scheduler.hosts.values()
+            if h.excluded is None
+        ]
+        self.gave_up_after_s = waited
+        return True
+
+    def _runner_bug(self, exc: BaseException, job: JobRecord | None = None) -> None:
+        """An unexpected exception inside the runner: never the job's fault.
+
+        The traceback goes to the error log beside the journal, the batch stops taking new
+        work (``run`` returns EXIT_RUNNER_BUG), and the job stays as the journal has it, so
+        ``--resume`` asks its host about it or queues it again.
+        """
+        import traceback
+
+        if self._closed:  # the batch has ended; the journal is closed under this worker's feet
+            return
+        log = self.config.error_log_file()
+        what = f" while handling job {job.job_id} (state {job.state})" if job is not None else ""
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"[{stamp}] pid {os.getpid()}: runner error{what}\n{self._redact(text)}\n")
+            where = f"traceback in {log}"
+        except OSError as err:
+            where = f"could not write the traceback to {log} ({one_line(err)})"
+        with self._lock:
+            if self.bug is None:
+                self.bug = (
+                    f"runner error ({type(exc).__name__}: {self._redact(one_line(exc))}){what}; "
+                    f"stopped taking new work; {where}; unfinished jobs stay in the journal, "
+                    "continue with --resume"
+                )
+                self.bug_log = log
+        self.stop()
+
+    def close(self) -> None:
+        """Close the journal and let another runner take it (the kernel does this on any exit, too)."""
+        self._closed = True
+        if self.journal is not None:
+            self.journal.close()
 
     def stop(self) -> None:
         """Stop dispatching and return from run(); in-flight jobs stay recorded for --resume."""
@@ -554,10 +703,11 @@ class Batch:
             try:
                 prompt = self._prepare(job, client)
             except HostError as exc:
-                self._prep_failures[job.job_id] = self._prep_failures.get(job.job_id, 0) + 1
+                # An attempt like any other (counted on resume, listed by the report), never POSTed.
+                self.journal.record_unsent_attempt(job, host, exc.message, exc.kind)
                 if isinstance(exc, TransientHostError):
                     self._host_failed(host, exc)
-                self._failed(job, exc, attempt_state=None)
+                self._failed(job, exc, attempt_state="failed", host=host)
                 return
             prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
             self.journal.start_attempt(job, host, prompt_id, client_id, job.resolution)
@@ -888,9 +1038,7 @@ class Batch:
         if isinstance(exc, HostConfigError):
             decision = self._host_config_decision(job, exc, host or job.host)
         else:
-            attempts = (
-                job.attempts + self._prep_failures.get(job.job_id, 0) - self._free_attempts.get(job.job_id, 0)
-            )
+            attempts = job.attempts - self._free_attempts.get(job.job_id, 0)
             decision = self.config.policy.decide(
                 attempts=max(1, attempts),
                 kind=exc.kind,
@@ -983,13 +1131,8 @@ class Batch:
             self._move(job, J.DEAD, error=why, error_kind="host_config", finished_at=time.time())
 
     def _crashed(self, job: JobRecord, exc: Exception) -> None:
-        """A bug in the runner: end the job visibly (dead, with the error) instead of hanging the batch."""
-        message = f"runner error ({type(exc).__name__}): {one_line(exc)}"
-        try:
-            if not job.final:
-                self._move(job, J.DEAD, error=message, error_kind="runner", finished_at=time.time())
-        finally:
-            self._release(job)
+        """A bug in the runner (worker thread): log it and stop the batch; the job stays retryable."""
+        self._runner_bug(exc, job)
 
     # ------------------------------------------------------------------ resume
     def _resolve_host(self, url: str) -> str | None:

@@ -5,7 +5,10 @@ rich, PyAV, the batch machinery) is imported inside the command that needs it, s
 `sonic-runner --help` answers at once and the runner never pulls in torch.
 
 Exit codes: 0 every job done; 1 some job ended dead; 2 bad arguments or input
-(one line on stderr); 130 interrupted (the journal is intact: use --resume).
+(one line on stderr); 3 no host could work for --give-up-after seconds (unfinished jobs
+stay queued: use --resume later); 70 a bug in the runner (traceback in the log it names;
+use --resume); 75 another runner holds the journal; 130 interrupted (the journal is
+intact: use --resume).
 """
 
 from __future__ import annotations
@@ -15,6 +18,22 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_NO_HOST, EXIT_RUNNER_BUG, EXIT_BUSY = 3, 70, 75  # (the same values as runner/batch.py's)
+#: What to check when a host cannot be reached (printed with each host's error on exit 3).
+HOST_HINT = (
+    "check that ComfyUI runs there (started with --listen for other machines), the URL and port, "
+    "the name's DNS entry and any firewall or proxy in between"
+)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; give e.g. 600") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds, e.g. 600")
+    return value
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -61,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--out", type=Path, default=Path("."), help="output folder (default: current)")
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds the job may run (default 3600)")
     run.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --host: fail (exit 3) when the host cannot be reached for this long "
+        "(default: --timeout, at most 180)",
+    )
+    run.add_argument(
         "--models",
         type=Path,
         default=None,
@@ -104,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds an unreachable host keeps its jobs before they move elsewhere (default 30); "
         "'inf' = never move a job its host has not confirmed lost",
+    )
+    batch.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="stop with exit 3 when no host could work for this long (default 600; inf = never); unfinished jobs "
+        "stay queued in the journal for --resume",
+    )
+    batch.add_argument(
+        "--retry-excluded",
+        action="store_true",
+        help="with --resume: try again hosts an earlier run excluded for missing model files",
     )
     batch.add_argument("--poll-interval", type=float, default=2.0, help="history polling backstop, seconds")
     batch.add_argument(
@@ -194,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "gc": cmd_gc,
     }[args.command]
+    from .journal import JournalLockedError
+
     try:
         return handler(args)
+    except JournalLockedError as exc:
+        print(f"sonic-runner: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except BrokenPipeError:  # `sonic-runner report | head`: the reader left, nothing more to say
         sys.stderr.close()
         return EXIT_OK
@@ -287,15 +332,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         failover_grace=args.failover_grace,
         poll_interval=args.poll_interval,
+        give_up_after=args.give_up_after,
+        retry_excluded=args.retry_excluded,
     )
     batch = Batch(config)
     batch.open()
-    sinks, closers = _sinks(args)
-    batch.sinks = sinks
     try:
-        code = batch.run()
+        sinks, closers = _sinks(args)
+        batch.sinks = sinks
+        try:
+            code = batch.run()
+        finally:
+            _close(closers)
+        _print_stopped(batch, f"; they stay queued in {config.journal_file()}, continue with --resume")
     finally:
-        _close(closers)
+        batch.close()
     dead = [j for j in batch.jobs.values() if j.state == "dead"]
     if not args.quiet:  # (the quiet sink reports dead jobs itself)
         for job in dead[:20]:
@@ -303,6 +354,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if len(dead) > 20:
             print(f"... and {len(dead) - 20} more dead jobs; see `sonic-runner report`", file=sys.stderr)
     return code
+
+
+def _print_stopped(batch, queued_hint: str) -> None:
+    """The lines of a batch that stopped early: gave up on its hosts (one line per host) or hit a runner bug."""
+    if batch.bug is not None:
+        print(f"sonic-runner: {batch.bug}", file=sys.stderr)
+    if batch.gave_up is not None:
+        left = sum(1 for j in batch.jobs.values() if j.state not in ("done", "dead"))
+        print(
+            f"sonic-runner: no host could work for {batch.gave_up_after_s:.0f} s (--give-up-after "
+            f"{batch.config.give_up_after:g}); {left} unfinished job(s){queued_hint}",
+            file=sys.stderr,
+        )
+        for line in batch.gave_up:
+            print(f"sonic-runner: host {line}; {HOST_HINT}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -375,6 +441,7 @@ def _run_on_host(args: argparse.Namespace) -> int:
         words.append(shlex.quote(f"header.{name.strip()}={value.strip()}"))
     line = " ".join(words)
     hosts = parse_hosts([line])
+    give_up = args.give_up_after or min(args.timeout, 180.0)
     with tempfile.TemporaryDirectory(prefix="sonic-run-") as tmp:
         config = BatchConfig(
             workflow_path=args.workflow,
@@ -383,6 +450,9 @@ def _run_on_host(args: argparse.Namespace) -> int:
             journal_path=Path(tmp) / "journal.sqlite",
             params=dict(args.sets),
             timeout=args.timeout,
+            give_up_after=give_up,
+            # one call may not outlast the give-up time (a black-holed address never answers)
+            request_timeout=max(1.0, min(30.0, 0.75 * give_up)),
         )
         batch = Batch(config)
         from .workflow import load_workflow
@@ -410,6 +480,8 @@ def _run_on_host(args: argparse.Namespace) -> int:
     job = next(iter(batch.jobs.values()))
     if job.state == "done":
         _print_outputs(args, job.outputs)
+    elif batch.gave_up is not None or batch.bug is not None:
+        _print_stopped(batch, " not run")
     else:
         print(f"sonic-runner: job failed: {job.error}", file=sys.stderr)
     return code

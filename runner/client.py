@@ -61,6 +61,26 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words an operator can act on (requests nests the OS error)."""
+    text = str(exc)
+    if any(
+        marker in text
+        for marker in (
+            "NameResolutionError",
+            "Name or service not known",
+            "nodename nor servname",
+            "getaddrinfo failed",
+            "Temporary failure in name resolution",
+            "No address associated",
+        )
+    ):
+        return "the host name does not resolve"
+    if "Connection refused" in text or "ConnectionRefused" in text or "actively refused" in text:
+        return "connection refused: nothing listens on that port"
+    return type(exc).__name__
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -207,6 +227,13 @@ class ComfyClient:
             response = self._http().request(
                 method, url, timeout=(min(10.0, limit), limit), verify=self.verify, **kwargs
             )
+        except requests.ConnectTimeout as exc:
+            self._unreachable = True
+            raise TransientHostError(
+                f"{self.safe_url}{path}: cannot connect: no answer within {min(10.0, limit):g} s "
+                "(the address may be wrong or a firewall drops the packets)",
+                kind="connection",
+            ) from exc
         except requests.Timeout as exc:
             raise TransientHostError(
                 f"{self.safe_url}{path}: no answer within {limit:g} s", kind="timeout"
@@ -219,9 +246,8 @@ class ComfyClient:
             ) from exc
         except requests.RequestException as exc:
             self._unreachable = True
-            reason = type(exc).__name__
             raise TransientHostError(
-                f"{self.safe_url}{path}: cannot connect ({reason})", kind="connection"
+                f"{self.safe_url}{path}: cannot connect ({_connect_reason(exc)})", kind="connection"
             ) from exc
         self._answered()
         code = response.status_code

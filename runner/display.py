@@ -199,6 +199,20 @@ class BatchTally:
             parts.append(f"{unfinished} not finished")
         return f"batch: {total} jobs, {', '.join(parts)} in {format_duration(s['elapsed'])}"
 
+    def waiting_line(self, now: float | None = None) -> str | None:
+        """While no host can work: how long the batch has waited and until when it waits (or None)."""
+        with self.lock:
+            batch = dict(self.batch or {})
+        since, until = batch.get("no_host_since"), batch.get("give_up_at")
+        if since is None or until is None:
+            return None
+        now = time.time() if now is None else now
+        return (
+            f"no host can work for {format_duration(max(0.0, now - since))}; waiting until "
+            f"{time.strftime('%H:%M:%S', time.localtime(until))} (--give-up-after), then stopping "
+            "with the unfinished jobs queued"
+        )
+
     def status_line(self) -> str:
         s = self.snapshot()
         total = "?" if s["total"] is None else s["total"]
@@ -214,6 +228,9 @@ class BatchTally:
                 line += " (excluded)"
             elif down:
                 line += " (down)"
+        waiting = self.waiting_line()
+        if waiting:
+            line += f" | {waiting}"
         return line
 
 
@@ -360,6 +377,9 @@ class RichProgressDisplay(_GuardedSink):
     def _update_bar(self) -> None:
         snap = self.tally.snapshot()
         detail = f"{snap['done']} done, {snap['dead']} dead, {snap['running']} running"
+        waiting = self.tally.waiting_line()
+        if waiting:
+            detail += f" - {waiting}"
         self._progress.update(self._task, total=snap["total"], completed=snap["finished"], detail=detail)
 
     def host_table(self):

@@ -124,10 +124,14 @@ class Journal:
         synchronous: str = "NORMAL",
         durable_submit: bool = True,
         redact: Callable[[str], str] | None = None,
+        writer: bool = False,
     ) -> None:
+        """``writer=True``: take the journal's writer lock first (JournalLockedError if another
+        process holds it), before anything touches the file; it is released by ``close()``."""
         self.path = str(path)
         self._redact = redact or (lambda s: s)
         self._lock = threading.RLock()
+        self._writer = WriterLock(path).acquire() if writer and self.path != ":memory:" else None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -145,6 +149,13 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self.release_writer()
+
+    def release_writer(self) -> None:
+        """Let another runner write to this journal (this one writes nothing more)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
 
     def __enter__(self) -> Journal:
         return self
@@ -271,6 +282,37 @@ class Journal:
         job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
         job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
 
+    def record_unsent_attempt(self, job: JobRecord, host: str, error: str, error_kind: str) -> None:
+        """Record an attempt that failed before POST /prompt (upload, unreadable input) as "failed".
+
+        Nothing of it exists on a host (empty prompt_id), but it counts against the job's
+        attempts - also after a resume - and the report lists it with its host and error.
+        The job's own state is left to the following ``transition``.
+        """
+        host = strip_userinfo(host)
+        now = time.time()
+        attempt = job.attempts + 1
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO attempts (job_id, attempt, host, prompt_id, client_id, resolution, state, error,"
+                " error_kind, submitted_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.job_id,
+                    attempt,
+                    host,
+                    "",
+                    None,
+                    job.resolution,
+                    "failed",
+                    self._clean(error),
+                    error_kind,
+                    now,
+                    now,
+                ),
+            )
+            db.execute("UPDATE jobs SET attempts=? WHERE job_id=?", (attempt, job.job_id))
+        job.attempts = attempt
+
     def _update_attempt(self, db, job_id: str, attempt: int, state: str, changes: dict) -> None:
         now = time.time()
         fields = {"state": state}
@@ -394,3 +436,76 @@ def open_existing(path: Path | str, **kwargs) -> Journal:
             f"journal {path}: no such file; pass the journal of a batch (default OUT/journal.sqlite)"
         )
     return Journal(path, **kwargs)
+
+
+class JournalLockedError(JournalError):
+    """Another live process holds the journal's writer lock."""
+
+
+class WriterLock:
+    """One writer per journal: an OS lock on ``<journal>.lock``, held for the runner's life.
+
+    Why an OS lock (``fcntl.flock``; ``msvcrt.locking`` on Windows) rather than a PID file:
+    the kernel releases it when the holder exits in any way, kill -9 included, so a stale
+    lock never blocks a ``--resume``. The holder's PID is written into the file only to
+    name it in the refusal. Readers (``status``, ``report``) never take it.
+    """
+
+    def __init__(self, journal_path: Path | str) -> None:
+        self.journal_path = Path(journal_path)
+        self.path = self.journal_path.with_name(self.journal_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        """Take the lock or raise JournalLockedError at once (never waits)."""
+        import os
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock_fd(fd)
+        except OSError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            who = f"process {holder}" if holder else "another process"
+            raise JournalLockedError(
+                f"journal {self.journal_path} is in use by {who} (another runner writes to it); "
+                "wait for it to end or stop it, then run again with --resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # (closing the descriptor releases the lock)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _lock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _read_pid(fd: int) -> int | None:
+    import os
+
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:  # pragma: no cover - Windows locks the byte range
+        return None

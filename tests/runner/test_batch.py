@@ -542,7 +542,10 @@ def test_a_bad_value_ends_only_its_job_before_any_submission(inputs):
     code, jobs = run(make_batch(inputs, [host], [{"id": "good", "seed": 3}, {"id": "bad", "seed": "abc"}]))
     assert code == 1 and jobs["good"].state == "done"
     assert jobs["bad"].state == "dead" and jobs["bad"].error_kind == "input" and "seed" in jobs["bad"].error
-    assert jobs["bad"].attempts == 0 and len(host.submitted_prompts) == 1
+    # the failed preparation is journalled as an attempt that never reached the host
+    assert jobs["bad"].attempts == 1 and len(host.submitted_prompts) == 1
+    (attempt,) = make_journal_attempts(inputs, "bad")
+    assert (attempt["prompt_id"], attempt["state"], attempt["error_kind"]) == ("", "dead", "input")
 
 
 def test_a_submission_that_arrives_late_is_not_run_twice(inputs):
@@ -860,3 +863,145 @@ def test_a_lost_upload_refused_again_after_a_fresh_upload_is_a_real_validation_e
     code, jobs = run(make_batch(inputs, [host], [{"id": "x"}]))
     assert code == 1 and jobs["x"].state == "dead" and jobs["x"].error_kind == "validation"
     assert jobs["x"].attempts == 2 and "Invalid image file" in jobs["x"].error
+
+
+# ---------------------------------------------------------------------- runner bugs
+class BuggyHost(MemHost):
+    """A host whose client trips over a runner bug (an unexpected KeyError) while reading outputs."""
+
+    def output_files(self, history_entry: dict) -> list[dict]:
+        raise KeyError("outputs")
+
+
+def test_a_runner_bug_stops_the_batch_logs_its_traceback_and_leaves_the_job_retryable(inputs):
+    from comfyui_sonic.runner.batch import EXIT_RUNNER_BUG
+
+    buggy = BuggyHost("http://a:1")
+    batch = make_batch(inputs, [buggy], [{"id": f"c{i}"} for i in range(4)], inflight=1)
+    code, jobs = run(batch)
+    assert code == EXIT_RUNNER_BUG
+    log = inputs["dir"] / "out" / "journal.runner-errors.log"
+    assert batch.bug is not None and str(log) in batch.bug and "--resume" in batch.bug
+    assert "Traceback" in log.read_text() and "KeyError: 'outputs'" in log.read_text()
+    assert len(buggy.submitted_prompts) == 1  # no new work after the bug
+    assert not any(j.state == "dead" for j in jobs.values())  # never the job's fault
+    batch.close()
+    fixed = MemHost("http://a:1")
+    fixed.prompts = buggy.prompts  # the same host, now with a working client: the run is fetched, not redone
+    code, jobs = run(resume(BatchConfig(**{**batch.config.__dict__, "resume": True}), [fixed]))
+    assert code == 0 and all(j.state == "done" for j in jobs.values())
+    assert jobs["c0"].attempts == 1 and len(fixed.submitted_prompts) == 3
+
+
+# ---------------------------------------------------------------------- no host can work
+def test_a_batch_whose_hosts_are_all_down_gives_up_with_every_job_still_queued(inputs):
+    from comfyui_sonic.runner.batch import EXIT_NO_HOST
+
+    a, b = MemHost("http://a:1"), MemHost("http://b:1")
+    a.down = b.down = True
+    events = []
+    batch = make_batch(
+        inputs,
+        [a, b],
+        [{"id": f"c{i}"} for i in range(3)],
+        sinks=[events.append],
+        give_up_after=0.6,
+        health_backoff_base=0.05,
+        batch_event_interval=0.05,
+    )
+    started = time.monotonic()
+    code, jobs = run(batch)
+    assert code == EXIT_NO_HOST and time.monotonic() - started < 5
+    assert {j.state for j in jobs.values()} == {"queued"}
+    assert sorted(batch.gave_up) == ["http://a:1: http://a:1: connection refused"] + [
+        "http://b:1: http://b:1: connection refused"
+    ]
+    waiting = [e for e in events if e["event"] == "batch" and "give_up_at" in e]
+    assert waiting and all(e["give_up_at"] - e["no_host_since"] == pytest.approx(0.6) for e in waiting)
+    assert events[-2]["event"] == "gave_up" and len(events[-2]["hosts"]) == 2
+    batch.close()
+    a.down = b.down = False  # the fleet is back: --resume finishes the batch
+    code, jobs = run(resume(BatchConfig(**{**batch.config.__dict__, "resume": True}), [a, b]))
+    assert code == 0 and all(j.state == "done" and j.attempts == 1 for j in jobs.values())
+
+
+def test_a_fleet_down_for_less_than_give_up_after_keeps_waiting(inputs):
+    a = MemHost("http://a:1")
+    a.down = True
+    threading.Timer(0.4, lambda: setattr(a, "down", False)).start()
+    batch = make_batch(inputs, [a], [{"id": "x"}], give_up_after=5.0, health_backoff_base=0.05)
+    code, jobs = run(batch)
+    assert code == 0 and batch.gave_up is None and jobs["x"].state == "done"
+
+
+# ---------------------------------------------------------------------- unsent attempts, exclusions
+class NoUploadHost(MemHost):
+    """Refuses every upload with a 5xx: no attempt ever reaches POST /prompt."""
+
+    def upload(self, path: Path, subfolder: str = "sonic") -> str:
+        raise TransientHostError(f"{self.url}/upload/image: HTTP 503", kind="http_5xx")
+
+
+def test_failed_preparations_are_attempts_and_count_across_a_resume(inputs):
+    host = NoUploadHost("http://a:1")
+    two_tries = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.05)
+    batch = make_batch(inputs, [host], [{"id": "x"}], policy=two_tries, health_backoff_base=0.01)
+    job = batch.jobs["x"]
+    batch.journal.transition(job, "uploading", host=host.url)
+    batch.journal.record_unsent_attempt(job, host.url, "HTTP 503", "http_5xx")
+    batch.journal.transition(job, "failed", attempt_state="failed", error="HTTP 503", error_kind="http_5xx")
+    batch.close()  # killed after one failed upload
+    code, jobs = run(resume(BatchConfig(**{**batch.config.__dict__, "resume": True}), [host]))
+    # one more try is all that is left of the budget after the resume
+    assert code == 1 and jobs["x"].state == "dead" and jobs["x"].attempts == 2
+    attempts = make_journal_attempts(inputs, "x")
+    assert [(a["prompt_id"], a["state"], a["host"]) for a in attempts] == [
+        ("", "failed", "http://a:1"),
+        ("", "dead", "http://a:1"),
+    ]
+    assert "HTTP 503" in attempts[1]["error"] and host.submitted_prompts == []
+
+
+def excluded_before(inputs, bare: MemHost, full: MemHost) -> BatchConfig:
+    """A journal whose run had excluded `bare` (no Sonic weights) when it was killed, with job x queued."""
+    batch = make_batch(inputs, [bare, full], [{"id": "x"}, {"id": "y"}])
+    batch.journal.set_meta({"excluded_hosts": {bare.url: "SonicModelError: sonic weights not found"}})
+    batch.close()
+    return BatchConfig(**{**batch.config.__dict__, "resume": True})
+
+
+def test_a_host_excluded_for_missing_weights_stays_excluded_after_resume(inputs):
+    bare, full = MemHost("http://bare:1"), MemHost("http://full:1")
+    bare.model_missing = True
+    cfg = excluded_before(inputs, bare, full)
+    batch = resume(cfg, [bare, full])
+    code, jobs = run(batch)
+    assert code == 0 and all(j.host == "http://full:1" and j.attempts == 1 for j in jobs.values())
+    assert bare.submitted_prompts == [] and bare.uploads == 0
+    assert list(batch.journal.meta()["excluded_hosts"]) == ["http://bare:1"]
+
+
+def test_retry_excluded_tries_such_a_host_again(inputs):
+    bare, full = MemHost("http://bare:1"), MemHost("http://full:1")
+    cfg = excluded_before(inputs, bare, full)  # its weights were installed since
+    code, jobs = run(resume(BatchConfig(**{**cfg.__dict__, "retry_excluded": True}), [bare, full]))
+    assert code == 0 and bare.executions
+
+
+def test_a_fleet_that_dies_mid_batch_gives_up_with_the_failed_jobs_queued_again(inputs):
+    from comfyui_sonic.runner.batch import EXIT_NO_HOST
+
+    a = MemHost("http://a:1", script=["ok", "die"])
+    batch = make_batch(
+        inputs,
+        [a],
+        [{"id": f"c{i}"} for i in range(4)],
+        inflight=1,
+        give_up_after=0.5,
+        health_backoff_base=0.05,
+    )
+    code, jobs = run(batch)
+    assert code == EXIT_NO_HOST and jobs["c0"].state == "done"
+    # c1 died with its host (its attempt abandoned), c2 and c3 never started: all wait for --resume
+    assert [jobs[f"c{i}"].state for i in (1, 2, 3)] == ["queued"] * 3
+    assert [a["state"] for a in make_journal_attempts(inputs, "c1")] == ["abandoned"]

@@ -363,3 +363,99 @@ def test_a_host_without_the_weights_is_excluded_and_named_in_status_and_report(f
     table = capsys.readouterr().out
     assert "Attempts (" in table and "Attempts that did not end done" in table  # attempt tables in the text
     assert f"host gpu2 ({bare.url}) was excluded" in table and f"gpu1 ({host.url})" in table
+
+
+# ---------------------------------------------------------------------- a host that cannot work
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # (closed again when this returns: nothing listens there)
+
+
+@pytest.fixture
+def silent_host():
+    """A port that accepts connections (the kernel's backlog) and never answers a request."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    "kind, why",
+    [
+        ("closed", "connection refused: nothing listens on that port"),
+        ("unresolvable", "the host name does not resolve"),
+        ("silent", "no answer within"),
+    ],
+)
+def test_run_on_a_host_that_cannot_work_fails_within_its_timeout(files, silent_host, capsys, kind, why):
+    import time
+
+    url = {
+        "closed": f"http://127.0.0.1:{closed_port()}",
+        "unresolvable": "http://no-such-host.invalid:8188",
+        "silent": silent_host,
+    }[kind]
+    argv = ["run", str(files / "sonic_api.json"), "--image", str(files / "face.png")]
+    argv += ["--audio", str(files / "speech.wav"), "--host", url, "--timeout", "2", "--quiet"]
+    argv += ["-o", str(files / "single")]
+    started = time.monotonic()
+    assert main(argv) == 3
+    assert time.monotonic() - started < 15
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sonic-runner:")]
+    assert err[0].startswith("sonic-runner: no host could work for ") and "not run" in err[0]
+    assert len(err) == 2 and err[1].startswith(f"sonic-runner: host {url}: ")
+    assert why in err[1] and "check that ComfyUI runs there" in err[1]
+
+
+def test_a_batch_on_a_dead_fleet_exits_3_with_the_jobs_queued_and_a_line_per_host(files, capsys):
+    manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(3)])
+    dead = [f"http://127.0.0.1:{closed_port()}", "http://no-such-host.invalid:8188"]
+    out = files / "o"
+    argv = ["batch", str(files / "sonic_api.json"), str(manifest), "--out", str(out), "--quiet"]
+    argv += ["--give-up-after", "1", "--host", dead[0], "--host", dead[1]]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert f"3 unfinished job(s); they stay queued in {out / 'journal.sqlite'}, continue with --resume" in err
+    host_lines = [line for line in err.splitlines() if line.startswith("sonic-runner: host ")]
+    assert len(host_lines) == 2 and all(any(url in line for line in host_lines) for url in dead)
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        assert db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall() == [("queued", 3)]
+
+
+def test_batch_rejects_a_give_up_time_that_is_not_positive(files, capsys):
+    manifest = write_manifest(files, ["c0,face.png,speech.wav,512"])
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", str(files / "sonic_api.json"), str(manifest), "--out", str(files / "o"), "--host",
+              "http://x:1", "--give-up-after", "0"])  # fmt: skip
+    assert exit_.value.code == 2 and "--give-up-after" in capsys.readouterr().err
+
+
+def test_a_runner_bug_exits_70_naming_its_log_and_resume_finishes_the_jobs(files, host, capsys, monkeypatch):
+    from comfyui_sonic.runner import client as client_module
+
+    host.set_faults(http_500={}, drop_socket=0, oom_above=None)
+    manifest = write_manifest(files, [f"c{i},face.png,speech.wav,512" for i in range(3)])
+    out = files / "o"
+    argv = ["batch", str(files / "sonic_api.json"), str(manifest), "--host", host.url, "--out", str(out)]
+    argv += ["--quiet", "--poll-interval", "0.2", "--inflight", "1"]
+    real = client_module.ComfyClient.output_files
+
+    def broken(self, entry):
+        raise KeyError("outputs")  # stands for any bug inside the runner
+
+    monkeypatch.setattr(client_module.ComfyClient, "output_files", broken)
+    assert main(argv) == 70
+    log = out / "journal.runner-errors.log"
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("sonic-runner:")]
+    assert f"traceback in {log}" in line and "--resume" in line and "KeyError" in log.read_text()
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM jobs WHERE state='dead'").fetchone() == (0,)
+    monkeypatch.setattr(client_module.ComfyClient, "output_files", real)
+    assert main([*argv, "--resume"]) == 0
+    assert len(list(out.glob("*.mp4"))) == 3

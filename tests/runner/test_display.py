@@ -198,3 +198,25 @@ def test_hosts_are_shown_by_their_given_name_with_the_safe_url():
         "gpu1 (http://10.0.0.5:8188): 0 done, 0 running, 0 failed, 1 dead (excluded)"
         in sink.tally.status_line()
     )
+
+
+def test_while_no_host_can_work_the_display_says_how_long_it_waited_and_until_when():
+    import time
+
+    now = time.time()
+    down = {**batch_event(4, 1, 0, 0, 3), "no_host_since": now - 95, "give_up_at": now + 505}
+    until = time.strftime("%H:%M:%S", time.localtime(now + 505))
+    tally = BatchTally()
+    tally.update(down)
+    assert tally.waiting_line(now) == (
+        f"no host can work for 1m35s; waiting until {until} (--give-up-after), "
+        "then stopping with the unfinished jobs queued"
+    )
+    assert "no host can work for" in tally.status_line()
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=300, color_system=None)
+    with RichProgressDisplay(console=console, refresh_per_second=20) as display:
+        display(down)
+    assert f"waiting until {until}" in out.getvalue()
+    tally.update(batch_event(4, 2, 0, 1, 1))  # a host answers again: the line goes away
+    assert tally.waiting_line(now) is None and "no host can work" not in tally.status_line()

@@ -141,3 +141,44 @@ def test_only_the_submission_commit_pays_for_an_fsync(journal):
         "BEGIN IMMEDIATE",
         "COMMIT",
     ]
+
+
+# ---------------------------------------------------------------------- one writer per journal
+HOLD = """
+import sys, time
+from comfyui_sonic.runner.journal import Journal
+Journal(sys.argv[1], writer=True)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder_and_a_kill_9_frees_the_journal(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from comfyui_sonic.runner.journal import JournalLockedError
+
+    path = tmp_path / "journal.sqlite"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        size = path.stat().st_size
+        started = time.monotonic()
+        with pytest.raises(JournalLockedError) as err:
+            Journal(path, writer=True)
+        assert time.monotonic() - started < 1.0  # refused at once, never waits
+        message = str(err.value)
+        assert str(path) in message and f"process {holder.pid}" in message and "\n" not in message
+        assert path.stat().st_size == size  # the refused writer wrote nothing
+        with open_existing(path) as reader:  # readers (status, report) never need the lock
+            assert reader.counts() == {}
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+    with Journal(path, writer=True):  # the kernel released it: no stale lock
+        assert (tmp_path / "journal.sqlite.lock").read_text().strip() == str(os.getpid())
+    with Journal(path, writer=True):  # and close() released it again
+        pass

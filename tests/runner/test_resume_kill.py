@@ -284,3 +284,60 @@ def test_resume_deletes_an_attempt_an_earlier_run_abandoned_while_it_still_waits
             tmp_path / "out" / "journal.sqlite", "SELECT state FROM attempts ORDER BY attempt"
         )
     assert [s for (s,) in states] == ["cancelled", "done"]
+
+
+@pytest.mark.timeout(120)
+def test_a_second_runner_on_a_busy_journal_refuses_at_once_and_the_first_finishes_every_job(tmp_path):
+    n_jobs = 8
+    with FakeComfy(tmp_path / "host", run_seconds=0.3) as host:
+        workflow, manifest = make_inputs(tmp_path / "in", host.url, n_jobs)
+        out = tmp_path / "out"
+        journal = out / "journal.sqlite"
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        first = subprocess.Popen(
+            runner_cmd(workflow, manifest, out, [host.url], "--inflight", "1"),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # wait until the first runner is at work
+                try:
+                    if journal_rows(journal, "SELECT COUNT(*) FROM attempts")[0][0]:
+                        break
+                except sqlite3.Error:
+                    pass
+                time.sleep(0.05)
+            started = time.monotonic()
+            second = subprocess.run(
+                runner_cmd(workflow, manifest, out, [host.url], "--resume"),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=30,
+            )
+            refused_in = time.monotonic() - started
+            assert first.poll() is None, "the first runner ended before the second one started"
+            assert second.returncode == 75, second.stderr[-2000:]
+            (line,) = second.stderr.strip().splitlines()
+            assert str(journal) in line and f"process {first.pid}" in line
+            assert refused_in < 10
+            for command in (["status", str(journal)], ["report", str(journal), "--json"]):
+                read = subprocess.run(
+                    [sys.executable, "-m", "comfyui_sonic.runner", *command],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=30,
+                )
+                assert read.returncode == 0, read.stderr  # readers work while the runner holds the journal
+            assert first.wait(90) == 0, first.stderr.read().decode()[-2000:]
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(10)
+        check_exactly_once(journal, [host], n_jobs)
+        print(f"second runner refused in {refused_in:.2f} s")
