@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import comfy_bridge
 from .engine.backend import SonicModel
 from .engine.types import GenerationParams, SonicData
+from .input_check import check_numbers
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -130,17 +131,21 @@ class SONIC_Inference:
         audio_guidance_scale: float = 7.5,
         paste_back: bool = False,
     ):
-        params = GenerationParams(
-            seed=int(seed),
-            inference_steps=int(inference_steps),
-            dynamic_scale=float(dynamic_scale),
-            motion_scale=float(motion_scale),
-            fps=float(fps),
-            min_appearance_guidance_scale=float(min_appearance_guidance_scale),
-            max_appearance_guidance_scale=float(max_appearance_guidance_scale),
-            audio_guidance_scale=float(audio_guidance_scale),
-            paste_back=bool(paste_back),
+        # ComfyUI lets NaN through and never checks linked values: one rule for every number, first.
+        n = check_numbers(
+            type(self),
+            {
+                "seed": seed,
+                "inference_steps": inference_steps,
+                "dynamic_scale": dynamic_scale,
+                "motion_scale": motion_scale,
+                "fps": fps,
+                "min_appearance_guidance_scale": min_appearance_guidance_scale,
+                "max_appearance_guidance_scale": max_appearance_guidance_scale,
+                "audio_guidance_scale": audio_guidance_scale,
+            },
         )
+        params = GenerationParams(**n, paste_back=bool(paste_back))
         frames = collect_frames(model, data, params)
         audio = audio_for_frames(data, frames.shape[0] / params.fps)
         return (frames, audio, params.fps)

@@ -100,7 +100,11 @@ class LipSyncCorrect:
         from .engine.lipsync import check_settings
         from .engine.lipsync import correct as run_correct
         from .image_tensor import to_image
+        from .input_check import check_numbers
 
+        check_numbers(
+            type(self), {"fps": fps, "offset": offset, "max_offset": max_offset, "smoothing": smoothing}
+        )
         check_settings(float(fps), mode, float(offset), float(max_offset), float(smoothing))
         frames = _to_uint8(images)
         sound = audio_from_comfy(audio, "audio", validate=False)

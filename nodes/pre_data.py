@@ -112,7 +112,17 @@ class SONIC_PreData:
         from .engine.audio_input import audio_from_comfy
         from .engine.image_input import image_from_comfy
         from .engine.prepare import check_arguments, prepare
+        from .input_check import check_numbers
 
+        check_numbers(
+            type(self),
+            {
+                "duration": duration,
+                "min_resolution": min_resolution,
+                "expand_ratio": expand_ratio,
+                "face_index": face_index,
+            },
+        )
         # Plain values first: a bad number fails before any image/audio conversion.
         check_arguments(
             duration, min_resolution, expand_ratio, face_select, face_index, detector, on_mismatch

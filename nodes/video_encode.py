@@ -118,7 +118,10 @@ class VideoEncode:
         from .engine.audio_input import audio_from_comfy
         from .engine.encode import VideoWriter
         from .image_tensor import uint8_chunk
+        from .input_check import check_numbers
 
+        numbers = check_numbers(type(self), {"fps": fps, "crf": crf})
+        fps, crf = numbers["fps"], numbers["crf"]
         count, height, width = _frames_shape(images)
         sound = audio_from_comfy(audio, "audio", validate=False) if audio is not None else None
         folder, base, subfolder = comfy_bridge.save_path(filename_prefix or "sonic/sonic", width, height)

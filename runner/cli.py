@@ -314,11 +314,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .retry import RetryPolicy
     from .secrets import parse_hosts
 
+    _check_host_values(args.hosts, options=True)
     hosts = parse_hosts(args.hosts, args.hosts_file)
     if not hosts:
         raise ValueError("batch: no hosts; give --host URL (repeatable) or --hosts-file FILE")
     if args.max_attempts < 1 or args.inflight < 1:
         raise ValueError("--max-attempts and --inflight must be at least 1")
+    _check_out_dir(args.out, "--out")
     config = BatchConfig(
         workflow_path=args.workflow,
         out_dir=args.out,
@@ -377,8 +379,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise ValueError(f"--{name} {path}: file not found; give an existing file")
     if args.host:
+        _check_host_values([args.host], options=False)
+    _check_out_dir(args.out, "-o")
+    if args.host:
         return _run_on_host(args)
     return _run_embedded(args)
+
+
+def _check_out_dir(path: Path, flag: str) -> None:
+    """The output folder exists (made here if missing) and is writable, before any work is done.
+
+    Without this a bad -o surfaces minutes later as a bare errno or a FileExistsError traceback.
+    """
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"{flag} {path}: cannot create the folder ({exc.strerror or exc}); give a writable folder"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: the folder is not writable; give a writable folder")
+
+
+def _check_host_values(values: list[str], *, options: bool) -> None:
+    """A --host value is one URL (batch/hosts: then key=value options); refuse a space inside the URL.
+
+    Otherwise `--host "http://gpu 1:8188"` reads as the URL "http://gpu" plus a stray word and ends
+    in a puzzling "'1:8188' is not key=value" (or an unreachable host).
+    """
+    import shlex
+
+    from .secrets import redact, safe_url
+
+    for value in values:
+        try:
+            words = shlex.split(value)
+        except ValueError:  # unbalanced quotes: parse_hosts names them
+            continue
+        stray = [w for w in words[1:] if not options or "=" not in w]
+        if stray:
+            then = (
+                "followed by key=value options, e.g. 'http://gpu1:8188 name=gpu1'"
+                if options
+                else "(headers go in --header NAME=VALUE)"
+            )
+            raise ValueError(
+                f"--host {safe_url(words[0])!r} {redact(stray[0])!r}: a host URL cannot contain spaces; "
+                f"give the URL without spaces {then}"
+            )
 
 
 def _run_embedded(args: argparse.Namespace) -> int:
@@ -577,6 +629,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     from .hosts import check_hosts
     from .secrets import parse_hosts, redact_obj
 
+    _check_host_values(args.hosts, options=True)
     specs = parse_hosts(args.hosts, args.hosts_file)
     if not specs:
         raise ValueError("hosts: give --host URL (repeatable) or --hosts-file FILE")

@@ -141,20 +141,95 @@ def execution_order(prompt: dict, classes: dict[str, type]) -> list[str]:
     return order
 
 
-def _node_inputs(prompt: dict, node_id: str, cls: type, results: dict[str, tuple]) -> dict[str, Any]:
-    spec = cls.INPUT_TYPES()
-    declared = {**spec.get("required", {}), **spec.get("optional", {})}
-    given = prompt[node_id].get("inputs", {})
-    kwargs: dict[str, Any] = {}
-    for name, value in given.items():
-        if name not in declared:
-            continue  # ComfyUI also ignores inputs a node does not declare (old templates)
-        kwargs[name] = results[value[0]][value[1]] if is_link(value) else value
-    missing = [n for n in spec.get("required", {}) if n not in kwargs]
-    if missing:
-        raise WorkflowError(
-            f"{_title(prompt, node_id)}: required input(s) {', '.join(missing)} missing; set them in the workflow or with --set"
-        )
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def validate_inputs(prompt: dict, order: list[str], classes: dict[str, type]) -> dict[str, dict[str, Any]]:
+    """Every input of the nodes that will run, checked against their INPUT_TYPES before any node runs.
+
+    What ComfyUI's validation checks - required inputs present, a link's output type matches the
+    input, a value has the input's type, lies within min/max and is one of a combo's choices - plus
+    what it lets through: NaN and infinity. Returns the values converted as ComfyUI converts them
+    (a FLOAT given as 25 becomes 25.0). Raises one WorkflowError naming the first bad input (node
+    title, input, value, what is allowed) and which others are wrong, so a bad --set fails at once
+    instead of after minutes of rendering.
+    """
+    pack = _pack()
+    checks = importlib.import_module(pack.__name__ + ".nodes.input_check")
+    input_error = importlib.import_module(pack.__name__ + ".nodes.engine.errors").SonicInputError
+    problems: list[tuple[str, str]] = []  # (where, what is wrong and what to do)
+    values: dict[str, dict[str, Any]] = {}
+    for node_id in order:
+        cls = classes[prompt[node_id]["class_type"]]
+        spec = cls.INPUT_TYPES()
+        declared = checks.declared_inputs(cls)
+        given = prompt[node_id].get("inputs", {})
+        title = _title(prompt, node_id)
+        values[node_id] = {}
+        missing = [n for n in spec.get("required", {}) if n not in given]
+        if missing:
+            problems.append(
+                (
+                    title,
+                    f"required input(s) {', '.join(missing)} missing; set them in the workflow or with --set",
+                )
+            )
+        for name, value in given.items():
+            if name not in declared:
+                continue  # ComfyUI also ignores inputs a node does not declare (old templates)
+            input_type, options = declared[name]
+            where = f"{title}.{name} (node {node_id})"
+            if is_link(value):
+                problem = _link_problem(prompt, classes, value, input_type)
+                if problem:
+                    problems.append((where, problem))
+                continue
+            if isinstance(input_type, str) and input_type not in WIDGET_TYPES:
+                problems.append(
+                    (
+                        where,
+                        f"expects a link from a node's {input_type} output, got the value {value!r}; "
+                        "connect it in the workflow",
+                    )
+                )
+                continue
+            if input_type == "COMBO":  # the newer spelling of a combo: ("COMBO", {"options": [...]})
+                input_type = list(options.get("options", []))
+            try:
+                values[node_id][name] = checks.check_value(name, value, input_type, options)
+            except input_error as exc:
+                problems.append((where, f"{exc.problem}; {exc.fix}"))
+    if problems:
+        (where, what), rest = problems[0], [w for w, _ in problems[1:]]
+        also = f" (also wrong: {', '.join(rest)})" if rest else ""
+        raise WorkflowError(f"{where}: {what}{also}")
+    return values
+
+
+def _link_problem(prompt: dict, classes: dict[str, type], link: list, input_type: Any) -> str | None:
+    source_id, slot = link
+    source = classes[prompt[source_id]["class_type"]]
+    outputs = tuple(getattr(source, "RETURN_TYPES", ()))
+    source_title = _title(prompt, source_id)
+    if not 0 <= slot < len(outputs):
+        return f"links to output {slot} of {source_title}, which has {len(outputs)} output(s); fix the link"
+    produced = outputs[slot]
+    if not isinstance(input_type, str) or not isinstance(produced, str) or "*" in (input_type, produced):
+        return None
+    if set(produced.split(",")) & set(input_type.split(",")):
+        return None
+    return (
+        f"expects {input_type} but is linked to output {slot} of {source_title}, which gives {produced}; "
+        f"connect a {input_type} output"
+    )
+
+
+def _node_inputs(node_id: str, prompt: dict, values: dict[str, Any], results: dict[str, tuple]) -> dict:
+    """The node's checked values plus the outputs its links point to."""
+    kwargs = dict(values)
+    for name, value in prompt[node_id].get("inputs", {}).items():
+        if is_link(value) and name not in kwargs:
+            kwargs[name] = results[value[0]][value[1]]
     return kwargs
 
 
@@ -167,19 +242,20 @@ def run_embedded(
     classes = node_classes()
     order = execution_order(prompt, classes)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     bridge.set_output_dir(out_dir)
     if models_dir is not None:
-        bridge.set_model_dirs([Path(models_dir)])
+        bridge.set_model_dirs([Path(models_dir)])  # before validation: the loader's choices come from it
     results: dict[str, tuple] = {}
     files: list[Path] = []
     try:
+        checked = validate_inputs(prompt, order, classes)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for node_id in order:
             cls = classes[prompt[node_id]["class_type"]]
             title = _title(prompt, node_id)
             bridge.set_progress_factory(_progress_factory(progress_sink, node_id, title))
             _emit(progress_sink, {"event": "node", "node": node_id, "title": title})
-            kwargs = _node_inputs(prompt, node_id, cls, results)
+            kwargs = _node_inputs(node_id, prompt, checked[node_id], results)
             raw = getattr(cls(), cls.FUNCTION)(**kwargs)
             ui = raw.get("ui", {}) if isinstance(raw, dict) else {}
             results[node_id] = tuple(raw.get("result", ())) if isinstance(raw, dict) else tuple(raw)

@@ -435,6 +435,7 @@ def open_existing(path: Path | str, **kwargs) -> Journal:
         raise JournalError(
             f"journal {path}: no such file; pass the journal of a batch (default OUT/journal.sqlite)"
         )
+    _check_is_journal(Path(path))
     return Journal(path, **kwargs)
 
 
@@ -509,3 +510,29 @@ def _read_pid(fd: int) -> int | None:
         return int(text) if text.isdigit() else None
     except OSError:  # pragma: no cover - Windows locks the byte range
         return None
+
+
+def _check_is_journal(path: Path) -> None:
+    """Refuse a file that is not a batch journal before Journal() would add our tables to it."""
+    problem = None
+    try:
+        with path.open("rb") as f:
+            is_sqlite = f.read(16) == b"SQLite format 3\x00"
+    except OSError as exc:
+        raise JournalError(f"journal {path}: cannot read it ({exc.strerror or exc})") from None
+    if not is_sqlite:
+        problem = "not a journal (not an SQLite file)"
+    else:
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"meta", "jobs"} <= tables:
+                problem = "an SQLite file but not a sonic-runner journal (no jobs table)"
+        except sqlite3.DatabaseError as exc:
+            problem = f"not a readable journal ({exc})"
+        finally:
+            db.close()
+    if problem:
+        raise JournalError(
+            f"journal {path}: {problem}; pass the journal.sqlite a batch wrote (default OUT/journal.sqlite)"
+        )

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import comfyui_sonic
+import pytest
 from comfyui_sonic.nodes import comfy_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +105,47 @@ def test_templates_name_the_demo_inputs_the_pack_ships():
             if n["class_type"] in ("LoadImage", "LoadAudio")
         }
         assert names == {p.name for p in (ROOT / "demo").glob("sonic_example_*")}, path.name
+
+
+def test_the_wheel_ships_templates_web_and_demo_files_without_setuptools_warnings(tmp_path):
+    # Built from a copy so the check leaves no build/ or *.egg-info in the checkout. The data folders
+    # have no __init__.py; unless pyproject.toml lists them as packages setuptools warns that
+    # "comfyui_sonic.demo is absent from the packages configuration" (and would one day drop them).
+    import importlib.util
+    import shutil
+    import zipfile
+
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed in this environment (pip wheel needs it offline)")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "__init__.py"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("nodes", "runner", "demo", "web", "workflows"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-v"]
+        + ["-w", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+    )
+    log = built.stdout + built.stderr
+    assert built.returncode == 0, log[-3000:]
+    assert "absent from the `packages` configuration" not in log
+    assert "would be ignored" not in log.lower()
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        f"comfyui_sonic/{p.relative_to(ROOT).as_posix()}"
+        for pattern in (
+            "workflows/*.json",
+            "workflows/*.jpg",
+            "workflows/api/*.json",
+            "web/*.js",
+            "demo/*",
+            "runner/store/migrations/*.*",
+            "runner/store/migrations/versions/*.py",
+        )
+        for p in ROOT.glob(pattern)
+    }
+    assert len(expected) > 10 and expected <= names, sorted(expected - names)

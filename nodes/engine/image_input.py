@@ -18,6 +18,25 @@ from .errors import SonicInputError
 MIN_SIDE = 64  # smaller than this holds no face the detector can find
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000  # 40 MP: a phone photo is ~12-48 MP; beyond this the crop gains nothing
+# The brightest value a float IMAGE in 0..1 may hold: resampling and sharpening overshoot 1.0 a
+# little (clamped), but a value above this means the tensor is in 0..255.
+UNIT_RANGE_LIMIT = 2.0
+
+
+def check_unit_range(peak: float, input_name: str = "image") -> None:
+    """Refuse a float IMAGE scaled 0..255 instead of ComfyUI's 0..1.
+
+    Clamped to 0..1 it would turn white (PreData then finds "no face", VideoEncode writes a white
+    clip). It is refused rather than rescaled: a guess could be wrong both ways (an overshooting
+    0..1 image, a dark 0..255 one), and every other node would mishandle the same tensor, so the
+    fix belongs to the node that made it.
+    """
+    if peak > UNIT_RANGE_LIMIT:
+        raise SonicInputError(
+            input_name,
+            f"the IMAGE holds values up to {peak:g}, but an IMAGE must be floats in 0..1 (this looks like 0..255)",
+            "divide it by 255, or fix the node that made it",
+        )
 
 
 def check_image_size(width: int, height: int, input_name: str = "image") -> None:
@@ -159,20 +178,22 @@ def image_from_comfy(image: Any, input_name: str = "image") -> np.ndarray:
     arr = np.asarray(first)
     out = np.empty((height, width, 3), np.uint8)
     for y in range(0, height, _ROWS_PER_PASS):  # bounded temporaries even for a 40 MP image
-        out[y : y + _ROWS_PER_PASS] = _rows_to_uint8(arr[y : y + _ROWS_PER_PASS], channels)
+        out[y : y + _ROWS_PER_PASS] = _rows_to_uint8(arr[y : y + _ROWS_PER_PASS], channels, input_name)
     return out
 
 
 _ROWS_PER_PASS = 512
 
 
-def _rows_to_uint8(arr: np.ndarray, channels: int) -> np.ndarray:
+def _rows_to_uint8(arr: np.ndarray, channels: int, input_name: str = "image") -> np.ndarray:
     if arr.dtype == np.uint8:
         f = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
         f = arr.astype(np.float32) / 65535.0
     else:
         f = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        if f.size:
+            check_unit_range(float(f.max()), input_name)
         np.clip(f, 0.0, 1.0, out=f)
     if channels in (2, 4):
         f = composite_on_white(f[..., :-1], f[..., -1])

@@ -111,10 +111,19 @@ def test_comfy_rgba_greyscale_and_out_of_range_values():
     assert tuple(image_from_comfy(rgba)[5, 5]) == (255, 255, 255)
     grey = torch.full((1, 64, 64, 1), 0.5)
     assert tuple(image_from_comfy(grey)[0, 0]) == (128, 128, 128)
-    wild = torch.full((1, 64, 64, 3), 3.0)
+    wild = torch.full((1, 64, 64, 3), 1.5)  # a filter's overshoot past 1.0 is clamped
     wild[0, 0, 0] = float("nan")
+    wild[0, 0, 1] = float("inf")
     out = image_from_comfy(wild)
-    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 0
+    assert out[1, 1, 0] == 255 and out[0, 0, 0] == 0 and out[0, 0, 1] == 0
+
+
+def test_a_comfy_image_scaled_0_to_255_is_refused_not_whitened():
+    # Clamped, it would be a white square and "no face found"; the message says the IMAGE must be 0..1.
+    photo = torch.rand(1, 64, 64, 3) * 255.0
+    with pytest.raises(SonicInputError) as excinfo:
+        image_from_comfy(photo, "image")
+    assert_one_line_error(excinfo, "image", "must be floats in 0..1", "divide it by 255")
 
 
 def test_a_huge_comfy_tensor_is_refused_before_any_copy():

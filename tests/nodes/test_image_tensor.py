@@ -22,3 +22,17 @@ def test_grey_and_rgba_batches_become_rgb():
     rgba = torch.ones((1, 2, 2, 4))
     assert uint8_chunk(grey).shape == (1, 2, 2, 3) and int(uint8_chunk(grey)[0, 0, 0, 1]) == 128
     assert uint8_chunk(rgba).shape == (1, 2, 2, 3)
+
+
+def test_an_image_scaled_0_to_255_is_refused_with_one_line():
+    # A custom node that forgot to divide by 255: clamped, every frame would be white.
+    import pytest
+    from comfyui_sonic.nodes.engine.errors import SonicInputError
+
+    for images in (torch.rand(2, 4, 4, 3) * 255.0, np.random.default_rng(0).random((2, 4, 4, 3)) * 255.0):
+        with pytest.raises(SonicInputError) as excinfo:
+            to_uint8(images, "images")
+        message = str(excinfo.value)
+        assert message.startswith("images: ") and "must be floats in 0..1" in message and "\n" not in message
+    assert uint8_chunk(torch.full((1, 2, 2, 3), float("inf"))).max() == 255  # inf is clamped, not refused
+    assert to_uint8(torch.full((1, 2, 2, 3), 200, dtype=torch.uint8)).max() == 200  # uint8 is already 0..255

@@ -56,3 +56,27 @@ def test_sonic_backend_without_weights_says_where_to_put_them(tmp_path):
         SonicModelError, match=r"sonic_model_dir: unet.pth not found in .*; put the Sonic model files in"
     ):
         SONIC_ModelLoader().load(backend="sonic", model_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("motion_scale", float("nan"), "motion_scale: nan is not a finite number; give a value from 0 to 2"),
+        (
+            "dynamic_scale",
+            float("inf"),
+            "dynamic_scale: inf is not a finite number; give a value from 0 to 2",
+        ),
+        ("fps", 1000.0, "fps: 1000.0 is above the maximum of 60; give a value from 1 to 60"),
+    ],
+)
+def test_a_bad_number_is_a_one_line_input_error_before_any_frame(prepared, monkeypatch, name, value, says):
+    # A linked value or a NaN reaches the node unvalidated by ComfyUI; before this check a NaN
+    # motion_scale ended in a numpy LinAlgError and NaN dynamic_scale rendered silently.
+    from comfyui_sonic.nodes import inference
+    from comfyui_sonic.nodes.engine.errors import SonicInputError
+
+    monkeypatch.setattr(inference, "collect_frames", lambda *a: pytest.fail("rendered anyway"))
+    with pytest.raises(SonicInputError) as excinfo:
+        run(prepared, **{name: value})
+    assert str(excinfo.value) == says

@@ -104,3 +104,26 @@ def test_bad_input_is_one_line_naming_the_input(face_image, overrides, input_nam
         SONIC_PreData().prepare(**args)
     message = str(excinfo.value)
     assert message.startswith(f"{input_name}: ") and "\n" not in message and "; " in message
+
+
+def test_a_portrait_tensor_in_0_to_255_says_the_image_must_be_0_to_1(face_image):
+    # Before the check the tensor was clamped to a white square and the error was "no face found".
+    image = torch.from_numpy(face_image).float().unsqueeze(0)  # forgot .div(255)
+    with pytest.raises(SonicInputError) as excinfo:
+        SONIC_PreData().prepare(image=image, audio=comfy_audio(1.0), min_resolution=256)
+    message = str(excinfo.value)
+    assert (
+        message.startswith("image: ")
+        and "must be floats in 0..1" in message
+        and "divide it by 255" in message
+    )
+
+
+def test_a_nan_expand_ratio_is_refused_by_name(face_image):
+    with pytest.raises(SonicInputError, match="^expand_ratio: "):
+        SONIC_PreData().prepare(
+            image=comfy_image(face_image),
+            audio=comfy_audio(1.0),
+            min_resolution=256,
+            expand_ratio=float("nan"),
+        )

@@ -83,3 +83,13 @@ def test_a_prefix_that_leaves_the_output_folder_is_refused(output_dir):
     with pytest.raises(SonicInputError, match="^filename_prefix: .* leaves the output folder"):
         VideoEncode().encode(images=frames(2, 64, 64), fps=25.0, filename_prefix="../../escape/clip")
     assert not (output_dir.parent.parent / "escape").exists()
+
+
+def test_frames_in_0_to_255_are_refused_before_a_white_clip_is_written(output_dir):
+    with pytest.raises(SonicInputError, match=r"^images: .*must be floats in 0\.\.1"):
+        VideoEncode().encode(images=frames(3, 64, 64) * 255.0, fps=25.0, filename_prefix="white")
+
+
+def test_a_nan_fps_is_refused_by_name(output_dir):
+    with pytest.raises(SonicInputError, match="^fps: nan is not a finite number"):
+        VideoEncode().encode(images=frames(3, 64, 64), fps=float("nan"))

@@ -459,3 +459,78 @@ def test_a_runner_bug_exits_70_naming_its_log_and_resume_finishes_the_jobs(files
     monkeypatch.setattr(client_module.ComfyClient, "output_files", real)
     assert main([*argv, "--resume"]) == 0
     assert len(list(out.glob("*.mp4"))) == 3
+
+
+DEMO_JOB = [
+    str(REPO / "workflows" / "api" / "sonic_lite_fast_api.json"),
+    "--image",
+    str(REPO / "demo" / "sonic_example_face.jpg"),
+    "--audio",
+    str(REPO / "demo" / "sonic_example_speech.wav"),
+    "--quiet",
+]
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and not captured.out, captured
+    return err
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("/proc/x", "-o /proc/x: cannot create the folder"),  # /proc takes no new folders
+        ("a_file", "is a file, not a folder"),
+    ],
+)
+def test_an_unusable_output_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch, out, says):
+    from comfyui_sonic.runner import embedded
+
+    monkeypatch.setattr(embedded, "run_embedded", lambda *a, **k: pytest.fail("rendered anyway"))
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *DEMO_JOB, "-o", out]) == 2
+    err = one_line_error(capsys)
+    assert says in err and "give a" in err
+
+
+def test_batch_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "out").write_text("")
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text("image,audio\nface.jpg,speech.wav\n")
+    code = main(
+        ["batch", DEMO_JOB[0], str(manifest), "--host", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]
+    )
+    assert code == 2 and "--out" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_status_and_report_refuse_a_file_that_is_not_a_journal(tmp_path, capsys, command):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello\n")
+    other_db = tmp_path / "other.sqlite"
+    with sqlite3.connect(other_db) as db:
+        db.execute("CREATE TABLE photos (name TEXT)")
+    assert main([command, str(text_file)]) == 2
+    assert "not a journal" in one_line_error(capsys)
+    assert main([command, str(other_db)]) == 2
+    assert "not a sonic-runner journal" in one_line_error(capsys)
+    with sqlite3.connect(other_db) as db:  # and nothing was added to the user's database
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["photos"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", *DEMO_JOB, "--host", "http://gpu 1:8188"],
+        ["hosts", "--host", "http://gpu 1:8188 name=gpu1"],
+        ["batch", DEMO_JOB[0], "jobs.csv", "--host", "http://user:pw@gpu 1:8188", "--out", "o"],
+    ],
+)
+def test_a_host_url_with_a_space_is_a_one_line_error(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = one_line_error(capsys)
+    assert "cannot contain spaces" in err and "'1:8188'" in err and "pw" not in err

@@ -124,3 +124,80 @@ def test_cli_run_without_the_engine_installed_says_what_to_install(
     assert main([*args, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing: torch" in err[0] and "--host" in err[0]
+
+
+@pytest.fixture
+def no_node_may_run(monkeypatch):
+    """Every node function fails the test: validation must refuse the graph before any work."""
+    for name, cls in node_classes().items():
+        monkeypatch.setattr(cls, cls.FUNCTION, lambda *a, _n=name, **k: pytest.fail(f"{_n} ran"))
+
+
+def test_a_value_above_the_schema_maximum_fails_before_any_node_runs(tmp_path, no_node_may_run):
+    # `--set fps=1000` used to render 1000 frames per second of audio before the encoder refused it.
+    from comfyui_sonic.runner.workflow import apply_params
+
+    prompt = apply_params(json.loads(LITE_FAST.read_text()), {"fps": "1000"})
+    with pytest.raises(WorkflowError) as excinfo:
+        run_embedded(prompt, tmp_path / "out")
+    assert str(excinfo.value) == (
+        "Animate.fps (node 5): 1000.0 is above the maximum of 60; give a value from 1 to 60"
+    )
+    assert not (tmp_path / "out").exists()  # nothing was made
+
+
+def test_nan_scales_are_refused_by_name_with_their_range(tmp_path, no_node_may_run):
+    # NaN passes ComfyUI's own min/max check; NaN dynamic_scale rendered, NaN motion_scale crashed in numpy.
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt["5"]["inputs"].update(dynamic_scale=float("nan"), motion_scale=float("nan"))
+    with pytest.raises(WorkflowError) as excinfo:
+        run_embedded(prompt, tmp_path)
+    assert str(excinfo.value) == (
+        "Animate.dynamic_scale (node 5): nan is not a finite number; give a value from 0 to 2 "
+        "(also wrong: Animate.motion_scale (node 5))"
+    )
+
+
+@pytest.mark.parametrize(
+    ("node", "name", "value", "says"),
+    [
+        ("7", "codec", "vp9", "Save MP4.codec (node 7): 'vp9' is not one of the choices; use one of: h264"),
+        ("4", "min_resolution", 512.5, "Prepare.min_resolution (node 4): 512.5 is not a whole number"),
+        ("4", "detector", 3, "Prepare.detector (node 4): 3 is not one of the choices"),
+        ("6", "smoothing", -0.5, "Lip Sync.smoothing (node 6): -0.5 is below the minimum of 0"),
+        (
+            "7",
+            "images",
+            ["1", 1],
+            "Save MP4.images (node 7): expects IMAGE but is linked to output 1 of Portrait, which gives MASK",
+        ),
+        (
+            "7",
+            "images",
+            ["1", 5],
+            "Save MP4.images (node 7): links to output 5 of Portrait, which has 2 output(s)",
+        ),
+        ("6", "audio", "speech.wav", "Lip Sync.audio (node 6): expects a link from a node's AUDIO output"),
+    ],
+)
+def test_each_kind_of_bad_input_names_node_input_and_what_is_allowed(
+    tmp_path, no_node_may_run, node, name, value, says
+):
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt[node]["inputs"][name] = value
+    with pytest.raises(WorkflowError) as excinfo:
+        run_embedded(prompt, tmp_path)
+    assert str(excinfo.value).startswith(says) and "\n" not in str(excinfo.value)
+
+
+def test_checked_values_reach_the_nodes_converted_as_comfyui_converts_them():
+    from comfyui_sonic.runner.embedded import validate_inputs
+
+    prompt = json.loads(LITE_FAST.read_text())
+    prompt["7"]["inputs"]["crf"] = 23.0  # an INT saved as a float
+    prompt["5"]["inputs"]["fps"] = 25  # a FLOAT saved as an integer (what ComfyUI's front end writes)
+    classes = node_classes()
+    values = validate_inputs(prompt, execution_order(prompt, classes), classes)
+    assert values["7"]["crf"] == 23 and isinstance(values["7"]["crf"], int)
+    assert values["5"]["fps"] == 25.0 and isinstance(values["5"]["fps"], float)
+    assert "images" not in values["7"]  # links are resolved when the node runs
