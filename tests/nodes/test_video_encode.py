@@ -83,3 +83,29 @@ def test_a_prefix_that_leaves_the_output_folder_is_refused(output_dir):
     with pytest.raises(SonicInputError, match="^filename_prefix: .* leaves the output folder"):
         VideoEncode().encode(images=frames(2, 64, 64), fps=25.0, filename_prefix="../../escape/clip")
     assert not (output_dir.parent.parent / "escape").exists()
+
+
+def test_the_progress_bar_shows_at_zero_before_encoding_starts(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    events = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None):
+            events.append((value, total))
+
+        def update(self, n):
+            events.append(("+", n))
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = Bar
+    package = types.ModuleType("comfy")
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "comfy", package)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    VideoEncode().encode(images=frames(3, 64, 64), fps=25.0, filename_prefix="bar")
+    assert events[0] == (0, 3) and events[-1][0] == "+"
