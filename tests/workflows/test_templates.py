@@ -169,3 +169,14 @@ def test_nodes_are_compact():
         assert node["size"][1] <= 10 + 20 * max(len(node["inputs"]), len(node["outputs"])) + 24 * (
             widgets + 1
         )
+
+
+def test_each_template_has_its_own_small_thumbnail():
+    """A card per template (backend, tier and timing written on a frame it renders), each under 60 KB."""
+    from PIL import Image
+
+    thumbs = {p.name: p.read_bytes() for p in sorted((ROOT / "workflows").glob("*.jpg"))}
+    assert len(thumbs) == 6 and len(set(thumbs.values())) == 6, "thumbnails must differ per template"
+    for name, data in thumbs.items():
+        assert len(data) < 60_000, f"{name}: {len(data)} bytes"
+        assert Image.open(ROOT / "workflows" / name).size == (480, 360)
