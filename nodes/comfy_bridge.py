@@ -109,6 +109,10 @@ class _ComfyProgress:
     def __init__(self, bar: Any, total: int) -> None:
         self.bar = bar
         self.total = total
+        # ComfyUI's bar sends nothing until the first update: show it (at 0) the moment work starts.
+        start = getattr(bar, "update_absolute", None)
+        if start is not None:
+            start(0, total)
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)  # ComfyUI's update also raises on a user's cancel

@@ -106,9 +106,10 @@ class LipSyncCorrect:
             type(self), {"fps": fps, "offset": offset, "max_offset": max_offset, "smoothing": smoothing}
         )
         check_settings(float(fps), mode, float(offset), float(max_offset), float(smoothing))
+        # the bar first, so it shows while the frames are converted and the face models load
+        progress = make_progress(len(images), "LipSyncCorrect")
         frames = _to_uint8(images)
         sound = audio_from_comfy(audio, "audio", validate=False)
-        progress = make_progress(len(frames), "LipSyncCorrect")
         result = run_correct(
             frames,
             sound.samples,

@@ -128,47 +128,79 @@ class SONIC_ModelLoader:
         device: str = "auto",
         enable_rife: bool = True,
         model_dir: str = "",
-    ) -> tuple[SonicModel]:
+    ) -> tuple[SonicModel] | dict:
         settings = {"backend": backend, "dtype": dtype, "device": device, "enable_rife": enable_rife}
         if backend == "lite":
             from .engine.lite.backend import LiteBackend
 
-            return (SonicModel(LiteBackend(), settings),)
+            return {
+                "ui": {"text": ["model check: lite backend, no model files needed"]},
+                "result": (SonicModel(LiteBackend(), settings),),
+            }
         if backend == "sonic":
             from .engine.sonic import SonicLoadOptions, load_sonic_backend
 
-            folder = find_sonic_dir(model_dir or sonic_model_dir)
+            folder, svd, check = check_sonic_files(model_dir or sonic_model_dir, svd_checkpoint)
             options = SonicLoadOptions(
                 model_dir=folder,
-                svd=find_svd(svd_checkpoint, folder),
+                svd=svd,
                 dtype=dtype,
                 device=comfy_bridge.torch_device(device),
                 enable_rife=enable_rife,
             )
             # inside ComfyUI its memory management places the networks (loads before a run, unloads on demand)
             backend_obj = load_sonic_backend(options, memory=comfy_bridge.managed_model)
-            return (SonicModel(backend_obj, settings),)
+            return {"ui": {"text": ["model check:", *check]}, "result": (SonicModel(backend_obj, settings),)}
         raise SonicModelError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def check_sonic_files(choice: str, svd_choice: str = AUTO_SVD) -> tuple[Path, Path, list[str]]:
+    """(model folder, SVD base, "found: ..." lines) once every file the sonic backend needs is there.
+
+    Otherwise one SonicModelError that lists every missing file with the folder it belongs in,
+    so a user fixes them all at once instead of meeting them one run at a time.
+    """
+    from .engine.sonic.loading import found_model_files, missing_model_files
+
+    folder = find_sonic_dir(choice)
+    try:
+        svd: Path | None = find_svd(svd_choice, folder)
+        svd_problem = ""
+    except SonicModelError as exc:
+        svd, svd_problem = None, str(exc)
+    missing = missing_model_files(folder, svd)
+    if missing:
+        listed = "; ".join(f"{name} not found in {where}" for name, where in missing)
+        extra = f" ({svd_problem})" if svd_problem and svd_choice != AUTO_SVD else ""
+        raise SonicModelError(
+            f"sonic_model_dir: {len(missing)} file(s) the sonic backend needs are missing: {listed}{extra}; "
+            "put the Sonic model files in ComfyUI/models/sonic (SVD in models/checkpoints) "
+            "or name their folder in model_dir"
+        )
+    assert svd is not None  # missing_model_files lists an absent SVD base
+    return folder, svd, found_model_files(folder, svd)
+
+
 def find_sonic_dir(choice: str) -> Path:
-    """The folder holding unet.pth for a dropdown choice or an explicit path."""
+    """The folder the Sonic files are (or belong) in for a dropdown choice or an explicit path.
+
+    The first candidate holding unet.pth wins; otherwise the first one that exists (or the first one),
+    so the missing-files message names a real place.
+    """
     if choice and choice != DEFAULT_SONIC_DIR and Path(choice).is_absolute():
         candidates = [Path(choice)]
     else:
         sub = "" if choice in ("", DEFAULT_SONIC_DIR) else choice
         candidates = [root / sub for root in comfy_bridge.model_dirs()]
+    if not candidates:
+        raise SonicModelError(
+            "sonic_model_dir: unet.pth not found (no models folder is known: with sonic-runner pass "
+            "--models DIR); put the Sonic model files in ComfyUI/models/sonic or name their folder in model_dir"
+        )
     for folder in candidates:
         if (folder / "unet.pth").is_file():
             return folder
-    where = (
-        ", ".join(str(d) for d in candidates)
-        or "(no models folder is known: with sonic-runner pass --models DIR)"
-    )
-    raise SonicModelError(
-        f"sonic_model_dir: unet.pth not found in {where}; put the Sonic model files in ComfyUI/models/sonic "
-        "or name their folder in model_dir"
-    )
+    return next((f for f in candidates if f.is_dir()), candidates[0])
 
 
 def find_svd(choice: str, sonic_dir: Path) -> Path:

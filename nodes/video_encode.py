@@ -123,10 +123,10 @@ class VideoEncode:
         numbers = check_numbers(type(self), {"fps": fps, "crf": crf})
         fps, crf = numbers["fps"], numbers["crf"]
         count, height, width = _frames_shape(images)
+        progress = comfy_bridge.progress(count, "encode")  # shown before the audio is prepared
         sound = audio_from_comfy(audio, "audio", validate=False) if audio is not None else None
         folder, base, subfolder = comfy_bridge.save_path(filename_prefix or "sonic/sonic", width, height)
         path = Path(folder) / f"{base}.mp4"
-        progress = comfy_bridge.progress(count, "encode")
         with VideoWriter(
             path, width, height, fps, crf=crf, preset=preset, codec=codec, audio=sound
         ) as writer:

@@ -75,6 +75,7 @@ CORE_SCHEMAS = {
         ("AUDIO",),
     ),
 }
+CORE_SCHEMAS["Note"] = ({"required": {"text": ("STRING", {"multiline": True})}}, (), ())
 CORE_EXTRA_WIDGETS = {
     "LoadImage": ["image"],
     "LoadAudio": [None, None],
@@ -181,8 +182,8 @@ def ui_workflow(backend: str, tier: str) -> dict:
             {
                 "id": int(node_id),
                 "type": class_type,
-                "pos": _position(order),
-                "size": [320, 60 + 26 * (len(inputs) + len(widgets))],
+                "pos": list(layout()[title]),
+                "size": [NODE_WIDTH, node_height(class_type)],
                 "flags": {},
                 "order": order,
                 "mode": 0,
@@ -196,22 +197,154 @@ def ui_workflow(backend: str, tier: str) -> dict:
     for node in nodes:
         for out in node["outputs"]:
             out["links"] = out_links.get((str(node["id"]), out["slot_index"]), []) or None
+    note_id = len(nodes) + 1
+    nodes.append(
+        {
+            "id": note_id,
+            "type": "Note",
+            "pos": list(NOTE_POS),
+            "size": list(NOTE_SIZE),
+            "flags": {},
+            "order": len(nodes),
+            "mode": 0,
+            "title": "Start here",
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [note_text(backend, tier)],
+        }
+    )
     return {
-        "last_node_id": len(nodes),
+        "last_node_id": note_id,
         "last_link_id": len(links),
         "nodes": nodes,
         "links": links,
-        "groups": [],
+        "groups": groups(nodes),
         "config": {},
-        "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+        "extra": {"ds": {"scale": 0.75, "offset": [20, 20]}},
         "version": 0.4,
     }
 
 
-def _position(order: int) -> list[int]:
-    column = {0: 0, 1: 0, 2: 0, 3: 1, 4: 2, 5: 3, 6: 4}[order]
-    row = {0: 0, 1: 1, 2: 2}.get(order, 0)
-    return [40 + 380 * column, 60 + 260 * row]
+# ---------------------------------------------------------------- layout
+# LiteGraph's metrics (ComfyUI frontend): a title bar above `pos`, one row per slot, one per widget.
+TITLE_HEIGHT = 30
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24
+NODE_WIDTH = 300
+# What ComfyUI adds below a node's widgets once it has something to show: the LoadImage preview,
+# the audio player, our read-only info text (web/sonic.js), the MP4 preview above its info text.
+PREVIEW_HEIGHT = {
+    "Portrait": 300,
+    "Speech": 60,
+    "Sonic Model": 90,
+    "Prepare": 90,
+    "Lip Sync": 90,
+    "Save MP4": 400,
+}
+GAP = 40
+GROUP_PAD = 40  # room for a group's title above its first node
+
+# columns left to right; nodes top to bottom within a column
+COLUMNS = [["Portrait", "Speech"], ["Sonic Model", "Prepare"], ["Animate"], ["Lip Sync"], ["Save MP4"]]
+GROUPS = {
+    "Inputs": ["Portrait", "Speech"],
+    "Sonic": ["Sonic Model", "Prepare", "Animate", "Lip Sync"],
+    "Output": ["Save MP4"],
+}
+GROUP_COLORS = {"Inputs": "#3f789e", "Sonic": "#88A", "Output": "#b06634"}
+NOTE_SIZE = (NODE_WIDTH * 2 + GAP, 170)
+NOTE_POS = (GAP, GAP + TITLE_HEIGHT)
+TOP = NOTE_POS[1] + NOTE_SIZE[1] + GAP + GROUP_PAD + TITLE_HEIGHT
+
+
+def node_height(class_type: str) -> int:
+    """A compact height: slot rows plus widget rows (ComfyUI grows a node that needs more)."""
+    schema, return_types, _ = node_schema(class_type)
+    inputs = widgets = 0
+    for section in ("required", "optional"):
+        for spec in schema.get(section, {}).values():
+            if not is_widget(spec):
+                inputs += 1
+            else:
+                widgets += 1 + bool(len(spec) > 1 and spec[1].get("control_after_generate"))
+    if class_type == "LoadAudio":
+        widgets += 1  # the upload button; the player is in PREVIEW_HEIGHT
+    return 10 + SLOT_HEIGHT * max(inputs, len(return_types)) + WIDGET_HEIGHT * widgets
+
+
+def layout() -> dict[str, tuple[int, int]]:
+    """Positions from the compact heights plus the previews, so nothing overlaps once they show."""
+    classes = {title: class_type for _, class_type, title, _ in GRAPH}
+    positions = {}
+    for column, titles in enumerate(COLUMNS):
+        x = GAP + column * (NODE_WIDTH + GAP + 30)
+        y = TOP
+        for title in titles:
+            positions[title] = (x, y)
+            y += node_height(classes[title]) + PREVIEW_HEIGHT.get(title, 0) + TITLE_HEIGHT + GAP + GROUP_PAD
+    return positions
+
+
+def node_box(node: dict) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) a node covers on the canvas: title bar, body and its preview."""
+    x, y = node["pos"]
+    w, h = node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h + PREVIEW_HEIGHT.get(node["title"], 0)
+
+
+def groups(nodes: list[dict]) -> list[dict]:
+    """One titled group around each part of the graph."""
+    by_title = {n["title"]: n for n in nodes}
+    out = []
+    for name, titles in GROUPS.items():
+        boxes = [node_box(by_title[t]) for t in titles]
+        x0 = min(b[0] for b in boxes) - 10
+        y0 = min(b[1] for b in boxes) - GROUP_PAD
+        x1 = max(b[2] for b in boxes) + 10
+        y1 = max(b[3] for b in boxes) + 10
+        out.append(
+            {
+                "title": name,
+                "bounding": [x0, y0, x1 - x0, y1 - y0],
+                "color": GROUP_COLORS[name],
+                "font_size": 24,
+                "flags": {},
+            }
+        )
+    return out
+
+
+NEEDS = {
+    "lite": "Runs on the CPU; no model files to download.",
+    "sonic": "Needs a GPU and the Sonic weights in ComfyUI/models/sonic plus svd_xt.safetensors in "
+    "models/checkpoints (Sonic Model lists every missing file at once).",
+}
+# Rough time per 10 s of speech: lite from benchmarks/bench_lite.py (README "Speed"); sonic not yet
+# measured on a GPU, so no number is claimed for it.
+DURATIONS = {
+    "lite": {
+        "fast": "About 2 s per 10 s of audio on a laptop CPU (512 px).",
+        "balanced": "About 2 s per 10 s of audio on a laptop CPU (512 px).",
+        "hq": "About 3-4 s per 10 s of audio on a laptop CPU (768 px).",
+    },
+    "sonic": {
+        "fast": "Minutes per 10 s of audio on a GPU (20 steps, 512 px); far too slow on a CPU.",
+        "balanced": "Minutes per 10 s of audio on a GPU (25 steps, 512 px); far too slow on a CPU.",
+        "hq": "Several minutes per 10 s of audio on a GPU (30 steps, 768 px); far too slow on a CPU.",
+    },
+}
+
+
+def note_text(backend: str, tier: str) -> str:
+    """What to do first, on the canvas (ComfyUI's template browser shows only the file name)."""
+    return (
+        f"Sonic {backend} / {tier}. {NEEDS[backend]}\n"
+        "1. Pick a portrait in Portrait (one face, facing the camera) and a speech clip in Speech.\n"
+        "2. Press Run. Each node shows its progress; the MP4 appears in Save MP4 and in "
+        "ComfyUI/output/sonic/.\n"
+        f"{DURATIONS[backend][tier]}"
+    )
 
 
 def templates() -> dict[Path, dict]:

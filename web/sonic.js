@@ -1,12 +1,17 @@
 // Front-end extension for the Sonic node pack.
-// Shows what a node reports as ui "text" after it runs (LipSyncCorrect's measured
-// audio/video offset, SONIC_PreData's crop and duration notes, VideoEncode's file)
-// in a read-only text box on the node. The box is never saved into the workflow.
+// - Shows what a node reports as ui "text" after it runs (LipSyncCorrect's measured
+//   audio/video offset, SONIC_PreData's crop and duration notes, VideoEncode's file,
+//   SONIC_ModelLoader's model check) in a read-only text box on the node. The box is never
+//   saved into the workflow.
+// - When a run is cancelled or fails, our nodes that did not run in it hide their previews and
+//   say so in that box: a result from an earlier run is never mistaken for a new one.
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const SHOWS_TEXT = new Set(["LipSyncCorrect", "SONIC_PreData", "VideoEncode"]);
+const SHOWS_TEXT = new Set(["LipSyncCorrect", "SONIC_PreData", "VideoEncode", "SONIC_ModelLoader"]);
 const WIDGET = "sonic_info";
+const ranThisRun = new Set();
 
 function showText(node, lines) {
   const text = (Array.isArray(lines) ? lines : [lines]).join("\n");
@@ -24,8 +29,54 @@ function showText(node, lines) {
     }
   }
   widget.value = text;
-  node.setDirtyCanvas?.(true, true);
+  redraw(node);
 }
+
+function redraw(node) {
+  node.setDirtyCanvas?.(true, true);
+  // the frontend places a new video/image preview on the next frame: redraw then as well,
+  // so it does not hang below the node until something else repaints the canvas
+  globalThis.requestAnimationFrame?.(() => app.graph?.setDirtyCanvas?.(true, true));
+}
+
+function previewElements(node) {
+  return (node.widgets || [])
+    .map((w) => w.element)
+    .filter((el) => el && el.style && (el.querySelector?.("video, img") || /VIDEO|IMG/.test(el.tagName || "")));
+}
+
+function setPreviewShown(node, shown) {
+  for (const el of previewElements(node)) el.style.display = shown ? "" : "none";
+  if (!shown) {
+    node.imgs = undefined; // the canvas-drawn image preview
+    if (app.nodeOutputs) delete app.nodeOutputs[node.id];
+  }
+}
+
+function ourNodes() {
+  const graph = app.graph;
+  const nodes = graph?._nodes || graph?.nodes || [];
+  return nodes.filter((n) => SHOWS_TEXT.has(n.comfyClass || n.type));
+}
+
+/** After a cancelled or failed run: mark every output of ours that this run did not produce. */
+export function markStale(reason) {
+  for (const node of ourNodes()) {
+    if (ranThisRun.has(String(node.id))) continue;
+    const hadResult = node.widgets?.some((w) => w.name === WIDGET) || node.imgs || previewElements(node).length;
+    if (!hadResult) continue;
+    setPreviewShown(node, false);
+    showText(node, [`(run ${reason}: no new result from this node; the last one was cleared)`]);
+  }
+}
+
+api.addEventListener("execution_start", () => ranThisRun.clear());
+api.addEventListener("executed", (event) => {
+  const id = event.detail?.display_node ?? event.detail?.node;
+  if (id != null) ranThisRun.add(String(id));
+});
+api.addEventListener("execution_interrupted", () => markStale("cancelled"));
+api.addEventListener("execution_error", () => markStale("failed"));
 
 app.registerExtension({
   name: "sonic.nodes.info",
@@ -34,7 +85,9 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
+      setPreviewShown(this, true);
       if (message?.text) showText(this, message.text);
+      else redraw(this);
     };
   },
 });

@@ -8,6 +8,12 @@ is retried at a lower resolution tier.
 
 from __future__ import annotations
 
+# ComfyUI reports an error's type as `module.QualName`; a custom node's module is named after its
+# folder path ("/x/custom_nodes/ComfyUI-Sonic.nodes.engine.errors"), which the error dialog and a
+# remote runner show verbatim. A short module name keeps it readable ("sonic.SonicModelError");
+# the runner matches the last class name, so both spellings classify alike.
+SHORT_MODULE = "sonic"
+
 
 class SonicInputError(ValueError):
     """Bad user input (no face, unreadable audio, value out of range): never retried."""
@@ -44,3 +50,7 @@ RESOLUTION_TIERS = (384, 512, 768, 1024)
 def next_lower_tier(resolution: int) -> int | None:
     lower = [t for t in RESOLUTION_TIERS if t < resolution]
     return lower[-1] if lower else None
+
+
+for _cls in (SonicInputError, SonicModelError, SonicOutOfMemoryError):
+    _cls.__module__ = SHORT_MODULE

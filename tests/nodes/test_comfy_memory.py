@@ -153,7 +153,7 @@ def load_sonic(checkpoint) -> SonicBackend:
     """What a workflow does: SONIC_ModelLoader with backend sonic on an explicit folder."""
     (model,) = SONIC_ModelLoader().load(
         backend="sonic", dtype="fp32", device="cpu", enable_rife=False, model_dir=str(checkpoint["model_dir"])
-    )
+    )["result"]
     return model.backend
 
 

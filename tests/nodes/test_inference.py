@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfyui_sonic.nodes.engine.errors import SonicModelError
 from comfyui_sonic.nodes.inference import SONIC_Inference
 from comfyui_sonic.nodes.model_loader import SONIC_ModelLoader
 from comfyui_sonic.nodes.pre_data import SONIC_PreData
@@ -23,7 +22,7 @@ def prepared(face_image):
 
 
 def run(data, **overrides):
-    (model,) = SONIC_ModelLoader().load(backend="lite")
+    (model,) = SONIC_ModelLoader().load(backend="lite")["result"]
     args = dict(seed=0, inference_steps=25, dynamic_scale=1.0, motion_scale=1.0, fps=25.0)
     args.update(overrides)
     return SONIC_Inference().generate(model=model, data=data, **args)
@@ -49,13 +48,6 @@ def test_seed_zero_is_a_seed_and_the_same_seed_repeats(prepared):
 def test_paste_back_returns_frames_the_size_of_the_original_image(prepared):
     frames, _, _ = run(prepared, paste_back=True)
     assert frames.shape[1:3] == prepared.original.shape[:2]
-
-
-def test_sonic_backend_without_weights_says_where_to_put_them(tmp_path):
-    with pytest.raises(
-        SonicModelError, match=r"sonic_model_dir: unet.pth not found in .*; put the Sonic model files in"
-    ):
-        SONIC_ModelLoader().load(backend="sonic", model_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize(

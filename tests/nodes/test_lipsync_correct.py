@@ -80,3 +80,44 @@ def test_a_cancel_during_conversion_stops_the_node(clip, monkeypatch):
     frames, audio = clip
     with pytest.raises(Interrupted):
         LipSyncCorrect().correct(as_image(frames), audio, FPS, mode="manual", offset=0.0)
+
+
+class RecordingBar:
+    """ComfyUI's comfy.utils.ProgressBar as the nodes see it, recording what the UI would be sent."""
+
+    events: list = []
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def update_absolute(self, value: int, total: int | None = None) -> None:
+        RecordingBar.events.append(("bar", value, total))
+
+    def update(self, n: int) -> None:
+        RecordingBar.events.append(("bar+", n, self.total))
+
+
+@pytest.fixture
+def comfy_bar(monkeypatch):
+    import sys
+    import types
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = RecordingBar
+    package = types.ModuleType("comfy")
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "comfy", package)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    RecordingBar.events = []
+    return RecordingBar.events
+
+
+def test_the_progress_bar_shows_before_any_frame_is_converted(clip, comfy_bar, monkeypatch):
+    import comfyui_sonic.nodes.lipsync_correct as node
+
+    frames, audio = clip
+    real = node._to_uint8
+    monkeypatch.setattr(node, "_to_uint8", lambda images: comfy_bar.append(("convert",)) or real(images))
+    LipSyncCorrect().correct(as_image(frames[:10]), audio, FPS, mode="manual", offset=0.0)
+    assert comfy_bar[0] == ("bar", 0, 10)
+    assert comfy_bar[1] == ("convert",)

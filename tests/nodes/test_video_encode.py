@@ -93,3 +93,29 @@ def test_frames_in_0_to_255_are_refused_before_a_white_clip_is_written(output_di
 def test_a_nan_fps_is_refused_by_name(output_dir):
     with pytest.raises(SonicInputError, match="^fps: nan is not a finite number"):
         VideoEncode().encode(images=frames(3, 64, 64), fps=float("nan"))
+
+
+def test_the_progress_bar_shows_at_zero_before_encoding_starts(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    events = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None):
+            events.append((value, total))
+
+        def update(self, n):
+            events.append(("+", n))
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = Bar
+    package = types.ModuleType("comfy")
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "comfy", package)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    VideoEncode().encode(images=frames(3, 64, 64), fps=25.0, filename_prefix="bar")
+    assert events[0] == (0, 3) and events[-1][0] == "+"

@@ -107,3 +107,76 @@ def test_tiers_set_the_documented_step_counts():
 def test_every_ui_template_has_a_thumbnail_for_comfyuis_template_browser():
     for path in UI_FILES:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
+
+
+def _boxes(doc: dict) -> dict[str, tuple]:
+    return {node["title"]: make_workflows.node_box(node) for node in doc["nodes"]}
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in UI_FILES if not p.name.endswith("_api.json")], ids=lambda p: p.name
+)
+def test_no_two_nodes_overlap_once_their_previews_show(path):
+    """Each node's box is its title bar, body and the preview ComfyUI adds below it (image, player, info)."""
+    boxes = _boxes(json.loads(path.read_text()))
+    titles = sorted(boxes)
+    for i, a in enumerate(titles):
+        for b in titles[i + 1 :]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a], boxes[b]
+            apart = ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0
+            assert apart, f"{path.name}: {a} {boxes[a]} overlaps {b} {boxes[b]}"
+
+
+def test_the_overlap_check_sees_a_preview_that_reaches_the_next_node():
+    doc = make_workflows.ui_workflow("lite", "fast")
+    portrait = next(n for n in doc["nodes"] if n["title"] == "Portrait")
+    speech = next(n for n in doc["nodes"] if n["title"] == "Speech")
+    speech["pos"] = [
+        portrait["pos"][0],
+        portrait["pos"][1] + portrait["size"][1] + 10,
+    ]  # the old layout's mistake
+    a, b = make_workflows.node_box(portrait), make_workflows.node_box(speech)
+    assert a[3] > b[1], "the Portrait preview must reach into a Speech node placed right below its widgets"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in UI_FILES if not p.name.endswith("_api.json")], ids=lambda p: p.name
+)
+def test_titled_groups_hold_their_nodes_and_a_note_says_what_to_do_first(path):
+    doc = json.loads(path.read_text())
+    boxes = _boxes(doc)
+    groups = {g["title"]: g["bounding"] for g in doc["groups"]}
+    assert set(groups) == {"Inputs", "Sonic", "Output"}
+    for name, titles in make_workflows.GROUPS.items():
+        gx, gy, gw, gh = groups[name]
+        for title in titles:
+            x0, y0, x1, y1 = boxes[title]
+            assert gx <= x0 and gy < y0 and x1 <= gx + gw and y1 <= gy + gh, f"{title} outside group {name}"
+    note = next(n for n in doc["nodes"] if n["type"] == "Note")
+    text = note["widgets_values"][0]
+    assert "1. Pick a portrait" in text and "per 10 s of audio" in text
+    lite = "_lite_" in path.name
+    assert ("no model files" in text) == lite and ("Needs a GPU" in text) == (not lite)
+
+
+def test_nodes_are_compact():
+    """No node is much taller than its slots and widgets need (the old ones had large empty areas)."""
+    doc = make_workflows.ui_workflow("sonic", "balanced")
+    for node in doc["nodes"]:
+        if node["type"] == "Note":
+            continue
+        widgets = len(node["widgets_values"])
+        assert node["size"][1] <= 10 + 20 * max(len(node["inputs"]), len(node["outputs"])) + 24 * (
+            widgets + 1
+        )
+
+
+def test_each_template_has_its_own_small_thumbnail():
+    """A card per template (backend, tier and timing written on a frame it renders), each under 60 KB."""
+    from PIL import Image
+
+    thumbs = {p.name: p.read_bytes() for p in sorted((ROOT / "workflows").glob("*.jpg"))}
+    assert len(thumbs) == 6 and len(set(thumbs.values())) == 6, "thumbnails must differ per template"
+    for name, data in thumbs.items():
+        assert len(data) < 60_000, f"{name}: {len(data)} bytes"
+        assert Image.open(ROOT / "workflows" / name).size == (480, 360)

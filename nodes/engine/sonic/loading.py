@@ -155,6 +155,60 @@ _WEIGHT_NAMES = [
 ]
 
 
+def _has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _WEIGHT_NAMES)
+
+
+def missing_model_files(model_dir: Path, svd: Path | None) -> list[tuple[str, str]]:
+    """Every file the sonic backend needs that is not there, as (file, where it belongs).
+
+    Checked all at once, before anything is loaded, so a user fixes them in one go rather
+    than meeting them one run at a time. Optional files (RIFE/flownet.pkl) are not listed.
+    """
+    folder = Path(model_dir)
+    missing: list[tuple[str, str]] = []
+    for name in (UNET_FILE, AUDIO2TOKEN_FILE, AUDIO2BUCKET_FILE):
+        if not (folder / name).is_file():
+            missing.append((name, str(folder)))
+    whisper = folder / WHISPER_DIR
+    for name in ("config.json", "preprocessor_config.json"):
+        if not (whisper / name).is_file():
+            missing.append((f"{WHISPER_DIR}/{name}", str(whisper)))
+    if not _has_weights(whisper):
+        missing.append((f"{WHISPER_DIR}/model.safetensors (or pytorch_model.bin)", str(whisper)))
+    if svd is None or not Path(svd).exists():
+        missing.append(
+            (
+                "svd_xt.safetensors",
+                "ComfyUI/models/checkpoints (or the diffusers folder stable-video-diffusion-img2vid-xt "
+                "in models/sonic)",
+            )
+        )
+    elif Path(svd).is_dir():
+        svd = Path(svd)
+        for sub, config in (
+            ("vae", "config.json"),
+            ("image_encoder", "config.json"),
+            ("scheduler", "scheduler_config.json"),
+        ):
+            if not (svd / sub / config).is_file():
+                missing.append((f"{sub}/{config}", str(svd / sub)))
+            if sub != "scheduler" and not _has_weights(svd / sub):
+                missing.append((f"{sub}/diffusion_pytorch_model.safetensors", str(svd / sub)))
+    return missing
+
+
+def found_model_files(model_dir: Path, svd: Path | None) -> list[str]:
+    """What is there, one short line per file, for the loader's "model check" text."""
+    folder = Path(model_dir)
+    names = [UNET_FILE, AUDIO2TOKEN_FILE, AUDIO2BUCKET_FILE, WHISPER_DIR, RIFE_FILE]
+    lines = [f"{'found' if (folder / n).exists() else 'missing'}: {folder / n}" for n in names]
+    lines.append(f"{'found' if svd is not None and Path(svd).exists() else 'missing'}: SVD base {svd or '-'}")
+    if not (folder / RIFE_FILE).is_file():
+        lines.append("(RIFE/flownet.pkl is optional: without it frames are repeated to reach the fps)")
+    return lines
+
+
 def load_whisper(model_dir: Path):
     """whisper-tiny/ in Hugging Face format -> (feature extractor, encoder). The decoder is not used."""
     from transformers import WhisperConfig, WhisperFeatureExtractor
