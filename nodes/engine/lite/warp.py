@@ -30,6 +30,8 @@ import numpy as np
 from ..face import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT
 
 _COARSE = 8  # head field grid step (pixels)
+_NECK_FALLOFF = 1.4  # below the chin the jaw's motion fades over this (mouth half-widths)
+_EDGE = 0.06  # inner lip edge ramp (mouth half-widths)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class FaceRig:
         cx, cy = local(p[8])
         chin = max(0.8, float(cy - np.polyval(curve, cx)))
 
-        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.2), self.w, self.h)
+        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.3 * _NECK_FALLOFF), self.w, self.h)
         # The field is smooth: on big faces compute it on every 2nd/3rd pixel and resize.
         step = max(1, int(a // 28))
         xp, yp = _local_coords(box, c, u, v, a, step)
@@ -244,16 +246,22 @@ class FaceRig:
         # Opening profile across the mouth: 0 at the corners at lip level, widening towards the chin.
         sig = 1.0 + f32(0.8 / 1.5) * np.minimum(np.maximum(ypp, 0.0), f32(1.5))
         prof = _profile(1.0 - sx2 / (sig * sig), pose.roundness)
-        vert = 1.0 + f32(0.3 / chin) * np.minimum(np.maximum(ypp, 0.0), f32(chin))
-        below_chin = np.maximum(ypp - f32(chin), 0.0)
-        vert *= np.exp(-(below_chin * below_chin))
+        # The jaw moves the lower lip, chin and lower face as one piece (lips keep their
+        # thickness, the chin keeps its shape) and the skin stretches only below the chin,
+        # fading smoothly into the neck.
+        below_chin = np.maximum(ypp - f32(chin), 0.0) * f32(1 / _NECK_FALLOFF)
+        vert = np.exp(-(below_chin * below_chin))
         drop = f32(pose.jaw) * prof * vert
         lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
 
         # Below the parting line everything drops with the jaw; a negative drop (closing an open
         # portrait's mouth) pulls the lower lip up over what lay between the lips.
+        # The lower lip's top row samples a pixel or so inside the lip, not the parting line
+        # itself: there bilinear sampling would pick up the edge of any teeth above it (a bright
+        # line along the seam of a closed mouth).
         lower = ypp >= np.minimum(drop, 0.0)
-        src_y = np.where(lower, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
+        inside_lip = f32(min(0.1, 1.2 / a))
+        src_y = np.where(lower, np.maximum(ypp - drop, inside_lip), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)
         delta = np.empty(xp.shape + (2,), dtype=np.float32)
@@ -277,8 +285,11 @@ class FaceRig:
     @staticmethod
     def _gap(box, a: float, layers: np.ndarray) -> MouthGap | None:
         inside, total = layers[..., 0], layers[..., 1]
-        # One-pixel anti-aliased edges; an opening thinner than a pixel covers only its height.
-        alpha = np.clip(np.minimum(inside + 0.5, total), 0.0, 1.0)
+        # Soft edges where the lips curl inwards (a ramp of a few percent of the mouth width,
+        # at least a pixel: a hard edge is what gives a pasted-on mouth away); an opening
+        # thinner than the ramp covers only its height.
+        edge = np.float32(max(1.0, _EDGE * a))
+        alpha = np.clip(np.minimum(inside / edge + 0.5, total / edge), 0.0, 1.0)
         rows = np.flatnonzero(alpha.any(axis=1))
         cols = np.flatnonzero(alpha.any(axis=0))
         if rows.size == 0 or cols.size == 0:
