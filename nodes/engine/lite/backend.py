@@ -20,7 +20,7 @@ from ..progress import Progress
 from ..types import GenerationParams, SonicData
 from .audio_drive import MouthTrack, mouth_track
 from .motion import MotionTrack, plan_motion
-from .mouth import MouthColours, mouth_colours, paint_mouth
+from .mouth import MouthColours, mouth_colours, paint_mouth, shade_seam
 from .warp import FacePose, FaceRig
 
 CHUNK_FRAMES = 16
@@ -145,6 +145,8 @@ def render_frame(
         frame[y0:y1, x0:x1] = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if moving.gap is not None:
         paint_mouth(frame, moving.gap, colours)
+    if moving.seam is not None:
+        shade_seam(frame, moving.seam, colours)
     return frame
 
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..face import MOUTH_INNER, MOUTH_OUTER
-from .warp import MouthGap
+from .warp import MouthGap, Seam
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class MouthColours:
     tongue: np.ndarray
     teeth: np.ndarray
     show_teeth: bool  # False when the portrait already shows its own upper teeth
+    crease: np.ndarray  # where closed lips press together: the lip colour in shadow
 
 
 def _polygon_mask(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
@@ -55,7 +56,10 @@ def mouth_colours(image: np.ndarray, landmarks: np.ndarray, source_mouth_open: b
     skin_luma = float(skin @ np.array([0.299, 0.587, 0.114]))
     teeth = _tone(skin, float(np.clip(215.0 / max(skin_luma, 1.0), 0.9, 1.35)), 0.25)
     teeth = np.clip(teeth, 0.0, 240.0).astype(np.float32)
-    return MouthColours(cavity=cavity, tongue=tongue, teeth=teeth, show_teeth=not source_mouth_open)
+    crease = _tone(lip, 0.72, 0.9)
+    return MouthColours(
+        cavity=cavity, tongue=tongue, teeth=teeth, show_teeth=not source_mouth_open, crease=crease
+    )
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -109,3 +113,13 @@ def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None
     region = frame[y0:y1, x0:x1].astype(np.float32)
     alpha = gap.alpha[..., None]
     frame[y0:y1, x0:x1] = np.clip(region + (colour - region) * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def shade_seam(frame: np.ndarray, seam: Seam, colours: MouthColours) -> None:
+    """Shade where closed lips meet (in place): nothing there may be brighter than the lips'
+    shadowed colour, so the portrait's lip highlight or teeth cannot show as a bright line."""
+    y0, y1, x0, x1 = seam.box
+    region = frame[y0:y1, x0:x1].astype(np.float32)
+    target = np.minimum(region, colours.crease[None, None, :])
+    out = region + (target - region) * seam.weight[..., None]
+    frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -54,6 +54,16 @@ class FrameMap:
     box: tuple[int, int, int, int]
     map: np.ndarray  # [y1-y0, x1-x0, 2] float32 source coordinates
     gap: MouthGap | None
+    seam: Seam | None = None
+
+
+@dataclass
+class Seam:
+    """Where closed lips press together in this frame: `weight` (0..1, [h, w]) over `box` marks the
+    contact line and the top of the lower lip just below it, for the painter to shade."""
+
+    box: tuple[int, int, int, int]
+    weight: np.ndarray
 
 
 @dataclass
@@ -186,9 +196,9 @@ class FaceRig:
         forward = self.head_matrix(pose.head)
         moved = self.points @ forward[:, :2].T + forward[:, 2]
         fields: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
-        gap = None
+        gap = seam = None
         if abs(pose.jaw) > 1e-4 or abs(pose.lip_raise) > 1e-4 or abs(pose.width) > 1e-4:
-            box, delta, gap = self._mouth_field(moved, pose)
+            box, delta, gap, seam = self._mouth_field(moved, pose)
             fields.append((box, delta))
         if pose.blink > 1e-3:
             for eye in (EYE_RIGHT, EYE_LEFT):
@@ -205,7 +215,7 @@ class FaceRig:
             return None
         for (by0, by1, bx0, bx1), delta in fields:
             mapping[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] += delta
-        return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap)
+        return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap, seam=seam)
 
     # --- mouth and jaw ---------------------------------------------------------------------------------
     def _mouth_field(self, p: np.ndarray, pose: FacePose):
@@ -280,7 +290,19 @@ class FaceRig:
             size = (xp.shape[1] * step, xp.shape[0] * step)
             delta = cv2.resize(delta, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
             layers = cv2.resize(layers, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
-        return box, delta, self._gap(box, a, layers)
+        seam = None
+        if pose.jaw < 0.0:
+            # Lips pulled shut over a portrait's open mouth: the contact line and the top of the
+            # lower lip below it (where the portrait's lip highlight was, now a thin bright line
+            # against the upper lip) are shaded like pressed lips.
+            below = (ypp - drop) * fa  # pixels below the contact line
+            reach = f32(max(1.5, 0.14 * a))
+            weight = np.exp(-((below / reach) ** 2)) * np.clip(drop / f32(pose.jaw), 0.0, 1.0)
+            weight = np.where(below < 0.0, np.exp(-((below / f32(1.0)) ** 2)) * weight, weight)
+            if step > 1:
+                weight = cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+            seam = Seam(box=box, weight=weight.astype(np.float32))
+        return box, delta, self._gap(box, a, layers), seam
 
     @staticmethod
     def _gap(box, a: float, layers: np.ndarray) -> MouthGap | None:

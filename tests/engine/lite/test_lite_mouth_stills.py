@@ -4,6 +4,7 @@ What gives a synthetic mouth away, as numbers a regression would change:
 - the inside of the mouth must be in the face's own palette (a grey photo gets a
   grey cavity, a statue a stone one; never more colourful than the face, and of
   the face's hue);
+- a closed mouth must not show a bright line along the seam;
 - the inner lip contour must be soft (anti-aliased over a couple of pixels), not a
   hard cut-out edge.
 scripts/make_contact_sheet.py renders the same frames for the eye (docs/lite_mouths.png).
@@ -69,6 +70,20 @@ def hue_deg(rgb: np.ndarray) -> float:
     return float(hsv[0, 0, 0]) * 360.0 / 256.0
 
 
+def closed_seam_peak(image, points) -> tuple[float, float]:
+    """(brightest pixel along the closed seam, bright end of the lips around it), luma."""
+    frame = mouth_frame(image, points, 0.0)
+    upper, lower = points[[60, 61, 62, 63, 64]], points[[60, 67, 66, 65, 64]]
+    y = luma(frame)
+    seam = []
+    for x in range(int(np.ceil(points[61, 0])), int(points[63, 0]) + 1):
+        top = np.interp(x, upper[:, 0], upper[:, 1])
+        bottom = np.interp(x, lower[:, 0], lower[:, 1])
+        seam.append(y[int(np.floor(min(top, bottom))) - 1 : int(np.ceil(max(top, bottom))) + 2, x].max())
+    lips = np.percentile(luma(lip_pixels(frame, points)), 95)
+    return float(max(seam)), float(lips)
+
+
 def edge_step(frame, gap, points) -> float:
     """Largest one-pixel luma step across the lower inner lip edge, as a fraction of the
     contrast between the mouth and the lip (1: a hard cut-out edge)."""
@@ -78,6 +93,15 @@ def edge_step(frame, gap, points) -> float:
     bottom = y0 + int(rows[-1])
     profile = luma(frame)[bottom - 6 : bottom + 5, x0 + col]
     return float(np.abs(np.diff(profile)).max() / max(1.0, np.ptp(profile)))
+
+
+@pytest.mark.parametrize("kind", FACE_KINDS)
+def test_a_closed_mouth_has_no_bright_seam(photo, kind):
+    """The astronaut smiles with her teeth showing: shut, no tooth edge or lip highlight may
+    show as a bright line where the lips meet."""
+    image, points = face_variant(photo[0], kind), photo[1]
+    peak, lips = closed_seam_peak(image, points)
+    assert peak <= lips + 2.0, f"{kind}: seam peak {peak:.0f} brighter than the lips {lips:.0f}"
 
 
 @pytest.mark.parametrize("kind", FACE_KINDS)
