@@ -301,7 +301,14 @@ class FaceRig:
             weight = np.where(below < 0.0, np.exp(-((below / f32(1.0)) ** 2)) * weight, weight)
             if step > 1:
                 weight = cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
-            seam = Seam(box=box, weight=weight.astype(np.float32))
+            rows = np.flatnonzero((weight > 4e-3).any(axis=1))
+            cols = np.flatnonzero((weight > 4e-3).any(axis=0))
+            if rows.size and cols.size:  # only the thin band along the seam: shading is per pixel
+                r0, r1, q0, q1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                seam = Seam(
+                    box=(box[0] + r0, box[0] + r1, box[2] + q0, box[2] + q1),
+                    weight=np.ascontiguousarray(weight[r0:r1, q0:q1], dtype=np.float32),
+                )
         return box, delta, self._gap(box, a, layers), seam
 
     @staticmethod
