@@ -20,7 +20,7 @@ from ..progress import Progress
 from ..types import GenerationParams, SonicData
 from .audio_drive import MouthTrack, mouth_track
 from .motion import MotionTrack, plan_motion
-from .mouth import MouthColours, mouth_colours, paint_mouth
+from .mouth import MouthColours, mouth_colours, paint_mouth, shade_seam
 from .warp import FacePose, FaceRig
 
 CHUNK_FRAMES = 16
@@ -30,6 +30,18 @@ _JAW = 0.62
 _LIP_RAISE = 0.12
 _SPREAD = 0.10
 _PURSE = 0.16
+
+
+def closing_for(source_gap: float, opening: float) -> float:
+    """How far to pull the lower lip up, at `opening` (0..1), for a portrait whose lips are
+    `source_gap` apart.
+
+    Shut (opening 0), a little more than the gap: the lips press together and the lower lip
+    covers the edge of the portrait's teeth, which would otherwise show as a bright line along
+    the seam. The extra fades out as the mouth opens, so it does not eat into the opening."""
+    if source_gap <= 0.0:
+        return 0.0
+    return source_gap + (0.2 * source_gap + 0.08) * max(0.0, 1.0 - 4.0 * float(opening))
 
 
 def pose_at(
@@ -46,7 +58,7 @@ def pose_at(
     talking = min(1.0, 3.0 * o)
     ds = float(dynamic_scale)
     return FacePose(
-        jaw=ds * _JAW * o * (1.0 - 0.3 * rounded) - source_gap,
+        jaw=ds * _JAW * o * (1.0 - 0.3 * rounded) - closing_for(source_gap, o),
         lip_raise=ds * (_LIP_RAISE * o + 0.05 * spread * talking),
         width=ds * talking * (_SPREAD * spread - _PURSE * rounded),
         roundness=rounded,
@@ -133,4 +145,18 @@ def render_frame(
         frame[y0:y1, x0:x1] = cv2.remap(image, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if moving.gap is not None:
         paint_mouth(frame, moving.gap, colours)
+    if moving.seam is not None:
+        shade_seam(frame, moving.seam, colours)
     return frame
+
+
+def mouth_frame(image: np.ndarray, landmarks: np.ndarray, opening: float) -> np.ndarray:
+    """One still frame with the mouth `opening` (0 closed .. 1 as wide as loud speech opens it),
+    head and eyes still: what the contact sheet and the still-image mouth tests look at."""
+    image = np.ascontiguousarray(image)
+    points = np.asarray(landmarks, dtype=np.float32)
+    rig = FaceRig(image.shape[:2], points)
+    colours = mouth_colours(image, points, rig.source_mouth_open)
+    o = float(opening)
+    pose = FacePose(jaw=_JAW * o - closing_for(rig.source_gap, o), lip_raise=_LIP_RAISE * o)
+    return render_frame(image, rig, pose, colours)

@@ -30,6 +30,8 @@ import numpy as np
 from ..face import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT
 
 _COARSE = 8  # head field grid step (pixels)
+_NECK_FALLOFF = 1.4  # below the chin the jaw's motion fades over this (mouth half-widths)
+_EDGE = 0.06  # inner lip edge ramp (mouth half-widths)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ class FrameMap:
     box: tuple[int, int, int, int]
     map: np.ndarray  # [y1-y0, x1-x0, 2] float32 source coordinates
     gap: MouthGap | None
+    seam: Seam | None = None
+
+
+@dataclass
+class Seam:
+    """Where closed lips press together in this frame: `weight` (0..1, [h, w]) over `box` marks the
+    contact line and the top of the lower lip just below it, for the painter to shade."""
+
+    box: tuple[int, int, int, int]
+    weight: np.ndarray
 
 
 @dataclass
@@ -184,9 +196,9 @@ class FaceRig:
         forward = self.head_matrix(pose.head)
         moved = self.points @ forward[:, :2].T + forward[:, 2]
         fields: list[tuple[tuple[int, int, int, int], np.ndarray]] = []
-        gap = None
+        gap = seam = None
         if abs(pose.jaw) > 1e-4 or abs(pose.lip_raise) > 1e-4 or abs(pose.width) > 1e-4:
-            box, delta, gap = self._mouth_field(moved, pose)
+            box, delta, gap, seam = self._mouth_field(moved, pose)
             fields.append((box, delta))
         if pose.blink > 1e-3:
             for eye in (EYE_RIGHT, EYE_LEFT):
@@ -203,7 +215,7 @@ class FaceRig:
             return None
         for (by0, by1, bx0, bx1), delta in fields:
             mapping[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] += delta
-        return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap)
+        return FrameMap(box=(y0, y1, x0, x1), map=mapping, gap=gap, seam=seam)
 
     # --- mouth and jaw ---------------------------------------------------------------------------------
     def _mouth_field(self, p: np.ndarray, pose: FacePose):
@@ -226,7 +238,7 @@ class FaceRig:
         cx, cy = local(p[8])
         chin = max(0.8, float(cy - np.polyval(curve, cx)))
 
-        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.2), self.w, self.h)
+        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.3 * _NECK_FALLOFF), self.w, self.h)
         # The field is smooth: on big faces compute it on every 2nd/3rd pixel and resize.
         step = max(1, int(a // 28))
         xp, yp = _local_coords(box, c, u, v, a, step)
@@ -244,16 +256,22 @@ class FaceRig:
         # Opening profile across the mouth: 0 at the corners at lip level, widening towards the chin.
         sig = 1.0 + f32(0.8 / 1.5) * np.minimum(np.maximum(ypp, 0.0), f32(1.5))
         prof = _profile(1.0 - sx2 / (sig * sig), pose.roundness)
-        vert = 1.0 + f32(0.3 / chin) * np.minimum(np.maximum(ypp, 0.0), f32(chin))
-        below_chin = np.maximum(ypp - f32(chin), 0.0)
-        vert *= np.exp(-(below_chin * below_chin))
+        # The jaw moves the lower lip, chin and lower face as one piece (lips keep their
+        # thickness, the chin keeps its shape) and the skin stretches only below the chin,
+        # fading smoothly into the neck.
+        below_chin = np.maximum(ypp - f32(chin), 0.0) * f32(1 / _NECK_FALLOFF)
+        vert = np.exp(-(below_chin * below_chin))
         drop = f32(pose.jaw) * prof * vert
         lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
 
         # Below the parting line everything drops with the jaw; a negative drop (closing an open
         # portrait's mouth) pulls the lower lip up over what lay between the lips.
+        # The lower lip's top row samples a pixel or so inside the lip, not the parting line
+        # itself: there bilinear sampling would pick up the edge of any teeth above it (a bright
+        # line along the seam of a closed mouth).
         lower = ypp >= np.minimum(drop, 0.0)
-        src_y = np.where(lower, np.maximum(ypp - drop, 0.0), np.minimum(ypp + lift, 0.0))
+        inside_lip = f32(min(0.1, 1.2 / a))
+        src_y = np.where(lower, np.maximum(ypp - drop, inside_lip), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)
         delta = np.empty(xp.shape + (2,), dtype=np.float32)
@@ -272,13 +290,35 @@ class FaceRig:
             size = (xp.shape[1] * step, xp.shape[0] * step)
             delta = cv2.resize(delta, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
             layers = cv2.resize(layers, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
-        return box, delta, self._gap(box, a, layers)
+        seam = None
+        if pose.jaw < 0.0:
+            # Lips pulled shut over a portrait's open mouth: the contact line and the top of the
+            # lower lip below it (where the portrait's lip highlight was, now a thin bright line
+            # against the upper lip) are shaded like pressed lips.
+            below = (ypp - drop) * fa  # pixels below the contact line
+            reach = f32(max(1.5, 0.14 * a))
+            weight = np.exp(-((below / reach) ** 2)) * np.clip(drop / f32(pose.jaw), 0.0, 1.0)
+            weight = np.where(below < 0.0, np.exp(-((below / f32(1.0)) ** 2)) * weight, weight)
+            if step > 1:
+                weight = cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+            rows = np.flatnonzero((weight > 4e-3).any(axis=1))
+            cols = np.flatnonzero((weight > 4e-3).any(axis=0))
+            if rows.size and cols.size:  # only the thin band along the seam: shading is per pixel
+                r0, r1, q0, q1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                seam = Seam(
+                    box=(box[0] + r0, box[0] + r1, box[2] + q0, box[2] + q1),
+                    weight=np.ascontiguousarray(weight[r0:r1, q0:q1], dtype=np.float32),
+                )
+        return box, delta, self._gap(box, a, layers), seam
 
     @staticmethod
     def _gap(box, a: float, layers: np.ndarray) -> MouthGap | None:
         inside, total = layers[..., 0], layers[..., 1]
-        # One-pixel anti-aliased edges; an opening thinner than a pixel covers only its height.
-        alpha = np.clip(np.minimum(inside + 0.5, total), 0.0, 1.0)
+        # Soft edges where the lips curl inwards (a ramp of a few percent of the mouth width,
+        # at least a pixel: a hard edge is what gives a pasted-on mouth away); an opening
+        # thinner than the ramp covers only its height.
+        edge = np.float32(max(1.0, _EDGE * a))
+        alpha = np.clip(np.minimum(inside / edge + 0.5, total / edge), 0.0, 1.0)
         rows = np.flatnonzero(alpha.any(axis=1))
         cols = np.flatnonzero(alpha.any(axis=0))
         if rows.size == 0 or cols.size == 0:
