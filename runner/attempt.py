@@ -365,7 +365,7 @@ class AttemptExecutor:
             status = self._status_or_grace(job, prompt_id)
             if status == "done":
                 entry = self._history(prompt_id)
-                if _entry_ok(entry):
+                if entry_ok(entry):
                     return entry
                 break
             if status == "unknown":
@@ -398,7 +398,7 @@ class AttemptExecutor:
 
     @staticmethod
     def _check_entry(entry: dict) -> None:
-        if not _entry_ok(entry):
+        if not entry_ok(entry):
             from .host_errors import classify_execution_error
 
             raise classify_execution_error(entry.get("status") or {})
@@ -484,7 +484,8 @@ def _duration_note(given: Any, real: float, fps: float) -> str | None:
     return None
 
 
-def _entry_ok(entry: dict) -> bool:
+def entry_ok(entry: dict) -> bool:
+    """Whether a history entry ended well (no execution error or interrupt among its messages)."""
     status = entry.get("status") or {}
     return status.get("status_str", "success") != "error" and not any(
         isinstance(m, (list, tuple)) and m and m[0] in ("execution_error", "execution_interrupted")

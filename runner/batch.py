@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs as J
-from .attempt import AttemptConfig, AttemptExecutor, AttemptOutcome, _entry_ok
+from .attempt import AttemptConfig, AttemptExecutor, AttemptOutcome, entry_ok
 from .host_errors import (
     HostConfigError,
     HostError,
@@ -54,7 +54,6 @@ Sink = Callable[[dict], None]
 #: Manifest columns that describe the job rather than fill a workflow input.
 JOB_COLUMNS = {"image", "audio", "id", "priority", "row", "vram_gb"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_STARTED_EVENTS = {"execution_start", "executing", "progress", "executed", "execution_cached"}
 
 
 @dataclass
@@ -1071,7 +1070,7 @@ class Batch:
         entry = client.history(prompt_id)
         if entry is None:  # its history was cleared meanwhile: nothing more to learn
             return "lost", None
-        if _entry_ok(entry):
+        if entry_ok(entry):
             return "done_duplicate", (
                 f"finished on {host} after the job had been moved to another attempt "
                 "(it ran twice; these outputs were not fetched)"
