@@ -16,6 +16,10 @@ How "exactly once" holds even under kill -9:
 
 Threads: the calling thread dispatches (scheduler decisions, health probes, batch events);
 one short-lived worker thread follows each in-flight job (at most ``cap`` per host).
+
+This module schedules only: the work of one attempt (inputs, submit, follow, fetch, verify,
+classify) is runner/attempt.py's ``AttemptExecutor``, shared with the fleet worker; its
+outcome comes back here for the retry policy, requeueing and host exclusions.
 """
 
 from __future__ import annotations
@@ -32,12 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from . import jobs as J
+from .attempt import AttemptConfig, AttemptExecutor, AttemptOutcome, entry_ok
 from .host_errors import (
-    ExecutionHostError,
     HostConfigError,
     HostError,
-    JobInputError,
-    JobTimeoutError,
     TransientHostError,
     ValidationHostError,
     one_line,
@@ -52,7 +54,6 @@ Sink = Callable[[dict], None]
 #: Manifest columns that describe the job rather than fill a workflow input.
 JOB_COLUMNS = {"image", "audio", "id", "priority", "row", "vram_gb"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_STARTED_EVENTS = {"execution_start", "executing", "progress", "executed", "execution_cached"}
 
 
 @dataclass
@@ -100,14 +101,6 @@ class BatchError(RuntimeError):
     """The batch cannot start (one line: what is wrong and what to do)."""
 
 
-class _LostAttempt(Exception):
-    """The host confirmed it does not know the prompt: safe to run the job again."""
-
-
-class _Abandoned(Exception):
-    """The host stayed unreachable for the failover grace period."""
-
-
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -116,28 +109,6 @@ def safe_job_id(value: object) -> str:
     """A manifest id usable as a file name (the output is OUT/<job_id><ext>)."""
     text = _SAFE_NAME.sub("_", str(value).strip()).strip("._")
     return text[:120]
-
-
-def verify_media(path: Path) -> None:
-    """Raise unless ``path`` is non-empty and PyAV can decode something from it."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise ExecutionHostError(f"output {path.name} is empty or missing after download", kind="verify")
-    import av  # lazy: keeps `sonic-runner --help` fast
-
-    try:
-        with av.open(str(path)) as container:
-            streams = (
-                list(container.streams.video) or list(container.streams.audio) or list(container.streams)
-            )
-            if streams:
-                for frame in container.decode(streams[0]):
-                    if frame is not None:
-                        return
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken file
-        raise ExecutionHostError(
-            f"output {path.name} does not decode: {one_line(exc)}", kind="verify"
-        ) from None
-    raise ExecutionHostError(f"output {path.name} has no decodable frame", kind="verify")
 
 
 def build_jobs(rows: Iterable[Any], template: dict, params: dict[str, Any]) -> list[JobRecord]:
@@ -255,7 +226,8 @@ class Batch:
         self._workers: set[threading.Thread] = set()
         self._free_attempts: dict[str, int] = {}  # attempts not counted (the host could not run the workflow)
         self._enqueued_at: dict[str, float] = {}
-        self._durations: dict[str, float] = {}
+        self._durations: dict[str, float] = {}  # audio path -> seconds (shared by the executors)
+        self._executors: dict[str, AttemptExecutor] = {}
         self._cancel_pending: set[str] = set()  # hosts holding abandoned attempts to cancel
         self._cancelling: set[str] = set()  # hosts whose cancel pass runs now (one thread each)
         self._reuploaded: set[str] = set()  # jobs already retried once after a host lost their uploads
@@ -696,76 +668,75 @@ class Batch:
         thread.start()
 
     # ------------------------------------------------------------------ one attempt
+    def _executor(self, host: str) -> AttemptExecutor:
+        """The attempt executor of ``host`` (one per host, sharing the audio duration cache)."""
+        executor = self._executors.get(host)
+        if executor is None:
+            cfg = self.config
+            executor = AttemptExecutor(
+                self.clients[host],
+                host,
+                self.template,
+                self.journal,
+                AttemptConfig(
+                    out_dir=Path(cfg.out_dir),
+                    timeout=cfg.timeout,
+                    poll_interval=cfg.poll_interval,
+                    submit_settle=cfg.submit_settle,
+                    failover_grace=cfg.failover_grace,
+                    verify_outputs=cfg.verify_outputs,
+                ),
+                events=self._attempt_event,
+                on_host_ok=self._host_ok,
+                on_host_failed=self._host_failed,
+                durations=self._durations,
+            )
+            self._executors[host] = executor
+        return executor
+
+    def _attempt_event(self, kind: str, job: JobRecord, data: dict) -> None:
+        if kind == "progress":
+            self._emit(
+                {
+                    "event": "progress",
+                    "job_id": job.job_id,
+                    "host": data.get("host"),
+                    "host_name": self.host_names.get(data.get("host")),
+                    "value": data.get("value"),
+                    "max": data.get("max"),
+                }
+            )
+            return
+        if job.state in J.FINAL_STATES:
+            with self._lock:
+                self._open -= 1
+                self._lock.notify_all()
+        self._job_event(job)
+
     def _attempt(self, job: JobRecord, host: str) -> None:
-        """Prepare, submit and follow one attempt of ``job`` on ``host`` (worker thread)."""
-        client = self.clients[host]
+        """One attempt of ``job`` on ``host`` (worker thread); then the retry policy."""
         try:
-            try:
-                prompt = self._prepare(job, client)
-            except HostError as exc:
-                # An attempt like any other (counted on resume, listed by the report), never POSTed.
-                self.journal.record_unsent_attempt(job, host, exc.message, exc.kind)
-                if isinstance(exc, TransientHostError):
-                    self._host_failed(host, exc)
-                self._failed(job, exc, attempt_state="failed", host=host)
-                return
-            prompt_id, client_id = str(uuid.uuid4()), uuid.uuid4().hex
-            self.journal.start_attempt(job, host, prompt_id, client_id, job.resolution)
-            self._job_event(job)
-            try:
-                client.submit(prompt, prompt_id, client_id)
-            except HostError as exc:
-                if exc.retryable:  # the POST may have reached the host: follow it before retrying
-                    self._follow(job, host, client_id, lost_error=exc)
-                elif not self._reupload_after_refusal(job, client, exc):  # refused (400): nothing queued
-                    self._failed(job, exc, attempt_state="dead")
-                return
-            self._follow(job, host, client_id)
+            self._settle(job, self._executor(host).run(job))
         except Exception as exc:  # noqa: BLE001 - a bug must end the job visibly, not hang the batch
             self._crashed(job, exc)
 
-    def _prepare(self, job: JobRecord, client: Any) -> dict:
-        """The graph for this attempt: uploads, real audio duration, params, resolution tier."""
-        from .workflow import WorkflowError, apply_params, get_param, set_resolution
-
-        spec = job.spec
-        params = dict(spec.get("params") or {})
-        audio = Path(spec["audio"])
-        try:
-            duration = self._duration(audio)
-        except (ValueError, OSError) as exc:
-            raise JobInputError(f"audio {audio}: {one_line(exc)}") from None
-        try:
-            fps = float(params.get("fps") or get_param(self.template, "fps"))
-        except (WorkflowError, TypeError, ValueError):
-            fps = 25.0
-        try:
-            get_param(self.template, "duration")
-            has_duration = True
-        except WorkflowError:
-            has_duration = False
-        if has_duration:
-            note = _duration_note(params.get("duration"), duration, fps)
-            if note and note not in job.notes:
-                job.notes.append(note)  # written with the job's next transition
-            params["duration"] = round(duration, 3)
-        for key in ("image", "audio"):
-            params[key] = self._upload(client, key, spec[key])
-        try:
-            prompt = apply_params(self.template, params)
-            if job.resolution is not None and job.resolution != spec.get("resolution"):
-                prompt = set_resolution(prompt, job.resolution)
-        except WorkflowError as exc:
-            raise JobInputError(one_line(exc)) from None
-        return prompt
-
-    def _upload(self, client: Any, key: str, path: str) -> str:
-        """Upload through the client, whose one cache reuses an upload per host and file version
-        and is cleared when the host may have lost its input folder."""
-        try:
-            return client.upload(Path(path))
-        except (OSError, ValueError) as exc:  # gone or unreadable since the batch started
-            raise JobInputError(f"{key} {path}: cannot read it ({one_line(exc)})") from None
+    def _settle(self, job: JobRecord, outcome: AttemptOutcome) -> None:
+        """Apply an attempt's outcome: done -> free the slot; else requeue or end the job."""
+        if outcome.done:
+            self._release(job)
+        elif outcome.error is None:  # (resume) the host does not know it: a new attempt, no failure
+            self._move(job, J.QUEUED, attempt_state="lost", error=None, error_kind=None)
+            with self._lock:
+                self.scheduler.release(job.job_id)
+                self._queue(job, self._clock())
+                self._lock.notify_all()
+        elif outcome.state == "dead" and outcome.submitted:  # refused (400): nothing queued
+            if not self._reupload_after_refusal(job, self.clients[outcome.host], outcome.error):
+                self._failed(job, outcome.error, attempt_state="dead")
+        elif outcome.state in ("lost", "abandoned"):
+            self._failed(job, outcome.error, attempt_state=outcome.state)
+        else:
+            self._failed(job, outcome.error, attempt_state="failed", host=outcome.host)
 
     def _reupload_after_refusal(self, job: JobRecord, client: Any, exc: HostError) -> bool:
         """A 400 naming a missing LoadImage/LoadAudio file: the host lost our uploads (a restart
@@ -792,238 +763,6 @@ class Batch:
             self._queue(job, self._clock())
             self._lock.notify_all()
         return True
-
-    def _duration(self, audio: Path) -> float:
-        key = str(audio)
-        if key not in self._durations:
-            from .probe import audio_duration
-
-            self._durations[key] = float(audio_duration(audio))
-        return self._durations[key]
-
-    def _follow(self, job: JobRecord, host: str, client_id: str, lost_error: HostError | None = None) -> None:
-        """Wait for the current attempt to end on ``host``, then fetch or fail it."""
-        client = self.clients[host]
-        prompt_id = job.prompt_id
-        try:
-            entry = self._wait_settled(job, host, client, prompt_id, client_id, lost_error)
-            self._check_entry(entry)
-            self._fetch(job, client, entry)
-        except _LostAttempt as exc:
-            self._failed(job, TransientHostError(str(exc), kind="restart"), attempt_state="lost")
-        except _Abandoned as exc:
-            self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
-        except HostError as exc:
-            if not isinstance(exc, TransientHostError):
-                self._host_ok(host)  # it answered (with the job's error): the host itself is fine
-            self._failed(job, exc, attempt_state="failed", host=host)
-
-    def _on_event(self, job: JobRecord, host: str, prompt_id: str) -> Callable[[dict], None]:
-        def handle(event: dict) -> None:
-            kind, data = event.get("type"), event.get("data") or {}
-            if isinstance(data, dict) and data.get("prompt_id") not in (None, prompt_id):
-                return
-            if kind in _STARTED_EVENTS and job.state == J.SUBMITTED and job.prompt_id == prompt_id:
-                self._mark_running(job)
-            if kind == "progress" and isinstance(data, dict):
-                self._emit(
-                    {
-                        "event": "progress",
-                        "job_id": job.job_id,
-                        "host": host,
-                        "host_name": self.host_names.get(host),
-                        "value": data.get("value"),
-                        "max": data.get("max"),
-                    }
-                )
-
-        return handle
-
-    def _mark_running(self, job: JobRecord) -> None:
-        if job.state == J.SUBMITTED:
-            self._move(job, J.RUNNING, attempt_state="running", started_at=time.time())
-
-    def _wait_settled(
-        self,
-        job: JobRecord,
-        host: str,
-        client: Any,
-        prompt_id: str,
-        client_id: str,
-        lost_error: HostError | None,
-    ) -> dict:
-        """The finished history entry of ``prompt_id``; raises only once the attempt cannot run any more.
-
-        The timeout counts from when the prompt starts running, so a job queued behind
-        another one on its host is not punished for the wait.
-        """
-        timeout = self.config.timeout
-        check_first = lost_error is not None
-        while True:
-            if check_first:
-                check_first = False
-                # An HTTP error answer means the host handled (and refused) the POST: no need to wait.
-                settle = lost_error is None or lost_error.kind != "http_5xx"
-                status = self._settled_status(job, host, client, prompt_id, settle=settle)
-                if status == "unknown":
-                    why = f"{lost_error.message}; " if lost_error is not None else ""
-                    raise _LostAttempt(
-                        f"{why}host {host} does not know prompt {prompt_id} (it restarted or never got it)"
-                    )
-                if status == "done":
-                    return self._history(client, prompt_id)
-                if status == "running":
-                    self._mark_running(job)
-            started = job.started_at if job.state == J.RUNNING else None
-            remaining = timeout - (time.time() - started) if started else timeout
-            if remaining <= 0:
-                return self._cancel_timed_out(job, host, client, prompt_id)
-            try:
-                entry = client.wait(
-                    prompt_id,
-                    client_id,
-                    timeout=remaining,
-                    on_event=self._on_event(job, host, prompt_id),
-                    poll_interval=self.config.poll_interval,
-                )
-                self._host_ok(host)
-                return entry
-            except JobTimeoutError:
-                check_first = True  # still queued (fine) or running too long (cancelled above)
-            except TransientHostError as exc:
-                if exc.kind == "interrupted":
-                    raise
-                check_first = True  # ask the host what became of the prompt before anything else
-
-    def _settled_status(
-        self, job: JobRecord, host: str, client: Any, prompt_id: str, settle: bool = True
-    ) -> str:
-        """prompt_status, but "unknown" only counts once the POST cannot still be on its way.
-
-        A runner killed (or a request timed out) right after sending POST /prompt may ask
-        before the host has processed that request; asking again after ``submit_settle``
-        seconds from the submission closes that window before the job may run again.
-        """
-        status = self._status_or_grace(job, host, client, prompt_id)
-        # Only while nothing showed the host ever had it (a running prompt surely arrived).
-        if status == "unknown" and settle and job.state == J.SUBMITTED and job.submitted_at:
-            wait = self.config.submit_settle - (time.time() - job.submitted_at)
-            if wait > 0:
-                time.sleep(wait)
-                status = self._status_or_grace(job, host, client, prompt_id)
-        return status
-
-    def _status_or_grace(self, job: JobRecord, host: str, client: Any, prompt_id: str) -> str:
-        """prompt_status, retried with backoff while the host is unreachable, up to the failover grace."""
-        first_failure: float | None = None
-        delay = 0.1
-        while True:
-            try:
-                status = client.prompt_status(prompt_id)
-                self._host_ok(host)
-                return status
-            except HostError as exc:
-                now = time.time()
-                first_failure = first_failure or now
-                self._host_failed(host, exc)
-                if now - first_failure >= self.config.failover_grace:
-                    raise _Abandoned(
-                        f"host {host} unreachable for {self.config.failover_grace:g} s ({exc.message}); "
-                        "moving the job elsewhere"
-                    ) from None
-                time.sleep(min(delay, max(0.0, self.config.failover_grace - (now - first_failure))))
-                delay = min(delay * 2, 5.0)
-
-    def _cancel_timed_out(self, job: JobRecord, host: str, client: Any, prompt_id: str) -> dict:
-        """Stop a prompt that ran past the timeout; returns its entry if it finished meanwhile."""
-        deadline = time.time() + max(5.0, self.config.failover_grace)
-        for _ in range(1000):
-            status = self._status_or_grace(job, host, client, prompt_id)
-            if status == "done":
-                entry = self._history(client, prompt_id)
-                if _entry_ok(entry):
-                    return entry
-                break
-            if status == "unknown":
-                break
-            try:
-                if status == "pending":
-                    client.delete_queued([prompt_id])
-                else:
-                    client.interrupt(prompt_id)
-            except HostError:
-                pass
-            if time.time() > deadline:
-                # A host that ignores an interrupt is not trusted with new work until a probe
-                # succeeds; that probe cancels this (then "abandoned") attempt once more.
-                message = f"host {host} did not stop prompt {prompt_id} after the timeout"
-                self._host_failed(host, TransientHostError(message, kind="timeout"))
-                raise _Abandoned(message)
-            time.sleep(0.2)
-        raise JobTimeoutError(f"job did not finish within {self.config.timeout:g} s on {host}")
-
-    def _history(self, client: Any, prompt_id: str) -> dict:
-        for _ in range(20):
-            entry = client.history(prompt_id)
-            if entry:
-                return entry
-            time.sleep(0.1)
-        raise TransientHostError(
-            f"history of {prompt_id} stayed empty although the host reported it done", kind="restart"
-        )
-
-    @staticmethod
-    def _check_entry(entry: dict) -> None:
-        if not _entry_ok(entry):
-            from .host_errors import classify_execution_error
-
-            raise classify_execution_error(entry.get("status") or {})
-
-    def _fetch(self, job: JobRecord, client: Any, entry: dict) -> None:
-        """Download and verify every output file; then the job is done."""
-        if job.state == J.SUBMITTED:
-            self._mark_running(job)
-        finished_on_host = time.time()
-        if job.state != J.FETCHING:  # (a resumed download is already "fetching")
-            began = job.started_at or job.submitted_at or finished_on_host
-            run_seconds = job.run_seconds + max(0.0, finished_on_host - began)
-            self._move(job, J.FETCHING, attempt_state="fetching", run_seconds=run_seconds)
-        refs = client.output_files(entry)
-        if not refs:
-            raise ExecutionHostError("host reported success but listed no output files", kind="execution")
-        out_dir = Path(self.config.out_dir)
-        paths = []
-        for index, ref in enumerate(refs):
-            ext = Path(str(ref.get("filename", ""))).suffix or ".bin"
-            name = f"{job.job_id}{ext}" if index == 0 else f"{job.job_id}_{index}{ext}"
-            dest = out_dir / name
-            self._download(client, ref, dest)
-            if self.config.verify_outputs:
-                verify_media(dest)
-            paths.append(str(dest.resolve()))
-        now = time.time()
-        self._move(
-            job,
-            J.DONE,
-            attempt_state="done",
-            outputs=paths,
-            finished_at=now,
-            download_seconds=job.download_seconds + (now - finished_on_host),
-            notes=job.notes,
-        )
-        self._release(job)
-
-    @staticmethod
-    def _download(client: Any, ref: dict, dest: Path, tries: int = 3) -> None:
-        """The result exists on the host: a failed download is retried before the job is re-run."""
-        for attempt in range(1, tries + 1):
-            try:
-                client.download(ref, dest)
-                return
-            except TransientHostError:
-                if attempt == tries:
-                    raise
-                time.sleep(0.5 * attempt)
 
     # ------------------------------------------------------------------ endings
     def _release(self, job: JobRecord) -> None:
@@ -1187,26 +926,7 @@ class Batch:
 
     def _recover(self, job: JobRecord, host: str, client_id: str, lost: HostError) -> None:
         try:
-            client = self.clients[host]
-            status = self._settled_status(job, host, client, job.prompt_id)
-            if status == "unknown":
-                # Never reached the host, or the host lost it: a new attempt (not a failure of the job).
-                self._move(job, J.QUEUED, attempt_state="lost", error=None, error_kind=None)
-                with self._lock:
-                    self.scheduler.release(job.job_id)
-                    self._queue(job, self._clock())
-                    self._lock.notify_all()
-                return
-            if status == "done" and job.state == J.FETCHING:
-                entry = self._history(client, job.prompt_id)
-                self._check_entry(entry)
-                self._fetch(job, client, entry)
-                return
-            self._follow(job, host, client_id, lost_error=lost)
-        except _Abandoned as exc:
-            self._failed(job, TransientHostError(str(exc), kind="connection"), attempt_state="abandoned")
-        except HostError as exc:
-            self._failed(job, exc, attempt_state="failed", host=host)
+            self._settle(job, self._executor(host).recover(job, client_id, lost))
         except Exception as exc:  # noqa: BLE001
             self._crashed(job, exc)
 
@@ -1350,7 +1070,7 @@ class Batch:
         entry = client.history(prompt_id)
         if entry is None:  # its history was cleared meanwhile: nothing more to learn
             return "lost", None
-        if _entry_ok(entry):
+        if entry_ok(entry):
             return "done_duplicate", (
                 f"finished on {host} after the job had been moved to another attempt "
                 "(it ran twice; these outputs were not fetched)"
@@ -1374,24 +1094,3 @@ def _host_key(url: str) -> tuple:
         return (scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), parts.query)
     except ValueError:
         return (url,)
-
-
-def _duration_note(given: Any, real: float, fps: float) -> str | None:
-    """A note when a manifest duration disagrees with the audio by more than one frame (0 = "from audio")."""
-    if given in (None, ""):
-        return None
-    try:
-        value = float(given)
-    except (TypeError, ValueError):
-        return f"duration {given!r} is not a number; used the audio's {real:.3f} s"
-    if value > 0 and abs(value - real) > 1.0 / fps:
-        return f"duration {value:g} s corrected to the audio's {real:.3f} s"
-    return None
-
-
-def _entry_ok(entry: dict) -> bool:
-    status = entry.get("status") or {}
-    return status.get("status_str", "success") != "error" and not any(
-        isinstance(m, (list, tuple)) and m and m[0] in ("execution_error", "execution_interrupted")
-        for m in status.get("messages") or []
-    )
