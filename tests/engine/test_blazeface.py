@@ -66,3 +66,10 @@ def test_a_2000_by_3000_photo_is_fast(analyzer: BlazeFaceAnalyzer) -> None:
     found = analyzer.detect_scored(big)
     assert time.perf_counter() - start < 2.0  # generous for shared CI; ~0.4 s measured here
     assert found
+
+
+def test_prepare_selects_blazeface_by_name() -> None:
+    from nodes.engine.prepare import DETECTORS, _analyzer_for
+
+    assert "blazeface" in DETECTORS
+    assert _analyzer_for("blazeface", None).name == "blazeface"
