@@ -73,3 +73,16 @@ def test_prepare_selects_blazeface_by_name() -> None:
 
     assert "blazeface" in DETECTORS
     assert _analyzer_for("blazeface", None).name == "blazeface"
+
+
+def test_three_88_px_faces_in_a_1536_px_scene_are_all_found(analyzer: BlazeFaceAnalyzer) -> None:
+    photo = skdata.astronaut()
+    face = cv2.resize(photo[40:200, 140:310], (88, 83))
+    scene = np.full((1536, 1536, 3), 90, np.uint8)
+    spots = [(200, 300), (700, 900), (1200, 400)]
+    for x, y in spots:
+        scene[y : y + 83, x : x + 88] = face
+    found = [box for box, _ in analyzer.detect_scored(scene)]
+    assert len(found) == 3
+    for x, y in spots:
+        assert any(b[0] < x + 44 < b[2] and b[1] < y + 41 < b[3] for b in found)
