@@ -78,7 +78,7 @@ class SONIC_PreData:
                 "detector": (
                     list(DETECTORS),
                     {
-                        "default": "dlib",
+                        "default": "blazeface",
                         "tooltip": "dlib: built-in detector (no download). yoloface: the official Sonic "
                         "detector, needs yoloface_v5m.pt in models/sonic. blazeface: MediaPipe's detector, also finds "
                         "3D-rendered, anime and painted faces.",
@@ -104,7 +104,7 @@ class SONIC_PreData:
         expand_ratio: float = 0.5,
         face_select: str = "largest",
         face_index: int = 0,
-        detector: str = "dlib",
+        detector: str = "blazeface",
         on_mismatch: str = "correct",
     ) -> dict[str, Any]:
         """Returns {"ui": {"text": [...]}, "result": (SonicData,)}: the text (what was cropped, the clip

@@ -40,7 +40,7 @@ def prepare(
     expand_ratio: float = 0.5,
     face_select: str = "largest",
     face_index: int = 0,
-    detector: str = "dlib",
+    detector: str = "blazeface",
     on_mismatch: str = "correct",
     analyzer: FaceAnalyzer | None = None,
     model_dirs: Sequence[Path | str] | None = None,
