@@ -74,21 +74,32 @@ class DlibFaceAnalyzer:
         self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[Box]:
+        return sorted((b for b, _ in self.detect_scored(image)), key=box_area, reverse=True)
+
+    def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        """Boxes with the HOG detector's confidence (SVM margin: >1 is a clear face, ~0 a guess)."""
         h, w = image.shape[:2]
         scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
         small = _resize(image, scale) if scale < 1.0 else image
         upsample = 1 if max(small.shape[:2]) < _DETECT_MIN_SIDE else 0
         with self._lock:
-            rects = self._detector(np.ascontiguousarray(small), upsample)
-        boxes = []
-        for r in rects:
+            rects, scores, _ = self._detector.run(np.ascontiguousarray(small), upsample, 0.0)
+        found = []
+        for r, score in zip(rects, scores, strict=False):
             x0 = max(0, int(round(r.left() / scale)))
             y0 = max(0, int(round(r.top() / scale)))
             x1 = min(w, int(round((r.right() + 1) / scale)))
             y1 = min(h, int(round((r.bottom() + 1) / scale)))
             if x1 > x0 and y1 > y0:
-                boxes.append((x0, y0, x1, y1))
-        return sorted(boxes, key=box_area, reverse=True)
+                found.append(((x0, y0, x1, y1), float(score)))
+        return found
+
+    def smallest_face(self, image: np.ndarray) -> int:
+        """The smallest face width (px, in ``image``) this detector can find in it."""
+        h, w = image.shape[:2]
+        scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
+        upsample = 2 if max(h, w) * scale < _DETECT_MIN_SIDE else 1
+        return int(round(80 / scale / upsample))
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = (int(v) for v in box)

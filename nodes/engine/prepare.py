@@ -57,12 +57,14 @@ def prepare(
     seconds = resolve_duration(float(duration), audio.duration, on_mismatch, warnings)
 
     analyzer = analyzer or _analyzer_for(detector, model_dirs)
-    boxes = analyzer.detect(image)
+    boxes = plausible_faces(analyzer, image, warnings)
     if not boxes:
+        smallest = getattr(analyzer, "smallest_face", lambda _img: 80)(image)
         raise SonicInputError(
             "image",
             "no face found",
-            "use a photo with a clearly visible, roughly frontal face at least ~80 px wide",
+            f"use a photo with a clearly visible, roughly frontal face at least ~{smallest} px wide "
+            f"in this {image.shape[1]}x{image.shape[0]} image",
         )
     chosen = choose_face(boxes, face_select, face_index, (image.shape[1], image.shape[0]))
 
@@ -183,6 +185,58 @@ def resolve_duration(requested: float, audio_seconds: float, on_mismatch: str, w
     log.warning("SONIC_PreData: %s", message)
     warnings.append(message)
     return result
+
+
+#: A candidate whose confidence is below this share of the best one's is not a face to animate
+#: (dlib's HOG gives a real face ~1.5 and a badge or a pattern ~0.0).
+_RELATIVE_CONFIDENCE = 0.25
+
+
+def plausible_faces(analyzer: FaceAnalyzer, image: np.ndarray, warnings: list[str]) -> list[Box]:
+    """The detector's candidates that are faces: confident enough and with a face's landmark layout.
+
+    Why: size alone picks a badge or a printed logo when it is as big as the face (the bundled
+    astronaut in greyscale: the mission patch scores 0.0003 to her face's 1.5). Every candidate
+    left out is named in ``warnings`` so the user sees it on the node.
+    """
+    scored = getattr(analyzer, "detect_scored", None)
+    candidates = scored(image) if scored else [(b, 1.0) for b in analyzer.detect(image)]
+    if not candidates:
+        return []
+    best = max(score for _, score in candidates)
+    kept: list[Box] = []
+    for box, score in sorted(candidates, key=lambda c: box_area(c[0]), reverse=True):
+        confident = best <= 0 or score >= _RELATIVE_CONFIDENCE * best
+        # The landmark check needs a scoring detector's real landmarks (dlib, blazeface): it runs
+        # only on the candidates that are not the most confident one.
+        layout = (
+            not confident or score >= best or not scored or _face_layout(analyzer.landmarks(image, box), box)
+        )
+        if confident and layout:
+            kept.append(box)
+        else:
+            why = "low detector confidence" if not confident else "its landmarks are not a face's layout"
+            warnings.append(
+                f"another face candidate at {tuple(int(v) for v in box)} was not used ({why}: {score:.2f} vs {best:.2f})"
+            )
+    if not kept:  # never lose the render over the check itself: fall back to the most confident
+        kept = [max(candidates, key=lambda c: c[1])[0]]
+    elif len(kept) > 1:
+        warnings.append(f"{len(kept)} faces found; choose another with face_select / face_index")
+    return kept
+
+
+def _face_layout(points: np.ndarray, box: Box) -> bool:
+    """Eyes above the nose tip above the mouth, eyes apart by a face's share of the box width."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.shape != (68, 2) or not np.isfinite(points).all():
+        return False
+    eye_r, eye_l = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+    nose, mouth = points[30], points[48:60].mean(axis=0)
+    eyes_y = (eye_r[1] + eye_l[1]) / 2
+    ocular = float(np.hypot(*(eye_l - eye_r)))
+    width = max(1.0, float(box[2] - box[0]))
+    return bool(eyes_y < nose[1] < mouth[1] and 0.2 < ocular / width < 0.8)
 
 
 def choose_face(boxes: list[Box], face_select: str, face_index: int, image_size: tuple[int, int]) -> Box:

@@ -275,3 +275,31 @@ def test_yoloface_without_its_model_file_says_where_to_put_it(tmp_path, monkeypa
     with pytest.raises(SonicInputError) as excinfo:
         prepare(np.zeros((128, 128, 3), np.uint8), speech(0.5), detector="yoloface", model_dirs=[tmp_path])
     assert_one_line_error(excinfo, "detector", "yoloface_v5m.pt", "dlib")
+
+
+def _demo_face(mode: str) -> np.ndarray:
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[2] / "demo" / "sonic_example_face.jpg"
+    img = Image.open(path)
+    img = img.convert("L").convert("RGB") if mode == "greyscale" else img.convert("RGBA").convert("RGB")
+    return np.asarray(img)
+
+
+@pytest.mark.parametrize("mode", ["greyscale", "rgba"])
+def test_the_mission_patch_is_not_animated_instead_of_the_face(mode):
+    """The demo astronaut in greyscale: the patch is as big as her face but is no face."""
+    image = _demo_face(mode)
+    data = prepare(image, speech(1.0), min_resolution=256)
+    x0, y0, x1, y1 = data.crop_box
+    assert y0 < 140 < y1 and x0 < 220 < x1  # her face (centre ~ (223, 127)), not the patch at y ~380
+    if mode == "greyscale":
+        assert any("another face candidate at (123, 330" in w for w in data.warnings)
+
+
+def test_the_no_face_message_gives_the_size_this_image_needs():
+    image = np.full((1536, 1536, 3), 128, dtype=np.uint8)
+    with pytest.raises(SonicInputError, match=r"at least ~154 px wide in this 1536x1536 image"):
+        prepare(image, speech(1.0))
