@@ -52,8 +52,8 @@ class JobService:
     def check_limits(self, key: ApiKey | None) -> None:
         if key is None:
             return
-        recent = self.store.jobs(owner=key.key_id, since=time.time() - 60)
-        if len(recent) >= key.per_minute:
+        recent = sum(self.store.counts(owner=key.key_id, since=time.time() - 60).values())
+        if recent >= key.per_minute:
             raise v.RequestError(
                 429,
                 "rate_limited",
@@ -128,16 +128,7 @@ class JobService:
         return key
 
     def _idempotent_job(self, owner: str, idempotency_key: str) -> JobRecord | None:
-        from sqlalchemy import select
-
-        from ..store.schema import idempotency
-
-        with self.store.engine.connect() as conn:
-            bound = conn.execute(
-                select(idempotency.c.job_id).where(
-                    idempotency.c.owner == owner, idempotency.c.key == idempotency_key
-                )
-            ).scalar_one_or_none()
+        bound = self.keys.bound_job(owner, idempotency_key)
         return self._wait_for_job(bound, owner) if bound else None
 
     def _wait_for_job(self, job_id: str, owner: str, timeout: float = 10.0) -> JobRecord | None:

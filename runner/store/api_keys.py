@@ -100,10 +100,18 @@ class ApiKeys:
         )
         with self._engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["owner", "key"]))
-            bound = conn.execute(
-                select(idem_t.c.job_id).where(idem_t.c.owner == owner, idem_t.c.key == key)
-            ).scalar_one()
-        return bound
+            return self._bound(conn, owner, key)
+
+    def bound_job(self, owner: str, key: str) -> str | None:
+        """The job id ``key`` is bound to for ``owner``, if any."""
+        with self._engine.connect() as conn:
+            return self._bound(conn, owner, key)
+
+    @staticmethod
+    def _bound(conn, owner: str, key: str) -> str | None:
+        return conn.execute(
+            select(idem_t.c.job_id).where(idem_t.c.owner == owner, idem_t.c.key == key)
+        ).scalar_one_or_none()
 
     def release_idempotency(self, owner: str, key: str, job_id: str) -> None:
         """Forget a binding whose job was never made (its request failed validation later)."""

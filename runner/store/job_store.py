@@ -251,17 +251,7 @@ class JobStore:
         if changes.get("host") is not None:
             changes["host"] = strip_userinfo(changes["host"])
         with self._engine.begin() as conn:
-            result = conn.execute(
-                update(jobs_t)
-                .where(
-                    jobs_t.c.job_id == job.job_id,
-                    jobs_t.c.state == job.state,
-                    jobs_t.c.attempts == job.attempts,
-                )
-                .values(**changes)
-            )
-            if result.rowcount != 1:
-                raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
+            self._compare_and_set(conn, job, changes)
             if attempt_state is not None and job.attempts > 0:
                 self._update_attempt(conn, job.job_id, job.attempts, attempt_state, changes)
         for key, value in changes.items():
@@ -292,30 +282,39 @@ class JobStore:
                         submitted_at=now,
                     )
                 )
-                result = conn.execute(
-                    update(jobs_t)
-                    .where(
-                        jobs_t.c.job_id == job.job_id,
-                        jobs_t.c.state == job.state,
-                        jobs_t.c.attempts == job.attempts,
-                    )
-                    .values(
-                        state="submitted",
-                        attempts=attempt,
-                        host=host,
-                        prompt_id=prompt_id,
-                        resolution=resolution,
-                        submitted_at=now,
-                        error=None,
-                        error_kind=None,
-                    )
+                self._compare_and_set(
+                    conn,
+                    job,
+                    {
+                        "state": "submitted",
+                        "attempts": attempt,
+                        "host": host,
+                        "prompt_id": prompt_id,
+                        "resolution": resolution,
+                        "submitted_at": now,
+                        "error": None,
+                        "error_kind": None,
+                    },
                 )
-                if result.rowcount != 1:
-                    raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
         except IntegrityError:
             raise AttemptTaken(f"job {job.job_id}: attempt {attempt} was already started") from None
         job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
         job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
+
+    @staticmethod
+    def _compare_and_set(conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
+        """Write ``values`` to the job's row only if it is still as ``job`` saw it, else StaleJob."""
+        result = conn.execute(
+            update(jobs_t)
+            .where(
+                jobs_t.c.job_id == job.job_id,
+                jobs_t.c.state == job.state,
+                jobs_t.c.attempts == job.attempts,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
 
     def _update_attempt(self, conn: Connection, job_id: str, attempt: int, state: str, changes: dict) -> None:
         now = time.time()
@@ -395,8 +394,12 @@ class JobStore:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------ summaries
-    def counts(self, *, batch: str | None = None, owner: str | None = None) -> dict[str, int]:
+    def counts(
+        self, *, batch: str | None = None, owner: str | None = None, since: float | None = None
+    ) -> dict[str, int]:
         stmt = select(jobs_t.c.state, func.count()).group_by(jobs_t.c.state)
+        if since is not None:
+            stmt = stmt.where(jobs_t.c.created_at >= since)
         if batch is not None:
             stmt = stmt.where(jobs_t.c.batch == batch)
         if owner is not None:
