@@ -100,6 +100,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ValueError("worker: give --host URL (the ComfyUI host this worker feeds) or --hosts-file FILE")
     if args.inflight < 1 or args.max_attempts < 1:
         raise ValueError("--inflight and --max-attempts must be at least 1")
+    if args.lease < 1:
+        raise ValueError("--lease must be at least 1 second (a worker renews it three times per lease)")
     pools = parse_pools(args.pools)
     check_broker(args.broker)
     store = JobStore(args.db)
@@ -125,7 +127,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         hosts,
         config,
         publisher,
-        WorkerOptions(inflight=args.inflight, drain_timeout=args.drain_timeout),
+        WorkerOptions(
+            inflight=args.inflight,
+            drain_timeout=args.drain_timeout,
+            keeper_interval=min(5.0, args.lease / 3),  # (three renewals per lease)
+            reap_interval=args.lease,
+        ),
         storage=storage,
         on_job_end=outbox.enqueue_job_end,
         fleet_hosts=fleet,

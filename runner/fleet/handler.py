@@ -130,8 +130,11 @@ class JobHandler:
         self._progress_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, message: JobMessage) -> None:
+    def handle(self, message: JobMessage, redelivered: bool = False) -> None:
         """Take the job's next step. Returns when the message may be acknowledged.
+
+        ``redelivered``: the broker sent it before (its consumer's connection dropped): the
+        job's holder may have just died, so its lease is waited out before the job is left.
 
         Raises MessageError (dead-letter the message), HostRefused (requeued; stop consuming
         for this host) or StoreError / broker errors (requeue and try again later).
@@ -143,7 +146,7 @@ class JobHandler:
             return
         work = Path(self.config.work_dir) / f"{job.job_id}-{os.getpid()}"
         try:
-            self._handle(job, work)
+            self._handle(job, work, redelivered)
         except StaleJob as exc:
             log.info("job %s: %s; another worker has it now", job.job_id, exc)
         finally:
@@ -151,10 +154,10 @@ class JobHandler:
             self._progress_at.pop(job.job_id, None)
             shutil.rmtree(work, ignore_errors=True)
 
-    def _handle(self, job: JobRecord, work: Path) -> None:
+    def _handle(self, job: JobRecord, work: Path, redelivered: bool) -> None:
         worker, lease = self.config.worker, self.config.lease_s
         if job.state in J.IN_FLIGHT_STATES:
-            if not self.store.take_over(job, worker, lease):
+            if not self._hold(job, redelivered):
                 return  # its holder is alive and follows it
             outcome = self._resume(job)
             if outcome is not None:
@@ -176,6 +179,20 @@ class JobHandler:
         self._settle(job, executor.run(job))
 
     # ------------------------------------------------------------------ resume a held job
+    def _hold(self, job: JobRecord, redelivered: bool) -> bool:
+        """Take over an in-flight job whose holder is gone; False while a live holder has it."""
+        lease = self.config.lease_s
+        deadline = time.time() + (1.5 * lease if redelivered else 0.0)
+        while True:
+            if self.store.take_over(job, self.config.worker, lease):
+                return True
+            if time.time() >= deadline:
+                return False
+            time.sleep(min(1.0, lease / 3))
+            fresh = self.store.job(job.job_id)
+            if fresh is None or (fresh.state, fresh.attempts) != (job.state, job.attempts):
+                return False  # it moved on: its holder is alive
+
     def _resume(self, job: JobRecord) -> AttemptOutcome | None:
         """Ask the job's host about its attempt; None: nothing of it can run, run it anew now."""
         record = self.store.attempt(job.job_id, job.attempts) if job.attempts else None

@@ -285,15 +285,19 @@ class Worker:
         with slot.lock:
             slot.running += 1
         channel = slot.channel
+        redelivered = bool((message.delivery_info or {}).get("redelivered"))
         thread = threading.Thread(
-            target=self._work, args=(slot, job_message, message, channel), daemon=True, name="sonic-job"
+            target=self._work,
+            args=(slot, job_message, message, channel, redelivered),
+            daemon=True,
+            name="sonic-job",
         )
         thread.start()
 
-    def _work(self, slot: HostSlot, job_message: Any, message: Any, channel: Any) -> None:
+    def _work(self, slot: HostSlot, job_message: Any, message: Any, channel: Any, redelivered: bool) -> None:
         verdict, reason = ACK, None
         try:
-            slot.handler.handle(job_message)
+            slot.handler.handle(job_message, redelivered=redelivered)
         except MessageError as exc:
             verdict, reason = DEAD_LETTER, str(exc)
         except HostRefused as exc:
@@ -383,10 +387,14 @@ class Worker:
     def _reap(self) -> None:
         """Re-publish in-flight jobs whose holder stopped renewing (its message may be gone)."""
         held = set(self.active.snapshot())
-        for job, _batch in self.store.expired_leases(time.time() - self.config.lease_s):
-            if job.job_id not in held:
-                log.info("job %s: its worker stopped renewing; publishing it again", job.job_id)
-                self.publisher.publish(job)
+        lease = self.config.lease_s
+        expired_before = time.time() - lease
+        for job, _batch in self.store.expired_leases(expired_before):
+            if job.job_id in held or not self.store.mark_reaped(job, expired_before, 4 * lease):
+                continue
+            log.info("job %s: its worker stopped renewing; publishing it again", job.job_id)
+            job.priority = 0  # (a continuation: ahead of new work in its pool)
+            self.publisher.publish(job)
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self) -> None:
@@ -423,9 +431,10 @@ class Worker:
 @functools.cache
 def _connection_errors() -> tuple[type[BaseException], ...]:
     from kombu import Connection
+    from kombu.exceptions import OperationalError
 
     conn = Connection("amqp://")
-    return tuple(conn.connection_errors) + tuple(conn.channel_errors)
+    return (OperationalError, *conn.connection_errors, *conn.channel_errors)
 
 
 def _default_client(spec: HostSpec) -> Any:

@@ -33,6 +33,8 @@ _PROMPT_NAMESPACE = uuid.UUID("6f1c2a57-3b7e-4c55-9a51-5d1f0e2b7c11")
 
 #: Columns of the store's own bookkeeping, not of the job model (JobRecord).
 _STORE_ONLY = ("batch", "owner", "worker", "lease_until", "published_at")
+#: The holder name of a job re-published because its worker's lease ran out.
+REAPER = "(reaper)"
 #: PostgreSQL advisory lock key held while checking / migrating the schema.
 _MIGRATION_LOCK = 0x50_4E_49_43  # "SONIC"-ish; any fixed 64-bit number
 _JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name not in _STORE_ONLY)
@@ -384,10 +386,30 @@ class JobStore:
                     jobs_t.c.state == job.state,
                     jobs_t.c.attempts == job.attempts,
                     (jobs_t.c.worker == worker)
+                    | (jobs_t.c.worker == REAPER)
                     | jobs_t.c.lease_until.is_(None)
                     | (jobs_t.c.lease_until < now),
                 )
                 .values(worker=worker, lease_until=now + lease_s)
+            )
+        return result.rowcount == 1
+
+    def mark_reaped(self, job: JobRecord, expired_before: float, hold_s: float) -> bool:
+        """Whether this caller is the one to re-publish a job whose holder's lease ran out.
+
+        The row is marked held by ``REAPER`` for ``hold_s``: other reapers leave it alone for
+        that long, and the worker that gets the message may take it over at once.
+        """
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(
+                    jobs_t.c.job_id == job.job_id,
+                    jobs_t.c.state == job.state,
+                    jobs_t.c.attempts == job.attempts,
+                    jobs_t.c.lease_until < expired_before,
+                )
+                .values(worker=REAPER, lease_until=time.time() + hold_s)
             )
         return result.rowcount == 1
 
