@@ -104,7 +104,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ValueError("--lease must be at least 1 second (a worker renews it three times per lease)")
     pools = parse_pools(args.pools)
     check_broker(args.broker)
-    store = JobStore(args.db)
+    store = JobStore(args.db, record_events=True)  # (the followers read its state events)
     storage = open_store(args.bucket, s3_endpoint=args.s3_endpoint) if args.bucket else None
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="sonic-worker-"))
     config = HandlerConfig(

@@ -96,6 +96,8 @@ class Worker:
         on_job_end: Callable | None = None,
         fleet_hosts: list[HostSpec] | None = None,
     ) -> None:
+        if not store.records_events:
+            raise ValueError("a worker's JobStore must record state events (JobStore(url, record_events=True))")
         self.broker_url = broker_url
         self.store = store
         self.config = config
@@ -191,7 +193,9 @@ class Worker:
             try:
                 self._ensure_connected()
                 self._sync_consumers()
-                self._drain(0.5)
+                # While jobs run, wake often: a finished job's ack (and with prefetch = inflight,
+                # the next message) waits for this loop; idle, wait longer.
+                self._drain(0.005 if self._running() else 0.5)
                 backoff = 0.5
             except (OSError, *_connection_errors()) as exc:
                 log.warning("broker connection lost (%s); reconnecting", one_line(exc))

@@ -62,6 +62,21 @@ def attempt_prompt_id(job_id: str, attempt: int) -> str:
     return str(uuid.uuid5(_PROMPT_NAMESPACE, f"{job_id}#{attempt}"))
 
 
+def state_data(job: JobRecord, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a "state" event says of a job (after ``changes``): followers show it as it is."""
+    values = {**job.__dict__, **(changes or {})}
+    state = values["state"]
+    return {
+        "state": "cancelled" if state == "dead" and values.get("error_kind") == "cancelled" else state,
+        "host": values.get("host"),
+        "attempt": values.get("attempts"),
+        "row": values.get("row"),
+        "error": values.get("error"),
+        "error_kind": values.get("error_kind"),
+        "outputs": list(values.get("outputs") or []),
+    }
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -104,8 +119,12 @@ class JobStore:
         *,
         redact: Callable[[str], str] | None = None,
         upgrade: bool = True,
+        record_events: bool = False,
     ) -> None:
+        """``record_events``: every state change also appends a "state" event in the same
+        transaction (fleet workers: followers read them; one round trip instead of two)."""
         self.url = _describe(url)
+        self._record_events = record_events
         self._redact = redact or (lambda s: s)
         self._engine = _engine(url)
         try:
@@ -138,6 +157,10 @@ class JobStore:
         migrate.upgrade(conn)
 
     # ------------------------------------------------------------------ basics
+    @property
+    def records_events(self) -> bool:
+        return self._record_events
+
     @property
     def engine(self) -> Engine:
         """For the store's other tables (the webhook outbox) on the same database."""
@@ -311,8 +334,7 @@ class JobStore:
         job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
         job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
 
-    @staticmethod
-    def _compare_and_set(conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
+    def _compare_and_set(self, conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
         """Write ``values`` to the job's row only if it is still as ``job`` saw it, else StaleJob."""
         result = conn.execute(
             update(jobs_t)
@@ -325,6 +347,12 @@ class JobStore:
         )
         if result.rowcount != 1:
             raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
+        if self._record_events and "state" in values:
+            conn.execute(
+                insert(events_t).values(
+                    job_id=job.job_id, at=time.time(), kind="state", data=state_data(job, values)
+                )
+            )
 
     def _update_attempt(self, conn: Connection, job_id: str, attempt: int, state: str, changes: dict) -> None:
         now = time.time()
