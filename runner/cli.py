@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--s3-endpoint", default=None, metavar="URL", help="S3-compatible server (MinIO, SeaweedFS, R2)"
     )
     serve.add_argument(
+        "--broker",
+        default=None,
+        metavar="URL",
+        help="fleet mode: publish jobs to this RabbitMQ for `sonic-runner worker`s (default: render in-process)",
+    )
+    serve.add_argument(
         "--no-auth", action="store_true", help="accept requests without an API key (a laptop only)"
     )
     serve.add_argument("--max-upload-mb", type=float, default=50)
@@ -696,6 +702,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db_url=_db_url(args.db),
         storage=args.bucket,
         s3_endpoint=args.s3_endpoint,
+        broker_url=args.broker,
         auth=not args.no_auth,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_s=args.max_audio_s,

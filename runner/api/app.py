@@ -89,7 +89,12 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     storage = open_store(settings.storage, s3_endpoint=settings.s3_endpoint, default="sonic-data/objects")
     keys = ApiKeys(store)
     outbox = Outbox(store)
-    service = JobService(settings, store, storage, keys)
+    publisher = None
+    if settings.broker_url:  # fleet mode: the broker's workers render; this process only serves
+        from ..fleet.publisher import Publisher
+
+        publisher = Publisher(settings.broker_url, delays=False)
+    service = JobService(settings, store, storage, keys, publisher)
     metrics = Metrics()
     metrics.add_store_gauges(lambda: _store_numbers(store, outbox))
     background: list = []
@@ -107,6 +112,8 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         yield
         for worker in background:
             await run_in_threadpool(worker.stop)
+        if publisher is not None:
+            publisher.close()
         store.close()
 
     app = FastAPI(title="Sonic talking-head jobs", version="1", docs_url="/docs", lifespan=lifespan)
@@ -189,7 +196,8 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     @app.delete("/v1/jobs/{job_id}")
     def cancel_job(job_id: str, request: Request):
         key = authenticate(request)
-        job = service.cancel(key, job_id, _interrupt(background))
+        interrupt = (lambda j: store.request_cancel(j.job_id)) if publisher else _interrupt(background)
+        job = service.cancel(key, job_id, interrupt)
         return service.describe(service.get(key, job.job_id), base_url(request))
 
     @app.get("/v1/jobs/{job_id}/outputs/{name}")

@@ -16,7 +16,7 @@ from ..jobs import DEAD, DONE, FINAL_STATES, QUEUED, JobRecord
 from ..storage import ObjectStore, job_key
 from ..store import JobStore, StaleJob
 from ..store.api_keys import ApiKey, ApiKeys
-from ..workflow import load_workflow
+from ..workflow import load_workflow, resolution_of
 from . import validation as v
 from .settings import ServeSettings
 
@@ -36,11 +36,14 @@ class Upload:
 class JobService:
     """Submit, read and cancel jobs for API keys."""
 
-    def __init__(self, settings: ServeSettings, store: JobStore, storage: ObjectStore, keys: ApiKeys) -> None:
+    def __init__(
+        self, settings: ServeSettings, store: JobStore, storage: ObjectStore, keys: ApiKeys, publisher=None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.keys = keys
+        self.publisher = publisher  # fleet mode: jobs go to the broker's pools (None: in-process worker)
         self._templates: dict[str, dict] = {}
 
     def template(self, name: str) -> dict:
@@ -112,14 +115,38 @@ class JobService:
                 "duration": round(seconds, 3),
                 "webhook_url": webhook,
             }
-            job = JobRecord(job_id=job_id, row=0, priority=priority, spec=spec, notes=notes)
+            job = JobRecord(
+                job_id=job_id,
+                row=0,
+                priority=priority,
+                spec=spec,
+                notes=notes,
+                resolution=resolution_of(template),
+            )
             self.store.add_jobs([job], owner=owner)
             self.store.add_event(job_id, "state", {"state": QUEUED})
+            self._publish(job)
         except Exception:
             if idempotency_key:
                 self.keys.release_idempotency(owner, idempotency_key, job_id)
             raise
         return job, True
+
+    def _publish(self, job: JobRecord) -> None:
+        """Fleet mode: one confirmed message per job. A broker that fails here ends the job
+        (it would never run) and the client gets a 503 to retry."""
+        if self.publisher is None:
+            return
+        from ..fleet.errors import BrokerError
+
+        try:
+            self.publisher.publish(job)
+        except BrokerError as exc:
+            self.store.transition(job, DEAD, error=str(exc), error_kind="broker", finished_at=time.time())
+            raise v.RequestError(
+                503, "broker_unavailable", "the job queue is unreachable; retry later"
+            ) from None
+        self.store.mark_published([job.job_id])
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"

@@ -97,7 +97,9 @@ class Worker:
         fleet_hosts: list[HostSpec] | None = None,
     ) -> None:
         if not store.records_events:
-            raise ValueError("a worker's JobStore must record state events (JobStore(url, record_events=True))")
+            raise ValueError(
+                "a worker's JobStore must record state events (JobStore(url, record_events=True))"
+            )
         self.broker_url = broker_url
         self.store = store
         self.config = config
