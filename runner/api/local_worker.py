@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..jobs import DEAD, DONE, FETCHING, QUEUED, RUNNING, UPLOADING, JobRecord
+from ..metrics import observe_job_end
 from ..storage import ObjectStore, job_key
 from ..store import AttemptTaken, JobStore, StaleJob, attempt_prompt_id
 from ..store.outbox import Outbox
@@ -179,10 +180,5 @@ class LocalWorker:
         status = "cancelled" if kind == "cancelled" else state
         self.store.add_event(job.job_id, "state", {"state": status})
         if self.metrics is not None:
-            tier = job.spec.get("tier", "?")
-            self.metrics.finished.labels(state=status, reason=kind or "").inc()
-            self.metrics.latency.labels(tier=tier, phase="total").observe(now - job.created_at)
-            self.metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
-            if run_s is not None:
-                self.metrics.latency.labels(tier=tier, phase="run").observe(run_s)
+            observe_job_end(self.metrics, job)
         self.outbox.enqueue_job_end(job)

@@ -113,7 +113,9 @@ class JobHandler:
         on_job_end: Callable[[JobRecord], None] | None = None,
         on_host_ok: Callable[[str], None] | None = None,
         on_host_failed: Callable[[str, HostError], None] | None = None,
+        metrics: Any = None,
     ) -> None:
+        self.metrics = metrics  # runner.metrics.Metrics (retries, OOM downgrades), or None
         self.store = store
         self.publisher = publisher
         self.host = host
@@ -235,6 +237,10 @@ class JobHandler:
             resolution=job.resolution,
         )
         notes = [*job.notes, decision.note] if decision.note else job.notes
+        if decision.retry and self.metrics is not None:
+            self.metrics.retries.labels(reason=exc.kind).inc()
+            if exc.kind == "oom":
+                self.metrics.oom_downgrades.inc()
         if decision.retry:
             try:
                 pool = pool_for(decision.resolution, self.config.pools)

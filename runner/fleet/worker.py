@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from ..host_errors import HostError, one_line
+from ..scheduler import max_resolution_for_vram
 from ..secrets import HostSpec
 from ..store import JobStore, StoreError
 from . import dlq
@@ -95,6 +96,7 @@ class Worker:
         make_client: Callable[[HostSpec], Any] | None = None,
         on_job_end: Callable | None = None,
         fleet_hosts: list[HostSpec] | None = None,
+        metrics: Any = None,
     ) -> None:
         if not store.records_events:
             raise ValueError(
@@ -108,6 +110,7 @@ class Worker:
         self.storage = storage
         self._make_client = make_client or _default_client
         self._on_job_end = on_job_end
+        self.metrics = metrics
         self.active = ActiveJobs()
         self._known = {h.safe_url: h for h in [*(fleet_hosts or []), *hosts]}
         self._other_clients: dict[str, Any] = {}
@@ -133,11 +136,20 @@ class Worker:
             on_job_end=self._on_job_end,
             on_host_ok=lambda host: self._health(slot_ref[0], True),
             on_host_failed=lambda host, exc: self._health(slot_ref[0], False, exc),
+            metrics=self.metrics,
         )
-        pools = pools_for_host(spec.max_resolution, self.config.pools)
+        pools = pools_for_host(
+            spec.max_resolution or max_resolution_for_vram(spec.vram_gb), self.config.pools
+        )
         slot = HostSlot(spec=spec, client=client, handler=handler, pools=pools)
         slot_ref.append(slot)
         return slot
+
+    def host_gauges(self) -> list[tuple[str, int, bool]]:
+        """(host, jobs running, healthy) of each slot, for the worker's /metrics."""
+        return [
+            (slot.spec.safe_url, slot.running, slot.healthy and slot.refused is None) for slot in self.slots
+        ]
 
     def _client_for(self, host_url: str) -> Any:
         """A client for a host another worker used (to ask it about a job taken over)."""
@@ -163,6 +175,9 @@ class Worker:
             )
         for slot in self.slots:
             report = check_host(slot.spec)
+            if slot.spec.max_resolution is None:  # declared VRAM, else what the host reports
+                vram = slot.spec.vram_gb if slot.spec.vram_gb is not None else report.vram_total_gb
+                slot.pools = pools_for_host(max_resolution_for_vram(vram), self.config.pools)
             if not report.reachable:
                 self._health(slot, False)
                 log.warning("host %s is unreachable (%s); waiting for it", slot.spec.label, report.error)
