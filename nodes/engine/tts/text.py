@@ -28,8 +28,10 @@ _BLOCK_ELEMENTS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECAS
 _TAG = re.compile(
     r"</?[A-Za-z][A-Za-z0-9:_-]*(\s[^<>]*)?/?>|<!--.*?-->|<\?.*?\?>|<!\[CDATA\[|\]\]>", re.DOTALL
 )
+# A sentence ends at . ! ? ; or an ellipsis (with any closing quotes or brackets) before a space,
+# or at a CJK full stop / exclamation / question mark, which needs no space after it.
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?;\u2026\u3002\uff01\uff1f\uff1b])[\"'\u201d\u2019)\]]*\s+|(?<=[\u3002\uff01\uff1f])"
+    r"[.!?;\u2026\u3002\uff01\uff1f\uff1b][\"'\u201d\u2019)\]]*(?:\s+|$)|[\u3002\uff01\uff1f]"
 )
 _CLAUSE_END = re.compile(r"(?<=[,:\u2013\u2014\uff0c\u3001])\s+")
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -93,8 +95,10 @@ def split_sentences(text: str, max_chunk: int = MAX_CHUNK_CHARS) -> list[str]:
     """The text in speaking order, one sentence per item (long ones cut at clauses, then spaces)."""
     chunks: list[str] = []
     for paragraph in text.split("\n"):
-        for sentence in _SENTENCE_END.split(paragraph):
-            sentence = sentence.strip()
+        start = 0
+        for end in [m.end() for m in _SENTENCE_END.finditer(paragraph)] + [len(paragraph)]:
+            sentence = paragraph[start:end].strip()
+            start = end
             if sentence:
                 chunks += _cut(sentence, max_chunk)
     return [c for c in chunks if any(unicodedata.category(ch)[0] in "LN" for ch in c)]
