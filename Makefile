@@ -43,6 +43,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lite.py
 	$(BIN)/python benchmarks/bench_runner.py
+	$(BIN)/python benchmarks/bench_tts.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache

@@ -36,7 +36,11 @@ def _zero_crossing(x: np.ndarray, index: int, radius: int) -> int:
 
 
 def join(clips: list[Audio], pause_s: float = 0.0) -> Audio:
-    """One mono track: clips in order at the first clip's rate, crossfaded, ``pause_s`` between them."""
+    """One mono track: clips in order at the first clip's rate, crossfaded, ``pause_s`` between them.
+
+    Linear in the total length: each joint only touches a few milliseconds on either side, and
+    the pieces are concatenated once at the end (a 10-minute text has hundreds of joints).
+    """
     if not clips:
         raise ValueError("join: no clips")
     rate = clips[0].sample_rate
@@ -44,20 +48,26 @@ def join(clips: list[Audio], pause_s: float = 0.0) -> Audio:
     fade = max(1, int(CROSSFADE_S * rate))
     radius = int(SEARCH_S * rate)
     pause = np.zeros(int(round(pause_s * rate)), np.float32)
-    out = _fade_edges(parts[0], fade, start=True, end=len(parts) == 1)
+    pieces: list[np.ndarray] = []
+    current = _fade_edges(parts[0], fade, start=True, end=len(parts) == 1)
     for i, nxt in enumerate(parts[1:], 1):
         nxt = _fade_edges(nxt, fade, start=False, end=i == len(parts) - 1)
         if pause.size:
-            out = np.concatenate([_fade_out(out, fade), pause, _fade_in(nxt, fade)])
-            continue
-        out = _crossfade(out, nxt, fade, radius)
+            pieces += [_fade_out(current, fade), pause]
+            current = _fade_in(nxt, fade)
+        else:
+            head, overlap, current = _crossfade(current, nxt, fade, radius)
+            pieces += [head, overlap]
+    pieces.append(current)
+    out = np.concatenate(pieces)
     return Audio(samples=out[None, :].astype(np.float32, copy=False), sample_rate=rate)
 
 
-def _crossfade(a: np.ndarray, b: np.ndarray, fade: int, radius: int) -> np.ndarray:
+def _crossfade(a: np.ndarray, b: np.ndarray, fade: int, radius: int) -> tuple[np.ndarray, ...]:
+    """(a before the overlap, the overlap, b after it): an equal-power fade between zero crossings."""
     n = min(fade, len(a), len(b))
     if n < 2:
-        return np.concatenate([a, b])
+        return a, np.zeros(0, np.float32), b
     cut_a = _zero_crossing(a, len(a) - n, radius)  # the overlap starts at a zero crossing of a...
     n = min(n, len(a) - cut_a)
     start_b = _zero_crossing(b, 0, radius) if len(b) > n + radius else 0  # ...and of b
@@ -65,7 +75,7 @@ def _crossfade(a: np.ndarray, b: np.ndarray, fade: int, radius: int) -> np.ndarr
     n = min(n, len(b))
     t = np.linspace(0.0, np.pi / 2, n, dtype=np.float32)
     overlap = a[cut_a : cut_a + n] * np.cos(t) + b[:n] * np.sin(t)
-    return np.concatenate([a[:cut_a], overlap, b[n:]])  # what is left of a past the overlap is < 4 ms
+    return a[:cut_a], overlap, b[n:]  # what is left of a past the overlap is < 4 ms
 
 
 def _fade_in(x: np.ndarray, n: int) -> np.ndarray:
