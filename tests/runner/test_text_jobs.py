@@ -162,3 +162,35 @@ def test_a_text_that_the_voice_cannot_read_fails_the_job_in_one_line(tmp_path, e
     err = capsys.readouterr().err.strip()
     assert err.startswith("sonic-runner: job failed: text: the text has 9 letter(s) in Cyrillic script")
     assert "\n" not in err
+
+
+def test_a_dead_tts_service_fails_the_embedded_job_in_one_line(tmp_path, capsys):
+    args = ["run", str(TEXT_TEMPLATE), "--image", str(FACE), "-o", str(tmp_path), "--quiet", "--text", "Hi."]
+    sets = [
+        "Speech.backend=http",
+        "Speech.url=http://127.0.0.1:9/v1/audio/speech",
+        'Speech.http_options={"retries": 0}',
+    ]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "sonic-runner: job failed: tts service http://127.0.0.1:9/v1/audio/speech: cannot connect"
+    )
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "retryable"),
+    [
+        ("SonicServiceError", "ExecutionHostError", True),  # a TTS service hiccup: retried with backoff
+        ("SonicModelError", "HostConfigError", True),  # no espeak-ng on that host: another host
+        ("SonicInputError", "JobInputError", False),  # empty text, unknown voice: never retried
+    ],
+)
+def test_a_hosts_tts_errors_are_classified_for_the_retry_policy(name, error, retryable):
+    from comfyui_sonic.runner.host_errors import classify_execution_error
+
+    exc = classify_execution_error(
+        {"exception_type": f"sonic.{name}", "exception_message": "x", "node_type": "SONIC_TextToSpeech"}
+    )
+    assert type(exc).__name__ == error and exc.retryable == retryable
