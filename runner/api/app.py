@@ -28,6 +28,7 @@ from ..store.api_keys import ApiKey, ApiKeys
 from ..store.outbox import Outbox
 from . import validation as v
 from .settings import ServeSettings
+from .speech import speech_source
 from .submit import JobService, Upload
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,17 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         tmp = Path(tempfile.mkdtemp(prefix="sonic-upload-"))
         try:
             form = await request.form(max_files=2, max_fields=200)
-            image, audio = _file(form, "image"), _file(form, "audio")
             fields = {k: str(val) for k, val in form.multi_items() if not isinstance(val, UploadFile)}
-            uploads = [await _spool(f, tmp / name) for f, name in ((image, "image"), (audio, "audio"))]
+            image = _file(form, "image")
+            audio = (
+                _file(form, "audio")
+                if speech_source(isinstance(form.get("audio"), UploadFile), fields) is None
+                else None
+            )
+            uploads = [
+                await _spool(f, tmp / name) if f is not None else None
+                for f, name in ((image, "image"), (audio, "audio"))
+            ]
             job, created = await run_in_threadpool(
                 service.submit, key, uploads[0], uploads[1], fields, request.headers.get("idempotency-key")
             )

@@ -131,8 +131,18 @@ class LocalWorker:
     def _prompt(self, job: JobRecord, work: Path) -> dict:
         spec = job.spec
         image = self.storage.get_file(spec["image"], work / Path(spec["image"]).name)
-        audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
         template = load_workflow(self.settings.templates_dir / f"{spec['template']}_api.json")
+        if "audio" not in spec:  # a text job: the duration follows the synthesised speech
+            from ..text_jobs import text_params
+
+            return apply_params(
+                template,
+                {
+                    **text_params(template, spec.get("params", {}), spec["text"]),
+                    "image": str(image),
+                },
+            )
+        audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
         params = {**spec.get("params", {}), "image": str(image), "audio": str(audio)}
         try:
             from ..workflow import get_param

@@ -19,6 +19,7 @@ from ..store.api_keys import ApiKey, ApiKeys
 from ..workflow import load_workflow, resolution_of
 from . import validation as v
 from .settings import ServeSettings
+from .speech import text_template
 
 ANONYMOUS = "anonymous"
 #: Form fields that are not template inputs.
@@ -74,11 +75,13 @@ class JobService:
         self,
         key: ApiKey | None,
         image: Upload,
-        audio: Upload,
+        audio: Upload | None,
         fields: dict[str, str],
         idempotency_key: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """(job, created): an Idempotency-Key seen before returns the first job, created False."""
+        """(job, created): an Idempotency-Key seen before returns the first job, created False.
+
+        ``audio`` None: a text job (``fields["text"]``; runner/api/speech.py)."""
         owner = key.key_id if key else ANONYMOUS
         if idempotency_key:
             existing = self._idempotent_job(owner, idempotency_key)
@@ -86,17 +89,22 @@ class JobService:
                 return existing, False
         self.check_limits(key)
         name = v.resolve_template(fields.get("template"), fields.get("tier"), self.settings)
+        if audio is None:
+            name = text_template(name, self.settings)
         template = self.template(name)
         priority = v.check_priority(fields.get("priority"))
         webhook = v.check_webhook_url(fields.get("webhook_url"), self.settings)
         params = {k: val for k, val in fields.items() if k not in RESERVED_FIELDS}
         v.check_image(image.path, self.settings)
-        seconds = v.check_audio(audio.path, self.settings)
-        v.check_params(template, {**params, "image": "x", "audio": "x"})
-        notes = []
-        given = fields.get("duration")
-        if given not in (None, "") and _differs(given, seconds):
-            notes.append(f"duration {given} s corrected to {seconds:.3f} s from the audio")
+        if audio is None:
+            seconds, notes = self._text_speech(template, params, fields)
+        else:
+            seconds = v.check_audio(audio.path, self.settings)
+            v.check_params(template, {**params, "image": "x", "audio": "x"})
+            notes = []
+            given = fields.get("duration")
+            if given not in (None, "") and _differs(given, seconds):
+                notes.append(f"duration {given} s corrected to {seconds:.3f} s from the audio")
 
         job_id = uuid.uuid4().hex
         if idempotency_key:
@@ -111,8 +119,12 @@ class JobService:
                 "tier": name.rsplit("_", 1)[-1],
                 "params": params,
                 "image": self._put(job_id, "image", image),
-                "audio": self._put(job_id, "audio", audio),
-                "duration": round(seconds, 3),
+                **(
+                    {"audio": self._put(job_id, "audio", audio)}
+                    if audio is not None
+                    else {"text": fields["text"]}
+                ),
+                "duration": round(seconds, 3) if seconds is not None else None,
                 "webhook_url": webhook,
             }
             job = JobRecord(
@@ -147,6 +159,15 @@ class JobService:
                 503, "broker_unavailable", "the job queue is unreachable; retry later"
             ) from None
         self.store.mark_published([job.job_id])
+
+    def _text_speech(self, template: dict, params: dict, fields: dict[str, str]) -> tuple[None, list[str]]:
+        """A text job's checks: its inputs fit the template; its duration comes later, from the speech."""
+        v.check_params(template, {**params, "image": "x"})
+        given = fields.get("duration")
+        notes = (
+            [f"duration {given} ignored: a text job lasts as long as its synthesised speech"] if given else []
+        )
+        return None, notes
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"
