@@ -86,6 +86,7 @@ class JobService:
         if idempotency_key:
             existing = self._idempotent_job(owner, idempotency_key)
             if existing is not None:
+                self._publish_if_lost(existing)
                 return existing, False
         self.check_limits(key)
         name = v.resolve_template(fields.get("template"), fields.get("tier"), self.settings)
@@ -168,6 +169,12 @@ class JobService:
             [f"duration {given} ignored: a text job lasts as long as its synthesised speech"] if given else []
         )
         return None, notes
+
+    def _publish_if_lost(self, job: JobRecord) -> None:
+        """A retried request whose first try stored the job but died before publishing it
+        (a replica killed mid-request): publish it now, or it would wait forever."""
+        if self.publisher is not None and job.state == QUEUED and not self.store.is_published(job.job_id):
+            self._publish(job)
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"

@@ -56,6 +56,7 @@ class WorkerOptions:
     keeper_interval: float = 5.0  # lease renewal, cancel checks, host probes
     reap_interval: float = 15.0  # re-publish in-flight jobs whose holder's lease ran out
     reconnect_max: float = 10.0
+    unpublished_after: float = 300.0  # a queued job with no confirmed message this old is published
 
 
 @dataclass
@@ -416,6 +417,10 @@ class Worker:
             log.info("job %s: its worker stopped renewing; publishing it again", job.job_id)
             job.priority = 0  # (a continuation: ahead of new work in its pool)
             self.publisher.publish(job)
+        for job in self.store.never_published(time.time() - self.options.unpublished_after):
+            log.info("job %s was stored but never published (its publisher died); publishing it", job.job_id)
+            self.publisher.publish(job)
+            self.store.mark_published([job.job_id])
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self) -> None:

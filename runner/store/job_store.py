@@ -493,6 +493,26 @@ class JobStore:
                     .values(published_at=at)
                 )
 
+    def never_published(self, created_before: float, limit: int = 500) -> list[JobRecord]:
+        """Queued jobs of any batch or client whose message was never confirmed (a publisher or an
+        API replica died between storing the job and publishing it)."""
+        stmt = (
+            select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+            .where(
+                jobs_t.c.state == QUEUED,
+                jobs_t.c.published_at.is_(None),
+                jobs_t.c.created_at < created_before,
+            )
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+
+    def is_published(self, job_id: str) -> bool:
+        stmt = select(jobs_t.c.published_at).where(jobs_t.c.job_id == job_id)
+        with self._engine.connect() as conn:
+            return conn.execute(stmt).scalar() is not None
+
     def unpublished(self, batch: str) -> list[JobRecord]:
         """Waiting jobs of ``batch`` whose message was never confirmed (a publisher killed mid-way)."""
         stmt = (
