@@ -78,8 +78,10 @@ def _lip_detail(image: np.ndarray, landmarks: np.ndarray, lips: np.ndarray) -> n
     strip = detail[rows][:, inside[rows].mean(axis=0) > 0.5]
     if strip.shape[1] < 8:
         return None
-    strip = strip - strip.mean()
-    return np.clip(strip, -0.2, 0.2).astype(np.float32)
+    strip = np.clip(strip - strip.mean(), -0.2, 0.2)
+    # Lips with deep lines (a man's, a lipstick's) would stripe the mouth: at most a photo's grain.
+    strip *= min(1.0, 0.035 / max(float(strip.std()), 1e-6))
+    return strip.astype(np.float32)
 
 
 def mouth_colours(image: np.ndarray, landmarks: np.ndarray, source_mouth_open: bool) -> MouthColours:
@@ -103,7 +105,7 @@ def mouth_colours(image: np.ndarray, landmarks: np.ndarray, source_mouth_open: b
     skin_luma = float(skin @ _LUMA)
     if white is None or float(white @ _LUMA) < float(lip @ _LUMA):
         white = _tone(skin, float(np.clip(215.0 / max(skin_luma, 1.0), 0.9, 1.35)), 0.25)
-    teeth = _tone(0.85 * white + 0.15 * skin, 0.9, 0.6)
+    teeth = _tone(0.85 * white + 0.15 * skin, 1.0, 0.6)
     teeth = np.clip(teeth, 0.0, 235.0).astype(np.float32)
     crease = _tone(lip, 0.72, 0.9)
     return MouthColours(
@@ -141,14 +143,14 @@ def _upper_teeth(across: np.ndarray, from_top: np.ndarray, height: np.ndarray, a
     width = np.diff(_TOOTH_EDGES)[k] * a  # this tooth's width, pixels
     to_gap = np.minimum(frac, 1.0 - frac) * width  # pixels to the nearest gap between teeth
     # Rounded incisal corners: a tooth is a little shorter next to its neighbours.
-    length = _TOOTH_LENGTH[k] * a * (1.0 - 0.22 * np.exp(-((to_gap / np.maximum(0.05 * a, 1.0)) ** 2)))
+    length = _TOOTH_LENGTH[k] * a * (1.0 - 0.15 * np.exp(-((to_gap / np.maximum(0.05 * a, 1.0)) ** 2)))
     cover = np.clip((length - from_top) / 1.2 + 0.5, 0.0, 1.0)
     cover *= 1.0 - _smoothstep(0.62, 0.82, ax)
     cover *= _smoothstep(0.03, 0.12, height / a)  # a slit shows shadow, not teeth
     # Shade: the upper lip's shadow at the top, the arch turning into the dark towards the corners,
     # a thin dark line between the teeth, the edge a touch translucent.
     lip_shadow = 0.7 + 0.3 * _smoothstep(0.0, 0.45, from_top / np.maximum(length, 1.0))
-    gaps = 1.0 - 0.3 * np.exp(-((to_gap / np.maximum(0.012 * a, 0.6)) ** 2))
+    gaps = 1.0 - 0.2 * np.exp(-((to_gap / np.maximum(0.012 * a, 0.6)) ** 2))
     edge = 1.0 - 0.1 * _smoothstep(0.75, 1.0, from_top / np.maximum(length, 1.0))
     shade = lip_shadow * gaps * edge * (1.0 - 0.5 * ax * ax)
     return cover, shade
@@ -159,8 +161,8 @@ def _texture(detail: np.ndarray | None, across: np.ndarray, from_bottom: np.ndar
     if detail is None:
         return None
     dh, dw = detail.shape
-    map_x = across * (a * 0.5) + np.float32(dw / 2.0)
-    map_y = from_bottom * np.float32(0.8)
+    map_x = across * a + np.float32(dw / 2.0)
+    map_y = from_bottom + np.float32(0.0)
     return cv2.remap(detail, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
@@ -188,9 +190,11 @@ def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None
     groove = 1.0 - 0.12 * np.exp(-((across / 0.07) ** 2))
     tongue_shade = (0.6 + 0.4 * lit) * (0.8 + 0.2 * centre) * groove
     colour = _blend(colour, colours.tongue * tongue_shade[..., None], 0.9 * tongue)
+    smooth = np.zeros_like(tongue)  # where the surface is enamel, not tissue: hardly any grain
     if colours.show_teeth:
         cover, teeth_shade = _upper_teeth(across, from_top, height, a)
         colour = _blend(colour, colours.teeth * teeth_shade[..., None], 0.95 * cover)
+        smooth = cover
     # Lower incisors: just their edges above the lower lip, in the middle of a wide opening, in the
     # lower lip's shadow, with the gaps between them.
     ax = np.abs(across)
@@ -203,8 +207,8 @@ def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None
     rim = np.clip(np.minimum(from_top, from_bottom) / np.maximum(1.5, 0.06 * a), 0.0, 1.0)
     colour = colour * (0.8 + 0.2 * rim)[..., None]
     texture = _texture(colours.detail, across, from_bottom, a)
-    if texture is not None:  # strongest on the tongue (lit, rough), faint in the shadow
-        colour = colour * (1.0 + texture * (0.5 + 0.8 * tongue))[..., None]
+    if texture is not None:  # the lips' grain, a little more on the (rough) tongue
+        colour = colour * (1.0 + texture * (0.9 + 0.3 * tongue) * (1.0 - 0.8 * smooth))[..., None]
     region = frame[y0:y1, x0:x1].astype(np.float32)
     alpha = gap.alpha[..., None]
     frame[y0:y1, x0:x1] = np.clip(region + (colour - region) * alpha + 0.5, 0, 255).astype(np.uint8)

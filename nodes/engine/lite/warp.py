@@ -167,7 +167,9 @@ class FaceRig:
         curve = np.polyfit(sx, sy, 2)
         cx, cy = local(p[8])
         chin = max(0.8, float(cy - np.polyval(curve, cx)))
-        return c, u, v, a, curve, chin
+        tx, ty = local(p[51])
+        upper = max(0.05, float(np.polyval(curve, tx) - ty))  # the upper lip (and any teeth) above it
+        return c, u, v, a, curve, chin, upper
 
     def _neck_reach(self, image: np.ndarray, p: np.ndarray) -> np.ndarray:
         """How far below the chin (mouth half-widths, at each of _NECK_X) the jaw's motion may reach.
@@ -176,7 +178,7 @@ class FaceRig:
         the jaw would bend into a wave at every syllable. Going down from the chin, the first
         strong, lasting colour change (clothing against skin) ends the reach, a little above it;
         the reach is then smoothed across so that it cannot put a ripple of its own in the neck."""
-        c, u, v, a, curve, chin = self._mouth_axes(p)
+        c, u, v, a, curve, chin, _ = self._mouth_axes(p)
         step = 0.02
         ys = np.arange(0.0, _NECK_REACH + 0.2, step, dtype=np.float32)  # below the chin
         yp = chin + ys[:, None] + np.polyval(curve, _NECK_X)[None, :]
@@ -297,7 +299,7 @@ class FaceRig:
 
     # --- mouth and jaw ---------------------------------------------------------------------------------
     def _mouth_field(self, p: np.ndarray, pose: FacePose):
-        c, u, v, a, curve, chin = self._mouth_axes(p)
+        c, u, v, a, curve, chin, upper = self._mouth_axes(p)
         box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + _NECK_REACH), self.w, self.h)
         # The field is smooth: on big faces compute it on every 2nd/3rd pixel and resize.
         step = max(1, int(a // 28))
@@ -326,7 +328,14 @@ class FaceRig:
         length = np.maximum(reach - rigid, f32(0.15))
         t = np.clip((ypp - f32(chin) - rigid) / length, 0.0, 1.0)
         drop = rigid * (1.0 - t * t * (3.0 - 2.0 * t))
-        lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
+        # The upper lip (with any teeth the portrait shows) lifts as one piece, so it keeps its
+        # thickness; the skin above it takes the stretch.
+        above = np.minimum(ypp + f32(upper), 0.0)
+        lift = (
+            f32(pose.lip_raise)
+            * _profile(1.0 - sx2, pose.roundness)
+            * np.exp(-above * above * f32(1 / 0.9**2))
+        )
 
         # Below the parting line everything drops with the jaw; a negative drop (closing an open
         # portrait's mouth) pulls the lower lip up over what lay between the lips.
