@@ -13,6 +13,7 @@ mouth is more colourful than the face around it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -134,26 +135,51 @@ _TOOTH_EDGES = np.array([0.0, 0.29, 0.51, 0.68, 0.8], dtype=np.float32)
 _TOOTH_LENGTH = np.array([0.2, 0.165, 0.15, 0.1], dtype=np.float32)
 
 
-def _upper_teeth(across: np.ndarray, from_top: np.ndarray, height: np.ndarray, a: np.float32):
-    """Coverage (0..1) and shading of the upper teeth under the upper lip."""
-    ax = np.abs(across)
-    pos = np.interp(ax, _TOOTH_EDGES, np.arange(len(_TOOTH_EDGES), dtype=np.float32))
-    k = np.minimum(pos.astype(np.int32), len(_TOOTH_LENGTH) - 1)
+_ACROSS_STEPS = 513  # the across-the-mouth profiles below are tabulated at this many points
+
+
+@lru_cache(maxsize=16)
+def _across_profiles(a_px: int) -> dict[str, np.ndarray]:
+    """Everything in the painting that depends only on the position across the mouth, tabulated
+    once per mouth size (`a_px`: half-width in whole pixels) over across = -1..1: per frame a
+    table look-up instead of a dozen array operations (the painter runs on every frame)."""
+    a = float(max(a_px, 1))
+    x = np.linspace(-1.0, 1.0, _ACROSS_STEPS)
+    ax = np.abs(x)
+    centre = 1.0 - x * x
+    # Upper teeth: which tooth, how far to the nearest gap between two of them.
+    pos = np.interp(ax, _TOOTH_EDGES, np.arange(len(_TOOTH_EDGES)))
+    k = np.minimum(pos.astype(int), len(_TOOTH_LENGTH) - 1)
     frac = pos - k
-    width = np.diff(_TOOTH_EDGES)[k] * a  # this tooth's width, pixels
-    to_gap = np.minimum(frac, 1.0 - frac) * width  # pixels to the nearest gap between teeth
+    to_gap = np.minimum(frac, 1.0 - frac) * np.diff(_TOOTH_EDGES)[k] * a  # pixels
     # Rounded incisal corners: a tooth is a little shorter next to its neighbours.
-    length = _TOOTH_LENGTH[k] * a * (1.0 - 0.15 * np.exp(-((to_gap / np.maximum(0.05 * a, 1.0)) ** 2)))
-    cover = np.clip((length - from_top) / 1.2 + 0.5, 0.0, 1.0)
-    cover *= 1.0 - _smoothstep(0.62, 0.82, ax)
+    length = _TOOTH_LENGTH[k] * a * (1.0 - 0.15 * np.exp(-((to_gap / max(0.05 * a, 1.0)) ** 2)))
+    gaps = 1.0 - 0.2 * np.exp(-((to_gap / max(0.012 * a, 0.6)) ** 2))
+    lower_band = 0.06 * a * np.clip(1.0 - (ax / 0.34) ** 2, 0.0, 1.0)
+    tables = {
+        "cavity": 0.5 + 0.5 * np.sqrt(centre),  # the corners in the cheeks' shadow
+        "hump": np.clip(1.0 - (x / 0.72) ** 2, 0.0, 1.0),  # the tongue's outline
+        "tongue": (0.8 + 0.2 * centre) * (1.0 - 0.12 * np.exp(-((x / 0.07) ** 2))),  # and its groove
+        "teeth_length": length,
+        "teeth_cover": 1.0 - _smoothstep(0.62, 0.82, ax),
+        "teeth_shade": gaps * (1.0 - 0.5 * ax * ax),  # the arch turning into the dark
+        "lower_band": np.where(lower_band > 0.5, lower_band, -1.0),
+        "lower_gaps": 1.0 - 0.5 * np.cos(ax * (np.pi / 0.16)) ** 8,
+    }
+    return {name: t.astype(np.float32) for name, t in tables.items()}
+
+
+def _upper_teeth(profiles, index: np.ndarray, from_top: np.ndarray, height: np.ndarray, a: np.float32):
+    """Coverage (0..1) and shading of the upper teeth under the upper lip."""
+    length = np.take(profiles["teeth_length"], index)
+    cover = np.clip((length - from_top) * np.float32(1 / 1.2) + 0.5, 0.0, 1.0)
+    cover *= np.take(profiles["teeth_cover"], index)
     cover *= _smoothstep(0.03, 0.12, height / a)  # a slit shows shadow, not teeth
-    # Shade: the upper lip's shadow at the top, the arch turning into the dark towards the corners,
-    # a thin dark line between the teeth, the edge a touch translucent.
-    lip_shadow = 0.7 + 0.3 * _smoothstep(0.0, 0.45, from_top / np.maximum(length, 1.0))
-    gaps = 1.0 - 0.2 * np.exp(-((to_gap / np.maximum(0.012 * a, 0.6)) ** 2))
-    edge = 1.0 - 0.1 * _smoothstep(0.75, 1.0, from_top / np.maximum(length, 1.0))
-    shade = lip_shadow * gaps * edge * (1.0 - 0.5 * ax * ax)
-    return cover, shade
+    # Shade: the upper lip's shadow at the top, the arch, the gaps (see _across_profiles), the edge
+    # a touch translucent.
+    down = from_top / np.maximum(length, 1.0)
+    shade = (0.7 + 0.3 * _smoothstep(0.0, 0.45, down)) * (1.0 - 0.1 * _smoothstep(0.75, 1.0, down))
+    return cover, shade * np.take(profiles["teeth_shade"], index)
 
 
 def _texture(detail: np.ndarray | None, across: np.ndarray, from_bottom: np.ndarray, a: np.float32):
@@ -166,49 +192,63 @@ def _texture(detail: np.ndarray | None, across: np.ndarray, from_bottom: np.ndar
     return cv2.remap(detail, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def _rows(near: np.ndarray) -> slice:
+    """The rows of the gap box where `near` ([h, w] bool) holds anywhere: the layers below are
+    drawn only there (teeth under the upper lip, the tongue above the lower), which is most of
+    what keeps painting cheap."""
+    rows = np.flatnonzero(near.any(axis=1))
+    return slice(int(rows[0]), int(rows[-1]) + 1) if rows.size else slice(0, 0)
+
+
 def paint_mouth(frame: np.ndarray, gap: MouthGap, colours: MouthColours) -> None:
     """Paint the opening described by `gap` into `frame` (uint8 [H, W, 3], in place)."""
     y0, y1, x0, x1 = gap.box
-    a = np.float32(gap.half_width_px)
+    f32 = np.float32
+    a = f32(gap.half_width_px)
+    profiles = _across_profiles(int(round(float(a))))
+    index = ((gap.across + 1.0) * f32((_ACROSS_STEPS - 1) / 2.0) + 0.5).astype(np.intp)
     depth, across, height = gap.depth, gap.across, gap.height_px
     from_top = depth * height  # pixels below the upper lip edge
     from_bottom = height - from_top  # pixels above the lower lip edge
-    centre = 1.0 - across**2
-    opening = height / a
-    wide = _smoothstep(0.12, 0.5, opening)
+    wide = _smoothstep(0.12, 0.5, height / a)
 
     # Cavity: deepest shadow under the upper lip and teeth, a little light further down where the
     # light from the opening reaches, darker towards the corners (the cheeks shade them).
-    shade = (0.5 + 0.5 * np.sqrt(np.maximum(centre, 0.0))) * (0.6 + 0.55 * _smoothstep(0.15, 1.0, depth))
+    shade = np.take(profiles["cavity"], index) * (0.6 + 0.55 * _smoothstep(0.15, 1.0, depth))
     colour = colours.cavity[None, None, :] * shade[..., None]
+    grain = np.full(shade.shape, 0.9, dtype=np.float32)  # how much of the lips' grain shows
+
     # Tongue: a rounded hump rising from behind the lower teeth in a wide opening, lit at the
     # front, receding into the shadow at its top; a faint groove down its middle.
-    hump = height * (0.22 + 0.3 * wide) * np.clip(1.0 - (across / 0.72) ** 2, 0.0, 1.0)
-    soft = np.maximum(1.5, 0.09 * a)
-    tongue = _smoothstep(-1.0, 1.0, (hump - from_bottom) / soft) * wide
-    lit = np.clip(1.0 - from_bottom / np.maximum(hump, 1.0), 0.0, 1.0)
-    groove = 1.0 - 0.12 * np.exp(-((across / 0.07) ** 2))
-    tongue_shade = (0.6 + 0.4 * lit) * (0.8 + 0.2 * centre) * groove
-    colour = _blend(colour, colours.tongue * tongue_shade[..., None], 0.9 * tongue)
-    smooth = np.zeros_like(tongue)  # where the surface is enamel, not tissue: hardly any grain
+    soft = f32(max(1.5, 0.09 * float(a)))
+    rows = _rows((from_bottom < 0.52 * height + soft) & (wide > 0.0))
+    if rows.stop > rows.start:
+        idx, fb, w_ = index[rows], from_bottom[rows], wide[rows]
+        hump = height[rows] * (0.22 + 0.3 * w_) * np.take(profiles["hump"], idx)
+        tongue = _smoothstep(-1.0, 1.0, (hump - fb) / soft) * w_
+        lit = np.clip(1.0 - fb / np.maximum(hump, 1.0), 0.0, 1.0)
+        tongue_shade = (0.6 + 0.4 * lit) * np.take(profiles["tongue"], idx)
+        colour[rows] = _blend(colour[rows], colours.tongue * tongue_shade[..., None], 0.9 * tongue)
+        grain[rows] += 0.3 * tongue
+        # Lower incisors: just their edges above the lower lip, in the middle of a wide opening,
+        # in the lower lip's shadow, with the gaps between them.
+        band = np.take(profiles["lower_band"], idx)
+        lower = np.clip(band - fb + 0.5, 0.0, 1.0) * w_ * np.take(profiles["lower_gaps"], idx)
+        lower_shade = 0.55 + 0.2 * np.clip(fb / np.maximum(band, 1.0), 0.0, 1.0)
+        colour[rows] = _blend(colour[rows], colours.teeth * lower_shade[..., None], 0.6 * lower)
     if colours.show_teeth:
-        cover, teeth_shade = _upper_teeth(across, from_top, height, a)
-        colour = _blend(colour, colours.teeth * teeth_shade[..., None], 0.95 * cover)
-        smooth = cover
-    # Lower incisors: just their edges above the lower lip, in the middle of a wide opening, in the
-    # lower lip's shadow, with the gaps between them.
-    ax = np.abs(across)
-    lower_band = np.float32(0.06) * a * np.clip(1.0 - (ax / 0.34) ** 2, 0.0, 1.0)
-    lower = np.clip((lower_band - from_bottom) / 1.0 + 0.5, 0.0, 1.0) * wide * (lower_band > 0.5)
-    lower *= 1.0 - 0.5 * np.cos(ax * np.float32(np.pi / 0.16)) ** 8
-    lower_shade = 0.55 + 0.2 * np.clip(from_bottom / np.maximum(lower_band, 1.0), 0.0, 1.0)
-    colour = _blend(colour, colours.teeth * lower_shade[..., None], 0.6 * lower)
-    # Where the lips curl inwards they shade the mouth's edge.
-    rim = np.clip(np.minimum(from_top, from_bottom) / np.maximum(1.5, 0.06 * a), 0.0, 1.0)
-    colour = colour * (0.8 + 0.2 * rim)[..., None]
+        rows = _rows(from_top < float(_TOOTH_LENGTH.max()) * a + 1.5)
+        if rows.stop > rows.start:
+            cover, teeth_shade = _upper_teeth(profiles, index[rows], from_top[rows], height[rows], a)
+            colour[rows] = _blend(colour[rows], colours.teeth * teeth_shade[..., None], 0.95 * cover)
+            grain[rows] *= 1.0 - 0.8 * cover  # enamel, not tissue: hardly any grain
+    # Where the lips curl inwards they shade the mouth's edge; over it all, the lips' grain.
+    rim = np.clip(np.minimum(from_top, from_bottom) * f32(1.0 / max(1.5, 0.06 * float(a))), 0.0, 1.0)
+    light = 0.8 + 0.2 * rim
     texture = _texture(colours.detail, across, from_bottom, a)
-    if texture is not None:  # the lips' grain, a little more on the (rough) tongue
-        colour = colour * (1.0 + texture * (0.9 + 0.3 * tongue) * (1.0 - 0.8 * smooth))[..., None]
+    if texture is not None:
+        light *= 1.0 + texture * grain
+    colour *= light[..., None]
     region = frame[y0:y1, x0:x1].astype(np.float32)
     alpha = gap.alpha[..., None]
     frame[y0:y1, x0:x1] = np.clip(region + (colour - region) * alpha + 0.5, 0, 255).astype(np.uint8)
