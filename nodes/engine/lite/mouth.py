@@ -79,7 +79,9 @@ def _lip_detail(image: np.ndarray, landmarks: np.ndarray, lips: np.ndarray) -> n
     strip = detail[rows][:, inside[rows].mean(axis=0) > 0.5]
     if strip.shape[1] < 8:
         return None
-    strip = np.clip(strip - strip.mean(), -0.2, 0.2)
+    # Without what runs the strip's whole height (lip lines, a central crease): those would show
+    # as stripes down the mouth; the grain stays.
+    strip = np.clip(strip - strip.mean(axis=0, keepdims=True), -0.2, 0.2)
     # Lips with deep lines (a man's, a lipstick's) would stripe the mouth: at most a photo's grain.
     strip *= min(1.0, 0.035 / max(float(strip.std()), 1e-6))
     return strip.astype(np.float32)

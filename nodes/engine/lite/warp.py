@@ -343,7 +343,9 @@ class FaceRig:
         # itself: there bilinear sampling would pick up the edge of any teeth above it (a bright
         # line along the seam of a closed mouth).
         lower = ypp >= np.minimum(drop, 0.0)
-        inside_lip = f32(min(0.1, 1.2 / a))
+        # Only between the mouth corners: beyond them the skin has no parting, and the clamp would
+        # repeat one row of it in a line out to the cheeks.
+        inside_lip = f32(min(0.1, 1.2 / a)) * np.minimum(prof * f32(4.0), 1.0)
         src_y = np.where(lower, np.maximum(ypp - drop, inside_lip), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)
