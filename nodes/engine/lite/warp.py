@@ -323,11 +323,14 @@ class FaceRig:
         # and the end of the neck's reach (see _neck_reach), where the motion has faded to nothing:
         # a collar there stays put. A chin dropping further than that pushes the end down ahead of
         # it rather than fold over it. (Output coordinates: the fade starts where the chin went.)
-        rigid = f32(pose.jaw) * prof
-        reach = np.interp(xp, _NECK_X, self.neck_reach).astype(np.float32)
-        length = np.maximum(reach - rigid, f32(0.15))
-        t = np.clip((ypp - f32(chin) - rigid) / length, 0.0, 1.0)
-        drop = rigid * (1.0 - t * t * (3.0 - 2.0 * t))
+        drop = f32(pose.jaw) * prof
+        neck = np.flatnonzero((ypp > f32(chin - abs(pose.jaw))).any(axis=1))  # rows reaching the neck
+        if neck.size:
+            rows = slice(int(neck[0]), None)
+            rigid = drop[rows]
+            reach = np.interp(xp[rows], _NECK_X, self.neck_reach).astype(np.float32)
+            t = np.clip((ypp[rows] - f32(chin) - rigid) / np.maximum(reach - rigid, f32(0.15)), 0.0, 1.0)
+            drop[rows] = rigid * (1.0 - t * t * (3.0 - 2.0 * t))
         # The upper lip (with any teeth the portrait shows) lifts as one piece, so it keeps its
         # thickness; the skin above it takes the stretch.
         above = np.minimum(ypp + f32(upper), 0.0)
