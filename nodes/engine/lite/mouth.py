@@ -103,8 +103,9 @@ def mouth_colours(image: np.ndarray, landmarks: np.ndarray, source_mouth_open: b
     # this light: a statue's are its stone), a little darker in the mouth's shadow.
     eyes = _polygon_mask((h, w), landmarks[EYE_RIGHT]) | _polygon_mask((h, w), landmarks[EYE_LEFT])
     white = _whites(image, inner) if source_mouth_open else None
-    if white is None:
+    if white is None:  # the eyes' whites sit in the shadow of the lids and brows: lit teeth are lighter
         white = _whites(image, eyes)
+        white = None if white is None else white * np.float32(1.12)
     skin_luma = float(skin @ _LUMA)
     if white is None or float(white @ _LUMA) < float(lip @ _LUMA):
         white = _tone(skin, float(np.clip(215.0 / max(skin_luma, 1.0), 0.9, 1.35)), 0.25)
