@@ -4,10 +4,12 @@ Warping alone turns an open mouth into stretched lip skin. A real one shows a
 cavity in shadow (darkest under the upper lip and at the corners, a little
 lighter towards the tongue), the edge of the upper teeth under the upper lip, a
 hint of the lower teeth and the tongue at wide openings, and soft edges where
-the lips curl inwards. All colours are darker, desaturated versions of the
-portrait's own lip and skin tones: a photo gets a warm shadow, a greyscale
-image a grey one, a marble statue a stone-coloured cavity; nothing in the
-mouth is more colourful than the face around it.
+the lips curl inwards. All colours come from the portrait itself: the cavity
+and tongue from its lip and skin tones, darkened (a photo gets a warm shadow,
+a greyscale image a grey one, a marble statue a stone-coloured cavity; nothing
+in the mouth is more colourful than the face around it), teeth it does not
+show from its own eye whites, and the fine grain laid over it all from its
+lips, so that the mouth is not flat paint in a photo.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ feature it moves, so the motion looks anatomical rather than a rubber sheet:
 - head: a small rotation/scale/shift of the head about the neck, fading to
   zero over the shoulders and background (computed on a coarse grid and
   resized - it is very smooth);
-- mouth and jaw: everything below the lower lip drops with the jaw (more at the
-  chin, nothing past the mouth corners at lip level), the upper lip lifts a
-  little, and the corners spread or purse. Pixels that end up between the lips
-  sample the lip line; mouth.py paints the cavity there;
+- mouth and jaw: everything below the lower lip drops with the jaw as one piece
+  (nothing past the mouth corners at lip level), the skin below the chin
+  stretches and the motion ends above any collar, the upper lip lifts a little
+  (in one piece), and the corners spread or purse. Pixels that end up between
+  the lips sample the lip line; mouth.py paints the cavity there;
 - eyelids: the upper lid slides down to the lower lid (blinks);
 - brows: lift with the forehead, stretching the skin above the eyes (smooth, so
   computed on the coarse grid with the head).
