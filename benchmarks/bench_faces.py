@@ -63,6 +63,11 @@ def main() -> None:
     )
     parser.add_argument("--detectors", default="dlib,blazeface,yoloface")
     parser.add_argument("--misses", action="store_true", help="list the samples each detector got wrong")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also render every stylised face through lite (default detector)",
+    )
     args = parser.parse_args()
 
     samples = detection_set(args.lfw)
@@ -123,6 +128,39 @@ def main() -> None:
     if args.misses:
         for n in names:
             print(f"\n{n} wrong on: {', '.join(misses[n]) or 'nothing'}")
+    if args.render:
+        _render_stylised([s for s in samples if s.stylised])
+
+
+def _render_stylised(samples: list[Sample]) -> None:
+    """SONIC_PreData's engine with its defaults, then 1 s of the lite backend, for each stylised face."""
+    from nodes.engine.errors import SonicInputError
+    from nodes.engine.lite.backend import LiteBackend
+    from nodes.engine.prepare import DEFAULT_DETECTOR, prepare
+    from nodes.engine.progress import NullProgress
+    from nodes.engine.types import Audio, GenerationParams
+
+    t = np.arange(16000) / 16000
+    voice = (0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    speech = Audio(samples=voice[None], sample_rate=16000)
+    rendered, failed = 0, []
+    for sample in samples:
+        try:
+            data = prepare(sample.image, speech, min_resolution=256)
+            frames = np.concatenate(list(LiteBackend().generate(data, GenerationParams(), NullProgress())))
+            x, y = sample.face
+            inside = data.crop_box[0] <= x <= data.crop_box[2] and data.crop_box[1] <= y <= data.crop_box[3]
+            if len(frames) == 25 and inside:
+                rendered += 1
+            else:
+                failed.append(f"{sample.name} (crop misses the face)")
+        except SonicInputError as exc:
+            failed.append(f"{sample.name} ({exc})")
+    print(
+        f"\nlite render with detector={DEFAULT_DETECTOR}: {rendered}/{len(samples)} stylised faces rendered"
+    )
+    for line in failed:
+        print(f"  not rendered: {line}")
 
 
 def _timed(analyzer, image: np.ndarray) -> float:

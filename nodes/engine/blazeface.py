@@ -25,9 +25,11 @@ from .tflite import TFLiteModel, model_dir
 from .types import Box
 
 DEFAULT_THRESHOLD = 0.5
-MESH_MIN = 0.5  # face-mesh score below which a BlazeFace box is not a face
+MESH_MIN = 0.6  # face-mesh score below which a BlazeFace box is not a face (a round logo: 0.57)
 _NMS_IOU = 0.3
-_TILE = 512  # tiles (50 % overlap) for larger images: an 88 px face in a 1536 px image is ~33 px to the model
+_SURE = 0.8  # a candidate this confident ends the search for much smaller faces
+_SMALLEST_FACE = 48  # px, what the finest tiles are sized for
+_TILE = 512  # finest tiles: a 48 px face is 18 px to the 192 px model (it finds photo faces from ~12 px)
 
 
 def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
@@ -47,14 +49,28 @@ class _Model:
         self._net = TFLiteModel(path)
 
     def run(self, square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """square: float32 [size, size, 3] in [-1, 1] -> (scores [N], boxes [N, 4] x0y0x1y1 in 0..1)."""
+        """square: float32 [size, size, 3] in [-1, 1] -> (scores [N], detections [N, 16] in 0..1).
+
+        A detection is x0, y0, x1, y1, then six (x, y) key points: the image-left eye, the
+        image-right eye, nose tip, mouth, image-left ear, image-right ear.
+        """
         outs = sorted(self._net.run(square[None]).values(), key=lambda a: a.shape[-1])
         logits, raw = outs[0].reshape(-1), outs[1].reshape(-1, 16)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
         cx = raw[:, 0] / self.size + self.anchors[:, 0]
         cy = raw[:, 1] / self.size + self.anchors[:, 1]
         w, h = raw[:, 2] / self.size, raw[:, 3] / self.size
-        return scores, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        points = raw[:, 4:].reshape(-1, 6, 2) / self.size + self.anchors[:, None, :]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        return scores, np.concatenate([boxes, points.reshape(-1, 12)], axis=1)
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every `stride`, the last one flush with the end."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, stride))
+    return [*starts, length - size]
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -101,40 +117,90 @@ class BlazeFaceAnalyzer:
     def runtime(self) -> str:
         return self._full._net.runtime
 
-    def _scan(self, image: np.ndarray, x0: int, y0: int, side: int, models, out: list) -> None:
+    def _whole(self, image: np.ndarray, out: list) -> None:
+        """Both models on the whole image, padded to a square (faces that fill much of the frame)."""
         import cv2
 
-        crop = image[y0 : y0 + side, x0 : x0 + side]
-        h, w = crop.shape[:2]
-        pad = np.zeros((side, side, 3), dtype=np.uint8)
-        pad[:h, :w] = crop
-        for model in models:
-            small = cv2.resize(pad, (model.size, model.size), interpolation=cv2.INTER_AREA)
-            scores, boxes = model.run(small.astype(np.float32) / 127.5 - 1.0)
-            keep = scores >= self.threshold
-            for s, b in zip(scores[keep], boxes[keep], strict=True):
-                out.append((float(s), b * side + np.array([x0, y0, x0, y0], dtype=np.float32)))
+        h, w = image.shape[:2]
+        side = max(h, w)
+        for model in (self._short, self._full):
+            scale = model.size / side
+            small = cv2.resize(
+                image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
+            pad = np.zeros((model.size, model.size, 3), dtype=np.uint8)
+            pad[: small.shape[0], : small.shape[1]] = small[: model.size, : model.size]
+            self._keep(model, pad, (0, 0), (side / model.size, side / model.size), out)
+
+    def _level(self, image: np.ndarray, tile: int, out: list) -> None:
+        """The full-range model on tiles of `tile` px (native) that overlap by a quarter.
+
+        The image is shrunk once so that a tile is the model's 192 px input; a face up to a
+        quarter tile wide lies wholly inside some tile, larger ones are found on a coarser level.
+        """
+        import cv2
+
+        size = self._full.size
+        h, w = image.shape[:2]
+        small = cv2.resize(
+            image,
+            (max(size, round(w * size / tile)), max(size, round(h * size / tile))),
+            interpolation=cv2.INTER_AREA,
+        )
+        sh, sw = small.shape[:2]
+        for ty in _starts(sh, size, size * 3 // 4):
+            for tx in _starts(sw, size, size * 3 // 4):
+                square = small[ty : ty + size, tx : tx + size]
+                self._keep(self._full, square, (tx, ty), (w / sw, h / sh), out)
+
+    def _keep(
+        self,
+        model: _Model,
+        square: np.ndarray,
+        offset: tuple[int, int],
+        scale: tuple[float, float],
+        out: list,
+    ) -> None:
+        """Run `model` on one input square; boxes above the threshold, in image pixels, go to `out`."""
+        scores, boxes = model.run(square.astype(np.float32) / 127.5 - 1.0)
+        keep = scores >= self.threshold
+        shift = np.array(offset * 8, dtype=np.float32)
+        factor = np.array(scale * 8, dtype=np.float32)
+        for sc, b in zip(scores[keep], boxes[keep], strict=True):
+            out.append((float(sc), (b * model.size + shift) * factor))
 
     def candidates(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        """BlazeFace's boxes above the threshold, before the mesh check: whole image, then tiles."""
+        """BlazeFace's boxes above the threshold, before the mesh check: whole image, then finer levels."""
+        return [(box, score) for box, score, _ in self._detections(image)]
+
+    def _detections(self, image: np.ndarray) -> list[tuple[Box, float, float]]:
+        """(box, score, eye-line angle in radians) after non-maximum suppression."""
         h, w = image.shape[:2]
         found: list = []
         with self._lock:
-            self._scan(image, 0, 0, max(h, w), (self._short, self._full), found)
-            if max(h, w) > _TILE:
-                # Tiles find the small faces; the full-range model alone is enough there (the
-                # short-range one is for faces that fill the frame, already seen whole).
-                step = _TILE // 2
-                for ty in range(0, max(1, h - step), step):
-                    for tx in range(0, max(1, w - step), step):
-                        self._scan(image, tx, ty, _TILE, (self._full,), found)
+            self._whole(image, found)
+            # Finer and finer tiles down to _TILE (where a 48 px face is 18 px to the model).
+            tiles = []
+            tile = _TILE
+            while tile < max(h, w):
+                tiles.append(tile)
+                tile *= 2
+            for tile in reversed(tiles):
+                # A level finds faces of ~tile * 48 / 512 px and up. Skipped when a sure face four
+                # times that wide is already known: a background face under a quarter of the main
+                # one's width is not what a user animates (a 2000 x 3000 portrait: 4 model runs, not 55).
+                smallest = tile * _SMALLEST_FACE / _TILE
+                if any(s >= _SURE and b[2] - b[0] >= 4 * smallest for s, b in found):
+                    continue
+                self._level(image, tile, found)
         if not found:
             return []
         scores = np.array([s for s, _ in found], dtype=np.float32)
         boxes = np.stack([b for _, b in found])
         result = []
         for i in _nms(boxes, scores, _NMS_IOU):
-            bx0, by0, bx1, by1 = boxes[i]
+            bx0, by0, bx1, by1 = boxes[i, :4]
+            (lx, ly), (rx, ry) = boxes[i, 4:6], boxes[i, 6:8]
             box = (
                 max(0, int(round(bx0))),
                 max(0, int(round(by0))),
@@ -142,7 +208,7 @@ class BlazeFaceAnalyzer:
                 min(h, int(round(by1))),
             )
             if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-                result.append((box, float(scores[i])))
+                result.append((box, float(scores[i]), float(np.arctan2(ry - ly, rx - lx))))
         return result
 
     def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
@@ -151,10 +217,10 @@ class BlazeFaceAnalyzer:
         A candidate the face mesh does not read as a face (score < MESH_MIN) is dropped: BlazeFace
         alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
         """
-        found = self.candidates(image)
+        found = self._detections(image)
         if self.mesh_check:
-            found = [(b, s) for b, s in found if self._mesh.mesh(image, b)[1] >= MESH_MIN]
-        return found
+            found = [d for d in found if self._mesh.mesh(image, d[0], d[2])[1] >= MESH_MIN]
+        return [(box, score) for box, score, _ in found]
 
     def detect(self, image: np.ndarray) -> list[Box]:
         from .face import box_area
@@ -164,11 +230,34 @@ class BlazeFaceAnalyzer:
     def smallest_face(self, image: np.ndarray) -> int:
         """The smallest face width (px, in ``image``) this detector finds in it (for the no-face message)."""
         side = max(image.shape[:2])
-        return 48 if side > _TILE else max(24, side // 8)
+        return _SMALLEST_FACE if side > _TILE else max(24, side // 8)
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
-        """68 iBUG points from the face mesh (works on stylised faces, unlike dlib's predictor)."""
-        return self._mesh.landmarks(image, box)[0]
+        """68 iBUG points from the face mesh (works on stylised faces, unlike dlib's predictor).
+
+        The mesh looks at the face turned upright: the eye line comes from BlazeFace's key points,
+        found again on the region around `box` (the box may be from another image, e.g. the crop).
+        """
+        return self._mesh.landmarks(image, box, self._eye_angle(image, box))[0]
+
+    def _eye_angle(self, image: np.ndarray, box: Box) -> float | None:
+        import cv2
+
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0) * 2.0
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        size = self._short.size
+        m = np.array(
+            [[size / side, 0, size / 2 - cx * size / side], [0, size / side, size / 2 - cy * size / side]]
+        )
+        square = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+        with self._lock:
+            scores, dets = self._short.run(square.astype(np.float32) / 127.5 - 1.0)
+        i = int(np.argmax(scores))
+        if scores[i] < 0.3:
+            return None
+        (lx, ly), (rx, ry) = dets[i, 4:6], dets[i, 6:8]
+        return float(np.arctan2(ry - ly, rx - lx))
 
 
 def _checked(threshold: float) -> float:

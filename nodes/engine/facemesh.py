@@ -139,25 +139,34 @@ class FaceMesh:
         back = points @ inv[:, :2].T + inv[:, 2]
         return back.astype(np.float32), score
 
-    def mesh(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, float]:
+    def mesh(self, image: np.ndarray, box: Box, angle: float | None = None) -> tuple[np.ndarray, float]:
         """([468, 2] points in image pixels, face score) for the face in `box` of uint8 RGB `image`.
 
-        Three looks, the best-scoring one wins: regions of 1.5 and 2 x the box (drawn and
-        stylised faces are often boxed tighter or looser than photos), then the region the
-        better of those found, eyes levelled.
+        `angle` is the eye line's tilt (radians, from the detector's key points) when known.
+        Up to five looks, the best-scoring one wins (the score saturates at 1 on clear faces,
+        so among looks within 0.05 of the best the most informed, upright one is taken): regions of 1.5 and 2 x the box, upright and
+        turned by `angle` (drawn and stylised faces are often boxed tighter or looser than
+        photos), then the region the best of those found, eyes levelled by its own points.
         """
         x0, y0, x1, y1 = (float(v) for v in box)
         centre, side = ((x0 + x1) / 2, (y0 + y1) / 2), max(x1 - x0, y1 - y0)
-        looks = [self._pass(image, centre, side * scale, 0.0) for scale in (_ROI_SCALE, 2.0)]
-        points, _ = max(looks, key=lambda look: look[1])
+        angles = (0.0,) if not angle else (0.0, angle)
+        # Ordered from the least to the most informed look: on a tie the later one wins.
+        looks = [self._pass(image, centre, side * scale, a) for a in angles for scale in (2.0, _ROI_SCALE)]
+        points, _ = _best(looks)
         (lx, ly), (rx, ry) = points[_EYE_OUTER[0]], points[_EYE_OUTER[1]]
         lo, hi = points.min(axis=0), points.max(axis=0)
         level_side = float(max(hi - lo)) * _ROI_SCALE
         if level_side >= 8:
             looks.append(self._pass(image, tuple((lo + hi) / 2), level_side, math.atan2(ry - ly, rx - lx)))
-        return max(looks, key=lambda look: look[1])
+        return _best(looks)
 
-    def landmarks(self, image: np.ndarray, box: Box) -> tuple[np.ndarray, float]:
+    def landmarks(self, image: np.ndarray, box: Box, angle: float | None = None) -> tuple[np.ndarray, float]:
         """([68, 2] float32 iBUG-order points, face score) for the face in `box`."""
-        points, score = self.mesh(image, box)
+        points, score = self.mesh(image, box, angle)
         return points[MESH_TO_68].astype(np.float32), score
+
+
+def _best(looks: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, float]:
+    top = max(score for _, score in looks)
+    return [look for look in looks if look[1] >= top - 0.05][-1]
