@@ -143,8 +143,8 @@ class FaceMesh:
         """([468, 2] points in image pixels, face score) for the face in `box` of uint8 RGB `image`.
 
         `angle` is the eye line's tilt (radians, from the detector's key points) when known.
-        Up to five looks, the best-scoring one wins (the score saturates at 1 on clear faces,
-        so among looks within 0.05 of the best the most informed, upright one is taken): regions of 1.5 and 2 x the box, upright and
+        Up to seven looks, the best-scoring one wins (the score saturates at 1 on clear faces,
+        so among looks within 0.05 of the best the most informed, upright one is taken): regions of 1.5, 1.75 and 2 x the box, upright and
         turned by `angle` (drawn and stylised faces are often boxed tighter or looser than
         photos), then the region the best of those found, eyes levelled by its own points.
         """
@@ -152,7 +152,9 @@ class FaceMesh:
         centre, side = ((x0 + x1) / 2, (y0 + y1) / 2), max(x1 - x0, y1 - y0)
         angles = (0.0,) if not angle else (0.0, angle)
         # Ordered from the least to the most informed look: on a tie the later one wins.
-        looks = [self._pass(image, centre, side * scale, a) for a in angles for scale in (2.0, _ROI_SCALE)]
+        looks = [
+            self._pass(image, centre, side * scale, a) for a in angles for scale in (2.0, 1.75, _ROI_SCALE)
+        ]
         points, _ = _best(looks)
         (lx, ly), (rx, ry) = points[_EYE_OUTER[0]], points[_EYE_OUTER[1]]
         lo, hi = points.min(axis=0), points.max(axis=0)

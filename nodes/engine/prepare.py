@@ -72,8 +72,9 @@ def prepare(
         raise SonicInputError(
             "image",
             "no face found",
-            f"use a photo with a clearly visible, roughly frontal face at least ~{smallest} px wide "
-            f"in this {image.shape[1]}x{image.shape[0]} image",
+            f"use a portrait with a clearly visible, roughly frontal face at least ~{smallest} px wide "
+            f"in this {image.shape[1]}x{image.shape[0]} image, or lower face_threshold "
+            f"(now {float(face_threshold):g})",
         )
     chosen = choose_face(boxes, face_select, face_index, (image.shape[1], image.shape[0]))
 

@@ -53,7 +53,7 @@ def test_a_portrait_and_speech_become_sonic_data(face_image):
     assert isinstance(data, SonicData)
     assert "256x256" in out["ui"]["text"][-1]  # shown on the node by web/sonic.js
     assert data.image.shape == (256, 256, 3) and data.audio_16k.shape == (24000,)
-    assert data.duration == pytest.approx(1.5) and data.detector == "dlib-hog"
+    assert data.duration == pytest.approx(1.5) and data.detector == "blazeface"
     assert data.audio.samples.shape == (2, round(1.5 * 44100))
 
 
