@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lite.py
 	$(BIN)/python benchmarks/bench_runner.py
 	$(BIN)/python benchmarks/bench_tts.py
+	$(BIN)/python benchmarks/bench_faces.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache
