@@ -144,7 +144,11 @@ def test_100_jobs_over_http_survive_a_replica_a_worker_and_the_receiver_dying(fl
             try:
                 wait_until(lambda: done() >= N_JOBS, 300, "every job done")
             except AssertionError:
-                stuck = [(j.job_id, j.state, j.host, store.holder(j.job_id), j.error) for j in store.jobs() if j.state != "done"]
+                stuck = [
+                    (j.job_id, j.state, j.host, store.holder(j.job_id), j.error)
+                    for j in store.jobs()
+                    if j.state != "done"
+                ]
                 raise AssertionError(f"{store.counts()}: {stuck[:10]}") from None
             assert store.counts() == {"done": N_JOBS}
         outputs = seaweed.client().list_objects_v2(Bucket=BUCKET, Prefix="jobs/").get("Contents", [])
