@@ -66,9 +66,12 @@ class _StoreCollector:
         for state, n in sorted(data.get("jobs", {}).items()):
             jobs.add_metric([state], n)
         yield jobs
-        depth = GaugeMetricFamily("sonic_queue_depth", "Queued jobs by priority", labels=["priority"])
-        for priority, n in sorted(data.get("queued", {}).items()):
-            depth.add_metric([priority], n)
+        depth = GaugeMetricFamily(
+            "sonic_queue_depth", "Jobs waiting (queued, or failed and due to retry) by pool and priority",
+            labels=["pool", "priority"],
+        )  # fmt: skip
+        for (pool, priority), n in sorted(data.get("queued", {}).items()):
+            depth.add_metric([str(pool), priority], n)
         yield depth
         backlog = GaugeMetricFamily("sonic_webhook_backlog", "Webhook deliveries not yet made")
         backlog.add_metric([], data.get("webhook_backlog", 0))

@@ -314,15 +314,21 @@ def _broker_ping(settings: ServeSettings):
 def _store_numbers(store: JobStore, outbox: Outbox) -> dict:
     from sqlalchemy import func, select
 
+    from ..fleet.queues import DEFAULT_POOLS, PoolError, pool_for
     from ..store.schema import jobs as jobs_t
 
+    queued: dict[tuple[str, str], int] = {}
     with store.engine.connect() as conn:
-        queued = {
-            f"P{p}": n
-            for p, n in conn.execute(
-                select(jobs_t.c.priority, func.count())
-                .where(jobs_t.c.state == "queued")
-                .group_by(jobs_t.c.priority)
-            )
-        }
+        rows = conn.execute(
+            select(jobs_t.c.resolution, jobs_t.c.priority, func.count())
+            .where(jobs_t.c.state.in_(("queued", "failed")))
+            .group_by(jobs_t.c.resolution, jobs_t.c.priority)
+        )
+        for resolution, priority, n in rows:
+            try:
+                pool = str(pool_for(resolution, DEFAULT_POOLS))
+            except PoolError:
+                pool = "none"
+            key = (pool, f"P{priority}")
+            queued[key] = queued.get(key, 0) + n
     return {"jobs": store.counts(), "queued": queued, "webhook_backlog": outbox.backlog()}
