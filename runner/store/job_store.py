@@ -406,6 +406,16 @@ class JobStore:
         its own message is still unacknowledged, so nothing is lost by leaving it alone.
         """
         now = time.time()
+        free = (
+            (jobs_t.c.worker == worker)
+            | (jobs_t.c.worker == REAPER)
+            | jobs_t.c.lease_until.is_(None)
+            | (jobs_t.c.lease_until < now)
+        )
+        return self._set_holder(job, free, worker, now + lease_s)
+
+    def _set_holder(self, job: JobRecord, condition, worker: str, until: float) -> bool:
+        """Make ``worker`` the job's holder until ``until`` if the row is as ``job`` saw it and ``condition``."""
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(jobs_t)
@@ -413,12 +423,9 @@ class JobStore:
                     jobs_t.c.job_id == job.job_id,
                     jobs_t.c.state == job.state,
                     jobs_t.c.attempts == job.attempts,
-                    (jobs_t.c.worker == worker)
-                    | (jobs_t.c.worker == REAPER)
-                    | jobs_t.c.lease_until.is_(None)
-                    | (jobs_t.c.lease_until < now),
+                    condition,
                 )
-                .values(worker=worker, lease_until=now + lease_s)
+                .values(worker=worker, lease_until=until)
             )
         return result.rowcount == 1
 
@@ -428,18 +435,7 @@ class JobStore:
         The row is marked held by ``REAPER`` for ``hold_s``: other reapers leave it alone for
         that long, and the worker that gets the message may take it over at once.
         """
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(jobs_t)
-                .where(
-                    jobs_t.c.job_id == job.job_id,
-                    jobs_t.c.state == job.state,
-                    jobs_t.c.attempts == job.attempts,
-                    jobs_t.c.lease_until < expired_before,
-                )
-                .values(worker=REAPER, lease_until=time.time() + hold_s)
-            )
-        return result.rowcount == 1
+        return self._set_holder(job, jobs_t.c.lease_until < expired_before, REAPER, time.time() + hold_s)
 
     def renew(self, worker: str, job_ids: Iterable[str], lease_s: float) -> int:
         """Extend ``worker``'s leases on ``job_ids``; returns how many it still holds."""
