@@ -55,8 +55,27 @@ class LocalWorker:
             self._thread.join(timeout)
 
     def interrupt(self, job: JobRecord) -> None:
-        """Cancel a running job: its render's result is discarded and it ends cancelled."""
+        """Cancel a running job: its render stops at the next step and the job ends cancelled."""
         self._cancel.add(job.job_id)
+
+    def _cancel_check(self, job: JobRecord, every_s: float = 0.5):
+        """The render's ``cancel()``: this process's own DELETE at once, another replica's via the store."""
+        last = [0.0]
+
+        def cancelled() -> bool:
+            if job.job_id in self._cancel:
+                return True
+            now = time.monotonic()
+            if now - last[0] >= every_s:
+                last[0] = now
+                try:
+                    if self.store.cancel_requested(job.job_id):
+                        self._cancel.add(job.job_id)
+                except Exception:  # noqa: BLE001 - a database blip must not stop the render
+                    log.warning("job %s: cannot check for a cancel request", job.job_id)
+            return job.job_id in self._cancel
+
+        return cancelled
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -90,11 +109,16 @@ class LocalWorker:
             self.store.add_event(job.job_id, "state", {"state": RUNNING})
             from .. import embedded
 
-            with _RENDER_LOCK:
-                files = embedded.run_embedded(prompt, work / "out", self._progress(job))
+            cancelled = self._cancel_check(job)
+            try:
+                with _RENDER_LOCK:
+                    files = embedded.run_embedded(prompt, work / "out", self._progress(job), cancel=cancelled)
+            except embedded.RenderCancelled:
+                files = None
             run_s = time.time() - (job.started_at or time.time())
-            if job.job_id in self._cancel:
-                self._end(job, DEAD, "cancelled by the client", "cancelled", run_s=run_s)
+            if files is None or cancelled():
+                why = "while it was rendering" if files is None else "as it finished rendering"
+                self._end(job, DEAD, f"cancelled by the client {why}", "cancelled", run_s=run_s)
                 return
             self.store.transition(job, FETCHING, attempt_state="fetching", run_seconds=run_s)
             keys = []
@@ -131,7 +155,9 @@ class LocalWorker:
         spec = job.spec
         image = self.storage.get_file(spec["image"], work / Path(spec["image"]).name)
         audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
-        template = load_workflow(self.settings.templates_dir / f"{spec['template']}_api.json")
+        template = spec.get("workflow") or load_workflow(
+            self.settings.templates_dir / f"{spec['template']}_api.json"
+        )  # (a registered template's workflow is stored in the job itself)
         params = {**spec.get("params", {}), "image": str(image), "audio": str(audio)}
         try:
             from ..workflow import get_param

@@ -384,6 +384,20 @@ class JobStore:
             )
             return int(result.inserted_primary_key[0])
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a client asked to cancel the job (a ``cancel_requested`` event exists).
+
+        Why an event and not a flag in memory: the replica that answers ``DELETE`` is often
+        not the process that renders the job; every worker can ask the shared store.
+        """
+        stmt = (
+            select(events_t.c.id)
+            .where(events_t.c.job_id == job_id, events_t.c.kind == "cancel_requested")
+            .limit(1)
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
     def events(self, job_id: str | None = None, after: int = 0, limit: int = 1000) -> list[dict]:
         """Events with id > ``after``, oldest first (a follower passes the last id it saw)."""
         stmt = select(events_t).where(events_t.c.id > after)
