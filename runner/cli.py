@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
     keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
 
+    _add_templates_parser(sub)
+
     gc = sub.add_parser("gc", help="delete stored job inputs and outputs older than --older-than")
     gc.add_argument(
         "--bucket", default=None, help="s3://BUCKET[/PREFIX] or a folder (default sonic-data/objects)"
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "dlq": cmd_dlq,
         "serve": cmd_serve,
         "keys": cmd_keys,
+        "templates": cmd_templates,
         "gc": cmd_gc,
     }[args.command]
     from .journal import JournalLockedError
@@ -709,6 +712,62 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not keys.revoke(args.name_or_id):
                 raise ValueError(f"keys revoke {args.name_or_id}: no active key with that id (see keys list)")
             print(f"key {args.name_or_id} revoked")
+    return EXIT_OK
+
+
+def _add_templates_parser(sub) -> None:
+    templates = sub.add_parser(
+        "templates", help="workflows `serve` accepts by name: add, list, remove (kept in the job store)"
+    )
+    actions = templates.add_subparsers(dest="action", required=True, metavar="ACTION")
+    db_help = "job store (default sqlite:///sonic-data/jobs.sqlite)"
+    add = actions.add_parser("add", help="register a workflow saved with 'Save (API)' under NAME")
+    add.add_argument("name", help="template name clients send as `template` (e.g. shop_intro_fast)")
+    add.add_argument("workflow", type=Path, help="the workflow file (*_api.json)")
+    add.add_argument(
+        "--tier", choices=("fast", "balanced", "hq"), help="its tier, if the name does not end in one"
+    )
+    add.add_argument("--replace", action="store_true", help="replace a template of that name")
+    add.add_argument("--db", default=None, metavar="URL", help=db_help)
+    listing = actions.add_parser("list", help="registered templates with their tiers and inputs")
+    listing.add_argument("--db", default=None, metavar="URL", help=db_help)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    remove = actions.add_parser("remove", help="unregister a template (queued jobs keep their copy)")
+    remove.add_argument("name")
+    remove.add_argument("--db", default=None, metavar="URL", help=db_help)
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    """Registered templates live in the job store's database, so every `serve` replica sees them."""
+    import json
+
+    from .api.settings import ServeSettings
+    from .api.validation import template_names
+    from .store import JobStore
+    from .store.templates import Templates, load_template_file
+    from .workflow import available_inputs
+
+    with JobStore(_db_url(args.db)) as store:
+        templates = Templates(store)
+        if args.action == "add":
+            workflow = load_template_file(args.workflow)
+            shipped = set(template_names(ServeSettings()))
+            record = templates.add(args.name, workflow, tier=args.tier, replace=args.replace, shipped=shipped)
+            tier = f" (tier {record.tier})" if record.tier else ""
+            print(f"template {record.name}{tier} registered from {args.workflow}")
+        elif args.action == "list":
+            records = templates.list()
+            rows = [{"name": r.name, "tier": r.tier, "inputs": available_inputs(r.workflow)} for r in records]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for row in rows:
+                    print(f"{row['name']}\t{row['tier'] or '-'}\t{', '.join(row['inputs'])}")
+                print(f"{len(rows)} registered template(s)", file=sys.stderr)
+        else:
+            if not templates.remove(args.name):
+                raise ValueError(f"templates remove {args.name}: no such template (see templates list)")
+            print(f"template {args.name} removed")
     return EXIT_OK
 
 

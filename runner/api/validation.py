@@ -227,7 +227,7 @@ def check_named_request(body: object) -> tuple[str, str, dict]:
     if body.get("seed") is not None:
         inputs = {"seed": body["seed"], **inputs}
     for name, value in inputs.items():
-        if name in JSON_FIELDS or name in ("image_key", "audio_key"):
+        if name != "seed" and (name in JSON_FIELDS or name in ("image_key", "audio_key")):
             raise invalid(
                 name, f"inputs: {name!r} is a request field, not a template input; set it at the top level"
             )
