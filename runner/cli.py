@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--poll-interval", type=float, default=2.0, help="history polling backstop, seconds")
     batch.add_argument(
-        "--webhook", help="URL to POST each finished job to (signed; secret in SONIC_WEBHOOK_SECRET)"
+        "--webhook",
+        help="URL to POST each finished job to (Standard Webhooks, secret whsec_... in SONIC_WEBHOOK_SECRET; "
+        "kept in an outbox beside the journal until delivered)",
     )
     batch.add_argument(
         "--set",
@@ -291,14 +293,31 @@ def _sinks(args: argparse.Namespace) -> tuple[list, list]:
         sink = display.QuietSink()
     else:
         sink = display.RichProgressDisplay()
-    sinks, closers = [sink], [sink]
-    if getattr(args, "webhook", None):
-        from .webhooks import WebhookSender
+    return [sink], [sink]
 
-        sender = WebhookSender(args.webhook)
-        sinks.append(sender)
-        closers.append(sender)
-    return sinks, closers
+
+def _webhook_sink(args: argparse.Namespace, batch):
+    """``batch --webhook``: the durable outbox beside the journal (None without a webhook).
+
+    A ``--resume`` without ``--webhook`` keeps sending to the URL the batch was started with.
+    """
+    from .batch_webhooks import DurableWebhooks, recorded_url
+
+    journal = batch.config.journal_file()
+    url = args.webhook or (recorded_url(journal) if args.resume else None)
+    if not url:
+        return None
+    meta = batch.journal.meta()
+    created = meta.get("created")
+    return DurableWebhooks(
+        journal,
+        url,
+        batch_id=f"batch@{created}",  # (not the path: a moved out folder is the same batch)
+        jobs=batch.jobs,
+        host_names=dict(batch.host_names),
+        resume=args.resume,
+        since=None if args.resume else float(created or 0) or None,
+    )
 
 
 def _close(closers: list) -> None:
@@ -343,7 +362,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     batch = Batch(config)
     batch.open()
     try:
+        hooks = _webhook_sink(args, batch)
         sinks, closers = _sinks(args)
+        if hooks is not None:
+            sinks, closers = [*sinks, hooks], [*closers, hooks]
         batch.sinks = sinks
         try:
             code = batch.run()

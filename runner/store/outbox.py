@@ -39,9 +39,14 @@ class Outbox:
         self._store = store
         self._engine = store.engine
 
-    def enqueue(self, job_id: str, url: str, event_type: str, payload: dict) -> str:
-        """Queue one delivery; the same (job, event) is queued once however often it is reported."""
-        msg_id = f"msg_{job_id}_{event_type}"
+    def enqueue(
+        self, job_id: str, url: str, event_type: str, payload: dict, msg_id: str | None = None
+    ) -> str:
+        """Queue one delivery; the same (job, event) is queued once however often it is reported.
+
+        ``msg_id`` (the ``webhook-id`` receivers de-duplicate on) defaults to one per job and event.
+        """
+        msg_id = msg_id or f"msg_{job_id}_{event_type}"
         now = time.time()
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         stmt = self._store.dialect.insert(webhooks_t).values(
@@ -108,6 +113,16 @@ class Outbox:
                 .where(webhooks_t.c.id == delivery.id)
                 .values(attempts=webhooks_t.c.attempts + 1, **values)
             )
+
+    def retry_now(self, now: float | None = None) -> int:
+        """Make every pending delivery due at once (a restarted sender tries them without waiting)."""
+        now = time.time() if now is None else now
+        with self._engine.begin() as conn:
+            return conn.execute(
+                update(webhooks_t)
+                .where(webhooks_t.c.state == PENDING, webhooks_t.c.next_at > now)
+                .values(next_at=now)
+            ).rowcount
 
     def backlog(self) -> int:
         """Deliveries not yet made (the ``webhook backlog`` metric)."""
