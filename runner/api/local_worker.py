@@ -200,7 +200,8 @@ class LocalWorker:
             changes.update(error=error, error_kind=kind)
         if run_s is not None:
             changes["run_seconds"] = run_s
-        attempt_state = "done" if state == DONE else ("dead" if job.attempts else None)
+        ended = "cancelled" if kind == "cancelled" else ("done" if state == DONE else "dead")
+        attempt_state = ended if job.attempts else None
         self.store.transition(job, state, attempt_state=attempt_state, **changes)
         status = "cancelled" if kind == "cancelled" else state
         self.store.add_event(job.job_id, "state", {"state": status})
@@ -211,13 +212,4 @@ class LocalWorker:
             self.metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
             if run_s is not None:
                 self.metrics.latency.labels(tier=tier, phase="run").observe(run_s)
-        url = job.spec.get("webhook_url")
-        if url:
-            payload = {
-                "type": f"job.{status}",
-                "id": job.job_id,
-                "status": status,
-                "outputs": job.outputs,
-                "error": error,
-            }
-            self.outbox.enqueue(job.job_id, url, f"job.{status}", payload)
+        self.outbox.job_ended(job, status)

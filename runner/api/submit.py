@@ -16,6 +16,7 @@ from ..jobs import DEAD, DONE, FINAL_STATES, QUEUED, JobRecord
 from ..storage import ObjectStore, job_key
 from ..store import JobStore, StaleJob
 from ..store.api_keys import ApiKey, ApiKeys
+from ..store.outbox import Outbox
 from ..store.templates import Templates, tier_of
 from ..workflow import load_workflow
 from . import validation as v
@@ -44,6 +45,7 @@ class JobService:
         self.keys = keys
         self._templates: dict[str, dict] = {}
         self.templates = Templates(store)
+        self.outbox = Outbox(store)
 
     # ------------------------------------------------------------------ templates
     def template_names(self) -> list[str]:
@@ -321,6 +323,7 @@ class JobService:
                         finished_at=time.time(),
                     )
                     self.store.add_event(job_id, "state", {"state": "cancelled"})
+                    self.outbox.job_ended(job, "cancelled")
                     return job
                 except StaleJob:
                     continue  # a worker took it meanwhile: interrupt it instead

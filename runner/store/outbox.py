@@ -64,6 +64,24 @@ class Outbox:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["msg_id"]))
         return msg_id
 
+    def job_ended(self, job, status: str) -> str | None:
+        """Queue the delivery of an API job's end (done, dead, cancelled) to its ``webhook_url``, if any.
+
+        One place builds the body, whichever process ended the job (the worker that ran it,
+        or the API replica that cancelled it while it was queued).
+        """
+        url = (job.spec or {}).get("webhook_url")
+        if not url:
+            return None
+        payload = {
+            "type": f"job.{status}",
+            "id": job.job_id,
+            "status": status,
+            "outputs": list(job.outputs),
+            "error": job.error,
+        }
+        return self.enqueue(job.job_id, url, f"job.{status}", payload)
+
     def claim(self, limit: int = 20, lease_s: float = 60.0, now: float | None = None) -> list[Delivery]:
         """Take up to ``limit`` due deliveries for ``lease_s`` seconds (then they are due again)."""
         now = time.time() if now is None else now

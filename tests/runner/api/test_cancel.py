@@ -23,11 +23,17 @@ def _wait_rendering(client: TestClient, job_id: str, timeout: float = 120) -> di
 
 
 def test_cancelling_a_running_render_stops_it_and_the_worker_takes_the_next_job(tmp_path):
-    settings = _settings(tmp_path, max_audio_s=120)
+    from tests.runner.test_webhook_delivery import SECRET, Receiver
+
+    receiver = Receiver()
+    settings = _settings(tmp_path, max_audio_s=120, webhook_secret=SECRET, allow_private_webhooks=True)
     with TestClient(create_app(settings)) as client:
-        long_job = client.post("/v1/jobs", files=_files(audio=_wav(60.0))).json()
+        hook = {"webhook_url": receiver.url}
+        long_job = client.post("/v1/jobs", files=_files(audio=_wav(60.0)), data=hook).json()
+        waiting = client.post("/v1/jobs", files=_files(), data=hook).json()
         next_job = client.post("/v1/jobs", files=_files()).json()
         _wait_rendering(client, long_job["id"])
+        assert client.delete(f"/v1/jobs/{waiting['id']}").json()["status"] == "cancelled"  # (still queued)
 
         asked = time.monotonic()
         answer = client.delete(f"/v1/jobs/{long_job['id']}")
@@ -40,7 +46,7 @@ def test_cancelling_a_running_render_stops_it_and_the_worker_takes_the_next_job(
             "message": "cancelled by the client while it was rendering",
         }
         assert body["outputs"] == []
-        assert [a["state"] for a in body["attempts"]] == ["dead"]
+        assert [a["state"] for a in body["attempts"]] == ["cancelled"]
         assert body["progress"]["percent"] < 100  # it did not render to the end first
 
         assert _wait_done(client, next_job["status_url"].replace("http://testserver", ""))["status"] == "done"
@@ -48,6 +54,13 @@ def test_cancelling_a_running_render_stops_it_and_the_worker_takes_the_next_job(
         assert again.status_code == 409 and again.json()["error"]["code"] == "already_finished"
         events = client.get(f"/v1/jobs/{long_job['id']}/events").text
         assert "event: cancel_requested" in events and '"state": "cancelled"' in events
+        deadline = time.monotonic() + 30
+        while len(receiver.seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    receiver.close()
+    assert receiver.bad_signatures == 0
+    ended = sorted((d["payload"]["id"], d["payload"]["type"]) for d in receiver.seen)
+    assert ended == sorted([(long_job["id"], "job.cancelled"), (waiting["id"], "job.cancelled")])
 
     objects = tmp_path / "objects" / "jobs"
     assert not (objects / long_job["id"] / "outputs").exists()  # no half file stored as an output
