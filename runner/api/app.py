@@ -165,7 +165,11 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
             else:
                 form = await request.form(max_files=2, max_fields=200)
                 image, audio = _file(form, "image"), _file(form, "audio")
-                fields = {k: str(val) for k, val in form.multi_items() if not isinstance(val, UploadFile)}
+                fields = {
+                    k: str(val)
+                    for k, val in form.multi_items()
+                    if not isinstance(val, UploadFile) and k not in ("image_key", "audio_key")
+                }  # (those two name a JSON request's stored objects; a form sends the files)
                 uploads = [await _spool(f, tmp / name) for f, name in ((image, "image"), (audio, "audio"))]
                 job, created = await run_in_threadpool(
                     service.submit, key, uploads[0], uploads[1], fields, idempotency
