@@ -284,7 +284,7 @@ def _is_user_error(exc: Exception) -> bool:
 
 # ---------------------------------------------------------------------- sinks
 def _sinks(args: argparse.Namespace) -> tuple[list, list]:
-    """(sinks, closers) for the chosen output mode, plus the webhook sender if asked."""
+    """(sinks, closers) for the chosen output mode (`batch --webhook` adds `_webhook_sink`)."""
     from . import display
 
     if getattr(args, "jsonl", False):

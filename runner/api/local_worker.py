@@ -110,12 +110,23 @@ class LocalWorker:
             from .. import embedded
 
             cancelled = self._cancel_check(job)
-            try:
-                with _RENDER_LOCK:
-                    files = embedded.run_embedded(prompt, work / "out", self._progress(job), cancel=cancelled)
-            except embedded.RenderCancelled:
-                files = None
+            files = None
+            if self._acquire_render():
+                try:
+                    files = embedded.run_embedded(
+                        prompt,
+                        work / "out",
+                        self._progress(job),
+                        cancel=lambda: cancelled() or self._stop.is_set(),
+                    )
+                except embedded.RenderCancelled:
+                    files = None
+                finally:
+                    _RENDER_LOCK.release()
             run_s = time.time() - (job.started_at or time.time())
+            if files is None and self._stop.is_set() and not self._client_cancelled(job):
+                self._requeue(job)
+                return
             if files is None or cancelled():
                 why = "while it was rendering" if files is None else "as it finished rendering"
                 self._end(job, DEAD, f"cancelled by the client {why}", "cancelled", run_s=run_s)
@@ -146,6 +157,29 @@ class LocalWorker:
         finally:
             self._cancel.discard(job.job_id)
             shutil.rmtree(work, ignore_errors=True)
+
+    def _acquire_render(self) -> bool:
+        """Take the process's render slot, unless the worker is told to stop while it waits."""
+        while not self._stop.is_set():
+            if _RENDER_LOCK.acquire(timeout=0.5):
+                return True
+        return False
+
+    def _client_cancelled(self, job: JobRecord) -> bool:
+        try:
+            return job.job_id in self._cancel or self.store.cancel_requested(job.job_id)
+        except Exception:  # noqa: BLE001 - then it was not asked for as far as we can tell
+            return job.job_id in self._cancel
+
+    def _requeue(self, job: JobRecord) -> None:
+        """The server is stopping: the render this process stopped goes back to the queue.
+
+        The attempt surely no longer runs (it ran in this process), so the job is queued again
+        for the next worker, instead of being left "running" with no one running it.
+        """
+        why = "the server stopped during the render; the job was queued again"
+        self.store.transition(job, QUEUED, attempt_state="lost", error=why, error_kind="interrupted")
+        self.store.add_event(job.job_id, "state", {"state": QUEUED, "why": why})
 
     def _work_dir(self) -> Path:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)

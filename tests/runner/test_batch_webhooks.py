@@ -58,6 +58,8 @@ def _rows(journal: Path, sql: str) -> list[tuple]:
     db = sqlite3.connect(path)
     try:
         return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # the runner is creating its tables right now
+        return []
     finally:
         db.close()
 

@@ -17,7 +17,7 @@ def _wait_rendering(client: TestClient, job_id: str, timeout: float = 120) -> di
         body = client.get(f"/v1/jobs/{job_id}").json()
         if body["status"] == "running" and body["progress"] and body["progress"]["percent"] < 100:
             return body
-        assert body["status"] in ("queued", "running"), body
+        assert body["status"] not in ("done", "dead", "cancelled"), body
         time.sleep(0.05)
     raise AssertionError(f"job never started rendering: {body}")
 
@@ -78,3 +78,18 @@ def test_a_cancel_answered_by_another_replica_reaches_the_rendering_one(tmp_path
         body = other.delete(f"/v1/jobs/{job['id']}").json()
         assert body["status"] == "cancelled", body
         assert rendering.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+
+
+def test_a_render_stopped_by_a_server_shutdown_is_queued_again_and_finished_by_the_next_one(tmp_path):
+    settings = _settings(tmp_path, max_audio_s=120)
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", files=_files(audio=_wav(30.0))).json()
+        _wait_rendering(client, job["id"])
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 20  # the shutdown stopped the render instead of waiting it out
+    with TestClient(create_app(settings)) as restarted:
+        assert restarted.get(f"/v1/jobs/{job['id']}").json()["status"] in ("queued", "uploading", "running")
+        done = _wait_done(restarted, f"/v1/jobs/{job['id']}")
+        assert done["status"] == "done", done
+        assert [a["state"] for a in done["attempts"]] == ["lost", "done"]
+        assert "server stopped during the render" in done["attempts"][0]["error"]
