@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--poll-interval", type=float, default=2.0, help="history polling backstop, seconds")
     batch.add_argument(
-        "--webhook", help="URL to POST each finished job to (signed; secret in SONIC_WEBHOOK_SECRET)"
+        "--webhook",
+        help="URL to POST each finished job to (Standard Webhooks, secret whsec_... in SONIC_WEBHOOK_SECRET; "
+        "kept in an outbox beside the journal until delivered)",
     )
     batch.add_argument(
         "--set",
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
     keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
 
+    _add_templates_parser(sub)
+
     gc = sub.add_parser("gc", help="delete stored job inputs and outputs older than --older-than")
     gc.add_argument(
         "--bucket", default=None, help="s3://BUCKET[/PREFIX] or a folder (default sonic-data/objects)"
@@ -252,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "dlq": cmd_dlq,
         "serve": cmd_serve,
         "keys": cmd_keys,
+        "templates": cmd_templates,
         "gc": cmd_gc,
         "worker": fleet_commands.cmd_worker,
     }[args.command]
@@ -300,7 +305,7 @@ def _is_user_error(exc: Exception) -> bool:
 
 # ---------------------------------------------------------------------- sinks
 def _sinks(args: argparse.Namespace) -> tuple[list, list]:
-    """(sinks, closers) for the chosen output mode, plus the webhook sender if asked."""
+    """(sinks, closers) for the chosen output mode (`batch --webhook` adds `_webhook_sink`)."""
     from . import display
 
     if getattr(args, "jsonl", False):
@@ -309,14 +314,31 @@ def _sinks(args: argparse.Namespace) -> tuple[list, list]:
         sink = display.QuietSink()
     else:
         sink = display.RichProgressDisplay()
-    sinks, closers = [sink], [sink]
-    if getattr(args, "webhook", None):
-        from .webhooks import WebhookSender
+    return [sink], [sink]
 
-        sender = WebhookSender(args.webhook)
-        sinks.append(sender)
-        closers.append(sender)
-    return sinks, closers
+
+def _webhook_sink(args: argparse.Namespace, batch):
+    """``batch --webhook``: the durable outbox beside the journal (None without a webhook).
+
+    A ``--resume`` without ``--webhook`` keeps sending to the URL the batch was started with.
+    """
+    from .batch_webhooks import DurableWebhooks, recorded_url
+
+    journal = batch.config.journal_file()
+    url = args.webhook or (recorded_url(journal) if args.resume else None)
+    if not url:
+        return None
+    meta = batch.journal.meta()
+    created = meta.get("created")
+    return DurableWebhooks(
+        journal,
+        url,
+        batch_id=f"batch@{created}",  # (not the path: a moved out folder is the same batch)
+        jobs=batch.jobs,
+        host_names=dict(batch.host_names),
+        resume=args.resume,
+        since=None if args.resume else float(created or 0) or None,
+    )
 
 
 def _close(closers: list) -> None:
@@ -364,7 +386,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     batch = Batch(config)
     batch.open()
     try:
+        hooks = _webhook_sink(args, batch)
         sinks, closers = _sinks(args)
+        if hooks is not None:
+            sinks, closers = [*sinks, hooks], [*closers, hooks]
         batch.sinks = sinks
         try:
             code = batch.run()
@@ -785,6 +810,62 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not keys.revoke(args.name_or_id):
                 raise ValueError(f"keys revoke {args.name_or_id}: no active key with that id (see keys list)")
             print(f"key {args.name_or_id} revoked")
+    return EXIT_OK
+
+
+def _add_templates_parser(sub) -> None:
+    templates = sub.add_parser(
+        "templates", help="workflows `serve` accepts by name: add, list, remove (kept in the job store)"
+    )
+    actions = templates.add_subparsers(dest="action", required=True, metavar="ACTION")
+    db_help = "job store (default sqlite:///sonic-data/jobs.sqlite)"
+    add = actions.add_parser("add", help="register a workflow saved with 'Save (API)' under NAME")
+    add.add_argument("name", help="template name clients send as `template` (e.g. shop_intro_fast)")
+    add.add_argument("workflow", type=Path, help="the workflow file (*_api.json)")
+    add.add_argument(
+        "--tier", choices=("fast", "balanced", "hq"), help="its tier, if the name does not end in one"
+    )
+    add.add_argument("--replace", action="store_true", help="replace a template of that name")
+    add.add_argument("--db", default=None, metavar="URL", help=db_help)
+    listing = actions.add_parser("list", help="registered templates with their tiers and inputs")
+    listing.add_argument("--db", default=None, metavar="URL", help=db_help)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    remove = actions.add_parser("remove", help="unregister a template (queued jobs keep their copy)")
+    remove.add_argument("name")
+    remove.add_argument("--db", default=None, metavar="URL", help=db_help)
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    """Registered templates live in the job store's database, so every `serve` replica sees them."""
+    import json
+
+    from .api.settings import ServeSettings
+    from .api.validation import template_names
+    from .store import JobStore
+    from .store.templates import Templates, load_template_file
+    from .workflow import available_inputs
+
+    with JobStore(_db_url(args.db)) as store:
+        templates = Templates(store)
+        if args.action == "add":
+            workflow = load_template_file(args.workflow)
+            shipped = set(template_names(ServeSettings()))
+            record = templates.add(args.name, workflow, tier=args.tier, replace=args.replace, shipped=shipped)
+            tier = f" (tier {record.tier})" if record.tier else ""
+            print(f"template {record.name}{tier} registered from {args.workflow}")
+        elif args.action == "list":
+            records = templates.list()
+            rows = [{"name": r.name, "tier": r.tier, "inputs": available_inputs(r.workflow)} for r in records]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                for row in rows:
+                    print(f"{row['name']}\t{row['tier'] or '-'}\t{', '.join(row['inputs'])}")
+                print(f"{len(rows)} registered template(s)", file=sys.stderr)
+        else:
+            if not templates.remove(args.name):
+                raise ValueError(f"templates remove {args.name}: no such template (see templates list)")
+            print(f"template {args.name} removed")
     return EXIT_OK
 
 

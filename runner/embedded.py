@@ -23,6 +23,12 @@ from typing import Any
 from .workflow import WorkflowError, is_link
 
 ProgressSink = Callable[[dict], None]
+#: Asked between nodes and at every progress step; True stops the render (``RenderCancelled``).
+CancelCheck = Callable[[], bool]
+
+
+class RenderCancelled(RuntimeError):
+    """The caller asked the render to stop (``cancel()`` answered True); nothing was saved by then."""
 
 
 def _pack() -> ModuleType:
@@ -234,9 +240,20 @@ def _node_inputs(node_id: str, prompt: dict, values: dict[str, Any], results: di
 
 
 def run_embedded(
-    prompt: dict, out_dir: Path, progress_sink: ProgressSink | None = None, models_dir: Path | None = None
+    prompt: dict,
+    out_dir: Path,
+    progress_sink: ProgressSink | None = None,
+    models_dir: Path | None = None,
+    cancel: CancelCheck | None = None,
 ) -> list[Path]:
-    """Run the graph; return the files its output nodes saved (under out_dir)."""
+    """Run the graph; return the files its output nodes saved (under out_dir).
+
+    ``cancel`` is how a server stops a render it no longer wants (``DELETE /v1/jobs/{id}``):
+    it is asked before each node and at each progress step of the engine's loops (the same
+    places ComfyUI's interrupt is honoured), and a True answer raises ``RenderCancelled``.
+    The video encoder removes its partial file when it is interrupted, so nothing half
+    written is left among the outputs.
+    """
     pack = _pack()
     bridge = importlib.import_module(pack.__name__ + ".nodes.comfy_bridge")
     classes = node_classes()
@@ -253,7 +270,8 @@ def run_embedded(
         for node_id in order:
             cls = classes[prompt[node_id]["class_type"]]
             title = _title(prompt, node_id)
-            bridge.set_progress_factory(_progress_factory(progress_sink, node_id, title))
+            _check(cancel)
+            bridge.set_progress_factory(_progress_factory(progress_sink, node_id, title, cancel))
             _emit(progress_sink, {"event": "node", "node": node_id, "title": title})
             kwargs = _node_inputs(node_id, prompt, checked[node_id], results)
             raw = getattr(cls(), cls.FUNCTION)(**kwargs)
@@ -285,18 +303,32 @@ def _emit(sink: ProgressSink | None, event: dict) -> None:
             pass
 
 
-def _progress_factory(sink: ProgressSink | None, node_id: str, title: str):
+def _check(cancel: CancelCheck | None) -> None:
+    if cancel is not None and cancel():
+        raise RenderCancelled("render cancelled")
+
+
+def _progress_factory(sink: ProgressSink | None, node_id: str, title: str, cancel: CancelCheck | None = None):
     def make(total: int, label: str = ""):
-        return _SinkProgress(sink, node_id, label or title, total)
+        return _SinkProgress(sink, node_id, label or title, total, cancel)
 
     return make
 
 
 class _SinkProgress:
-    def __init__(self, sink: ProgressSink | None, node_id: str, title: str, total: int) -> None:
+    def __init__(
+        self,
+        sink: ProgressSink | None,
+        node_id: str,
+        title: str,
+        total: int,
+        cancel: CancelCheck | None = None,
+    ) -> None:
         self.sink, self.node_id, self.title, self.total, self.done = sink, node_id, title, int(total), 0
+        self.cancel = cancel
 
     def update(self, n: int = 1) -> None:
+        _check(self.cancel)
         self.done += n
         _emit(
             self.sink,
@@ -310,4 +342,4 @@ class _SinkProgress:
         )
 
     def check_cancel(self) -> None:
-        return None
+        _check(self.cancel)

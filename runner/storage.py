@@ -44,6 +44,8 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int | None: ...
+
     def url(self, key: str, expires_s: int = 3600) -> str: ...
 
     def delete(self, key: str) -> None: ...
@@ -108,6 +110,11 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        """Bytes of the object, or None when there is none (checked before a download)."""
+        path = self._path(key)
+        return path.stat().st_size if path.is_file() else None
 
     def url(self, key: str, expires_s: int = 3600) -> str:
         return self._path(key).as_uri()
@@ -199,14 +206,18 @@ class S3Store:
         return dest
 
     def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        """Bytes of the object (a HEAD request), or None when there is none."""
         from botocore.exceptions import ClientError
 
         try:
-            self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
+            head = self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            return int(head.get("ContentLength", 0))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return False
+                return None
             raise self._fail("check", key, exc) from None
         except Exception as exc:  # noqa: BLE001
             raise self._fail("check", key, exc) from None

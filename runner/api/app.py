@@ -161,26 +161,35 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
-    @app.post("/v1/jobs", status_code=202)
+    @app.post("/v1/jobs", status_code=202, openapi_extra=SUBMIT_BODY)
     async def submit_job(request: Request):
         key = await run_in_threadpool(authenticate, request)
         tmp = Path(tempfile.mkdtemp(prefix="sonic-upload-"))
+        idempotency = request.headers.get("idempotency-key")
         try:
-            form = await request.form(max_files=2, max_fields=200)
-            fields = {k: str(val) for k, val in form.multi_items() if not isinstance(val, UploadFile)}
-            image = _file(form, "image")
-            audio = (
-                _file(form, "audio")
-                if speech_source(isinstance(form.get("audio"), UploadFile), fields) is None
-                else None
-            )
-            uploads = [
-                await _spool(f, tmp / name) if f is not None else None
-                for f, name in ((image, "image"), (audio, "audio"))
-            ]
-            job, created = await run_in_threadpool(
-                service.submit, key, uploads[0], uploads[1], fields, request.headers.get("idempotency-key")
-            )
+            if _is_json(request):
+                body = await _json_body(request)
+                job, created = await run_in_threadpool(service.submit_named, key, body, tmp, idempotency)
+            else:
+                form = await request.form(max_files=2, max_fields=200)
+                fields = {
+                    k: str(val)
+                    for k, val in form.multi_items()
+                    if not isinstance(val, UploadFile) and k not in ("image_key", "audio_key")
+                }  # (those two name a JSON request's stored objects; a form sends the files)
+                image = _file(form, "image")
+                audio = (
+                    _file(form, "audio")
+                    if speech_source(isinstance(form.get("audio"), UploadFile), fields) is None
+                    else None
+                )
+                uploads = [
+                    await _spool(f, tmp / name) if f is not None else None
+                    for f, name in ((image, "image"), (audio, "audio"))
+                ]
+                job, created = await run_in_threadpool(
+                    service.submit, key, uploads[0], uploads[1], fields, idempotency
+                )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if created:
@@ -205,9 +214,12 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     @app.delete("/v1/jobs/{job_id}")
     def cancel_job(job_id: str, request: Request):
         key = authenticate(request)
-        interrupt = (lambda j: store.request_cancel(j.job_id)) if publisher else _interrupt(background)
+        # (fleet mode: the job's worker sees the cancel_requested event the service records)
+        interrupt = (lambda j: None) if publisher else _interrupt(background)
         job = service.cancel(key, job_id, interrupt)
-        return service.describe(service.get(key, job.job_id), base_url(request))
+        # A running render stops within a step or two: answer with its end, not "running".
+        job = service.wait_final(key, job.job_id, settings.cancel_wait_s)
+        return service.describe(job, base_url(request))
 
     @app.get("/v1/jobs/{job_id}/outputs/{name}")
     def get_output(job_id: str, name: str, request: Request):
@@ -243,11 +255,7 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     @app.get("/v1/templates")
     def templates(request: Request):
         authenticate(request)
-        out = []
-        for name in v.template_names(settings):
-            template = service.template(name)
-            out.append({"name": name, "tier": name.rsplit("_", 1)[-1], "inputs": v.settable_inputs(template)})
-        return {"templates": out}
+        return {"templates": service.describe_templates()}
 
     @app.get("/healthz")
     def healthz():
@@ -274,6 +282,63 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return BodyLimit(app, settings.max_upload_bytes + 1024 * 1024)  # (room for the form's fields)
+
+
+#: The two request bodies of ``POST /v1/jobs``, for the OpenAPI page (the route reads either).
+SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "audio"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "audio": {"type": "string", "format": "binary"},
+                        "template": {"type": "string", "example": "sonic_lite_balanced"},
+                        "tier": {"type": "string", "enum": ["fast", "balanced", "hq"]},
+                        "priority": {"type": "string", "enum": ["P0", "P1", "P2"]},
+                        "seed": {"type": "integer"},
+                        "webhook_url": {"type": "string"},
+                    },
+                    "additionalProperties": {"type": "string", "description": "template input Title.input"},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "audio"],
+                    "properties": {
+                        "image": {"type": "string", "description": "key of an object in the store"},
+                        "audio": {"type": "string", "description": "key of an object in the store"},
+                        "template": {"type": "string"},
+                        "tier": {"type": "string", "enum": ["fast", "balanced", "hq"]},
+                        "priority": {"type": "string", "enum": ["P0", "P1", "P2"]},
+                        "seed": {"type": "integer"},
+                        "duration": {"type": "number"},
+                        "webhook_url": {"type": "string"},
+                        "inputs": {"type": "object", "description": '{"Title.input": value}'},
+                    },
+                },
+                "example": {"image": "uploads/face.jpg", "audio": "uploads/speech.wav", "tier": "fast"},
+            },
+        },
+    }
+}
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+async def _json_body(request: Request) -> object:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise v.invalid("body", f"the body is not valid JSON ({exc}); send a JSON object") from None
 
 
 def _file(form, name: str) -> UploadFile:

@@ -56,8 +56,27 @@ class LocalWorker:
             self._thread.join(timeout)
 
     def interrupt(self, job: JobRecord) -> None:
-        """Cancel a running job: its render's result is discarded and it ends cancelled."""
+        """Cancel a running job: its render stops at the next step and the job ends cancelled."""
         self._cancel.add(job.job_id)
+
+    def _cancel_check(self, job: JobRecord, every_s: float = 0.5):
+        """The render's ``cancel()``: this process's own DELETE at once, another replica's via the store."""
+        last = [0.0]
+
+        def cancelled() -> bool:
+            if job.job_id in self._cancel:
+                return True
+            now = time.monotonic()
+            if now - last[0] >= every_s:
+                last[0] = now
+                try:
+                    if job.job_id in self.store.cancel_requested([job.job_id]):
+                        self._cancel.add(job.job_id)
+                except Exception:  # noqa: BLE001 - a database blip must not stop the render
+                    log.warning("job %s: cannot check for a cancel request", job.job_id)
+            return job.job_id in self._cancel
+
+        return cancelled
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -91,11 +110,27 @@ class LocalWorker:
             self.store.add_event(job.job_id, "state", {"state": RUNNING})
             from .. import embedded
 
-            with _RENDER_LOCK:
-                files = embedded.run_embedded(prompt, work / "out", self._progress(job))
+            cancelled = self._cancel_check(job)
+            files = None
+            if self._acquire_render():
+                try:
+                    files = embedded.run_embedded(
+                        prompt,
+                        work / "out",
+                        self._progress(job),
+                        cancel=lambda: cancelled() or self._stop.is_set(),
+                    )
+                except embedded.RenderCancelled:
+                    files = None
+                finally:
+                    _RENDER_LOCK.release()
             run_s = time.time() - (job.started_at or time.time())
-            if job.job_id in self._cancel:
-                self._end(job, DEAD, "cancelled by the client", "cancelled", run_s=run_s)
+            if files is None and self._stop.is_set() and not self._client_cancelled(job):
+                self._requeue(job)
+                return
+            if files is None or cancelled():
+                why = "while it was rendering" if files is None else "as it finished rendering"
+                self._end(job, DEAD, f"cancelled by the client {why}", "cancelled", run_s=run_s)
                 return
             self.store.transition(job, FETCHING, attempt_state="fetching", run_seconds=run_s)
             keys = []
@@ -124,6 +159,29 @@ class LocalWorker:
             self._cancel.discard(job.job_id)
             shutil.rmtree(work, ignore_errors=True)
 
+    def _acquire_render(self) -> bool:
+        """Take the process's render slot, unless the worker is told to stop while it waits."""
+        while not self._stop.is_set():
+            if _RENDER_LOCK.acquire(timeout=0.5):
+                return True
+        return False
+
+    def _client_cancelled(self, job: JobRecord) -> bool:
+        try:
+            return job.job_id in self._cancel or job.job_id in self.store.cancel_requested([job.job_id])
+        except Exception:  # noqa: BLE001 - then it was not asked for as far as we can tell
+            return job.job_id in self._cancel
+
+    def _requeue(self, job: JobRecord) -> None:
+        """The server is stopping: the render this process stopped goes back to the queue.
+
+        The attempt surely no longer runs (it ran in this process), so the job is queued again
+        for the next worker, instead of being left "running" with no one running it.
+        """
+        why = "the server stopped during the render; the job was queued again"
+        self.store.transition(job, QUEUED, attempt_state="lost", error=why, error_kind="interrupted")
+        self.store.add_event(job.job_id, "state", {"state": QUEUED, "why": why})
+
     def _work_dir(self) -> Path:
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.work_dir
@@ -131,7 +189,9 @@ class LocalWorker:
     def _prompt(self, job: JobRecord, work: Path) -> dict:
         spec = job.spec
         image = self.storage.get_file(spec["image"], work / Path(spec["image"]).name)
-        template = load_workflow(self.settings.templates_dir / f"{spec['template']}_api.json")
+        template = spec.get("workflow") or load_workflow(
+            self.settings.templates_dir / f"{spec['template']}_api.json"
+        )  # (a registered template's workflow is stored in the job itself)
         if "audio" not in spec:  # a text job: the duration follows the synthesised speech
             from ..text_jobs import text_params
 
@@ -185,10 +245,11 @@ class LocalWorker:
             changes.update(error=error, error_kind=kind)
         if run_s is not None:
             changes["run_seconds"] = run_s
-        attempt_state = "done" if state == DONE else ("dead" if job.attempts else None)
+        ended = "cancelled" if kind == "cancelled" else ("done" if state == DONE else "dead")
+        attempt_state = ended if job.attempts else None
         self.store.transition(job, state, attempt_state=attempt_state, **changes)
         status = "cancelled" if kind == "cancelled" else state
         self.store.add_event(job.job_id, "state", {"state": status})
         if self.metrics is not None:
             observe_job_end(self.metrics, job)
-        self.outbox.enqueue_job_end(job)
+        self.outbox.job_ended(job, status)

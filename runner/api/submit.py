@@ -16,6 +16,8 @@ from ..jobs import DEAD, DONE, FINAL_STATES, QUEUED, JobRecord
 from ..storage import ObjectStore, job_key
 from ..store import JobStore, StaleJob
 from ..store.api_keys import ApiKey, ApiKeys
+from ..store.outbox import Outbox
+from ..store.templates import Templates, tier_of
 from ..workflow import load_workflow, resolution_of
 from . import validation as v
 from .settings import ServeSettings
@@ -46,11 +48,51 @@ class JobService:
         self.keys = keys
         self.publisher = publisher  # fleet mode: jobs go to the broker's pools (None: in-process worker)
         self._templates: dict[str, dict] = {}
+        self.templates = Templates(store)
+        self.outbox = Outbox(store)
+
+    # ------------------------------------------------------------------ templates
+    def template_names(self) -> list[str]:
+        """Shipped and registered templates (read each time: another replica may add one)."""
+        return sorted(set(v.template_names(self.settings)) | set(self.templates.names()))
 
     def template(self, name: str) -> dict:
-        if name not in self._templates:
-            self._templates[name] = load_workflow(self.settings.templates_dir / f"{name}_api.json")
-        return self._templates[name]
+        """The workflow of a shipped template (cached) or a registered one (from the database)."""
+        shipped = self.settings.templates_dir / f"{name}_api.json"
+        if name in self._templates or shipped.is_file():
+            if name not in self._templates:
+                self._templates[name] = load_workflow(shipped)
+            return self._templates[name]
+        record = self.templates.get(name)
+        if record is None:
+            raise v.invalid("template", f"template {name!r} is unknown (was it removed?)", "unknown_template")
+        return record.workflow
+
+    def template_tier(self, name: str) -> str:
+        """The tier a job of this template counts under in metrics (``custom`` when it has none)."""
+        if (self.settings.templates_dir / f"{name}_api.json").is_file():
+            return name.rsplit("_", 1)[-1]
+        record = self.templates.get(name)
+        return (record.tier if record else None) or tier_of(name) or "custom"
+
+    def describe_templates(self) -> list[dict]:
+        """What ``GET /v1/templates`` lists: each template's settable inputs and tiers."""
+        names = self.template_names()
+        shipped = set(v.template_names(self.settings))
+        out = []
+        for name in names:
+            own = self.template_tier(name)
+            own = own if own in v.TIERS else None
+            out.append(
+                {
+                    "name": name,
+                    "source": "shipped" if name in shipped else "registered",
+                    "tier": own,
+                    "tiers": v.tiers_of(name, names, own),
+                    "inputs": v.settable_inputs(self.template(name)),
+                }
+            )
+        return out
 
     # ------------------------------------------------------------------ submit
     def check_limits(self, key: ApiKey | None) -> None:
@@ -89,7 +131,9 @@ class JobService:
                 self._publish_if_lost(existing)
                 return existing, False
         self.check_limits(key)
-        name = v.resolve_template(fields.get("template"), fields.get("tier"), self.settings)
+        name = v.resolve_template(
+            fields.get("template"), fields.get("tier"), self.template_names(), self.settings.default_template
+        )
         if audio is None:
             name = text_template(name, self.settings)
         template = self.template(name)
@@ -117,7 +161,7 @@ class JobService:
         try:
             spec = {
                 "template": name,
-                "tier": name.rsplit("_", 1)[-1],
+                "tier": self.template_tier(name),
                 "params": params,
                 "image": self._put(job_id, "image", image),
                 **(
@@ -128,6 +172,13 @@ class JobService:
                 "duration": round(seconds, 3) if seconds is not None else None,
                 "webhook_url": webhook,
             }
+            if not (self.settings.templates_dir / f"{name}_api.json").is_file():
+                # A registered template travels with the job: a worker needs no lookup, and a
+                # later `templates remove` or replace does not change a job already queued.
+                spec["workflow"] = template
+            sources = {k: fields[k] for k in ("image_key", "audio_key") if fields.get(k)}
+            if sources:
+                spec["sources"] = sources
             job = JobRecord(
                 job_id=job_id,
                 row=0,
@@ -175,6 +226,47 @@ class JobService:
         (a replica killed mid-request): publish it now, or it would wait forever."""
         if self.publisher is not None and job.state == QUEUED and not self.store.is_published(job.job_id):
             self._publish(job)
+
+    def submit_named(
+        self, key: ApiKey | None, body: object, tmp: Path, idempotency_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """A JSON request naming objects already in the store: fetched, then checked like uploads.
+
+        Each object is copied under the job's own keys, so the job does not change when the
+        client later overwrites or deletes its upload (and ``gc`` treats it like any job's).
+        """
+        owner = key.key_id if key else ANONYMOUS
+        if idempotency_key:
+            existing = self._idempotent_job(owner, idempotency_key)
+            if existing is not None:
+                return existing, False
+        image_key, audio_key, fields = v.check_named_request(body)
+        image = self._fetch("image", image_key, tmp)
+        audio = self._fetch("audio", audio_key, tmp)
+        fields = {**fields, "image_key": image_key, "audio_key": audio_key}
+        return self.submit(key, image, audio, fields, idempotency_key)
+
+    def _fetch(self, field: str, object_key: str, tmp: Path) -> Upload:
+        size = self.storage.size(object_key)
+        if size is None:
+            raise v.invalid(
+                field,
+                f"{field}: no object {object_key!r} in {self.storage.description}; upload it first "
+                "or send the file itself as multipart",
+                "not_found",
+            )
+        limit = self.settings.max_upload_bytes
+        if size > limit:
+            raise v.RequestError(
+                413,
+                "too_large",
+                f"{field}: object {object_key!r} is {size / 1e6:.1f} MB; at most {limit // (1024 * 1024)} MB",
+                field,
+            )
+        name = object_key.rsplit("/", 1)[-1]
+        dest = tmp / field / name
+        self.storage.get_file(object_key, dest)
+        return Upload(dest, name)
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"
@@ -227,9 +319,7 @@ class JobService:
             "duration_s": spec.get("duration"),
             "notes": job.notes,
             "progress": progress,
-            "error": None
-            if cancelled
-            else ({"kind": job.error_kind, "message": job.error} if job.error else None),
+            "error": {"kind": job.error_kind, "message": job.error} if job.error else None,
             "attempts": [
                 {
                     k: a[k]
@@ -261,6 +351,15 @@ class JobService:
         return f"{base_url}/v1/jobs/{job_id}/outputs/{key.rsplit('/', 1)[-1]}"
 
     # ------------------------------------------------------------------ cancel
+    def wait_final(self, key: ApiKey | None, job_id: str, timeout: float) -> JobRecord:
+        """The job once it has ended, or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(key, job_id)
+            if job.state in FINAL_STATES or time.monotonic() >= deadline:
+                return job
+            time.sleep(0.1)
+
     def cancel(self, key: ApiKey | None, job_id: str, interrupt) -> JobRecord:
         """A queued job never runs; a running one is interrupted (``interrupt(job)``)."""
         for _ in range(20):
@@ -279,10 +378,12 @@ class JobService:
                         finished_at=time.time(),
                     )
                     self.store.add_event(job_id, "state", {"state": "cancelled"})
+                    self.outbox.job_ended(job, "cancelled")
                     return job
                 except StaleJob:
                     continue  # a worker took it meanwhile: interrupt it instead
-            interrupt(job)
+            self.store.add_event(job_id, "cancel_requested", {"state": job.state})
+            interrupt(job)  # this process's own worker stops at once; others see the event
             return job
         raise v.RequestError(409, "busy", f"job {job_id} is changing state; try again", "id")
 

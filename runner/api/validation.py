@@ -99,24 +99,40 @@ def check_audio(path: Path, settings: ServeSettings) -> float:
 
 
 def template_names(settings: ServeSettings) -> list[str]:
+    """The shipped templates (``workflows/api/*_api.json``)."""
     return sorted(p.name.removesuffix("_api.json") for p in settings.templates_dir.glob("*_api.json"))
 
 
-def resolve_template(name: str | None, tier: str | None, settings: ServeSettings) -> str:
-    """``sonic_lite_balanced`` as is; ``sonic_lite`` + tier -> ``sonic_lite_<tier>``."""
-    names = template_names(settings)
+def resolve_template(name: str | None, tier: str | None, names: list[str], default: str) -> str:
+    """``sonic_lite_balanced`` as is; ``sonic_lite`` + tier -> ``sonic_lite_<tier>``.
+
+    ``names`` holds the shipped and the registered templates alike.
+    """
     if tier is not None and tier not in TIERS:
         raise invalid("tier", f"tier {tier!r} is not one of {', '.join(TIERS)}")
-    base = name or settings.default_template
+    base = name or default
     candidates = [base] if base in names else []
     if tier is not None:
         stem = base.rsplit("_", 1)[0] if base.rsplit("_", 1)[-1] in TIERS else base
         candidates = [f"{stem}_{tier}"] if f"{stem}_{tier}" in names else []
+        if not candidates and base in names:
+            raise invalid(
+                "tier",
+                f"template {base!r} has no {tier!r} tier; known: {', '.join(names)}",
+                "unknown_template",
+            )
     if not candidates:
         raise invalid(
             "template", f"template {base!r} is unknown; known: {', '.join(names)}", "unknown_template"
         )
     return candidates[0]
+
+
+def tiers_of(name: str, names: list[str], own_tier: str | None) -> list[str]:
+    """The tiers a client may ask of ``name`` with ``tier=`` (its siblings ``<stem>_<tier>``)."""
+    stem = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1] in TIERS else name
+    found = [t for t in TIERS if f"{stem}_{t}" in names]
+    return found or ([own_tier] if own_tier else [])
 
 
 def check_params(template: dict, params: dict[str, str]) -> dict:
@@ -173,3 +189,66 @@ def check_webhook_url(url: str | None, settings: ServeSettings) -> str | None:
                 "webhook_not_public",
             )
     return url
+
+
+#: Fields of a JSON ``POST /v1/jobs`` (template inputs go under ``inputs``).
+JSON_FIELDS = ("image", "audio", "template", "tier", "priority", "seed", "duration", "webhook_url", "inputs")
+_SCALARS = (str, int, float, bool)
+
+
+def check_named_request(body: object) -> tuple[str, str, dict]:
+    """(image key, audio key, fields) of a JSON job request naming objects already in the store.
+
+    ``fields`` has the same names a multipart form sends (``Title.input`` for template
+    inputs), so both kinds of request pass the same checks afterwards.
+    """
+    if not isinstance(body, dict):
+        raise invalid(
+            "body", 'send a JSON object such as {"image": "uploads/face.jpg", "audio": "uploads/s.wav"}'
+        )
+    unknown = [k for k in body if k not in JSON_FIELDS]
+    if unknown:
+        raise invalid(
+            unknown[0],
+            f"unknown field {unknown[0]!r}; known: {', '.join(JSON_FIELDS)} "
+            '(template inputs go under "inputs": {"Title.input": value})',
+        )
+    image, audio = (check_object_key(name, body.get(name)) for name in ("image", "audio"))
+    fields: dict = {}
+    for name in ("template", "tier", "priority", "duration", "webhook_url"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, _SCALARS):
+            raise invalid(name, f"{name} must be a string or a number, not {type(value).__name__}")
+        fields[name] = value if name == "duration" else str(value)
+    inputs = body.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise invalid("inputs", 'inputs must be an object of template inputs: {"Title.input": value}')
+    if body.get("seed") is not None:
+        inputs = {"seed": body["seed"], **inputs}
+    for name, value in inputs.items():
+        if name != "seed" and (name in JSON_FIELDS or name in ("image_key", "audio_key")):
+            raise invalid(
+                name, f"inputs: {name!r} is a request field, not a template input; set it at the top level"
+            )
+        if not isinstance(value, _SCALARS):
+            raise invalid(name, f"{name}: expected a string, number or boolean, not {type(value).__name__}")
+        fields[name] = value
+    return image, audio, fields
+
+
+def check_object_key(field: str, key: object) -> str:
+    """A key naming an object the client uploaded: relative, no '..', not a job's own files."""
+    if key is None or key == "":
+        raise invalid(field, f'{field}: name the object in the store, e.g. "uploads/face.jpg"', "missing")
+    if not isinstance(key, str):
+        raise invalid(field, f"{field}: expected the object's key as a string, not {type(key).__name__}")
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or ".." in parts or len(key) > 1024 or "" in parts:
+        raise invalid(field, f"{field}: {key!r} is not a plain object key such as uploads/face.jpg")
+    if parts[0] == "jobs":
+        raise invalid(
+            field, f"{field}: {key!r} is inside a job's own files (jobs/); name an object you uploaded"
+        )
+    return key

@@ -129,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     metrics = Metrics() if args.metrics_port else None
 
     def job_ended(job) -> None:
-        outbox.enqueue_job_end(job)
+        outbox.job_ended(job)
         if metrics is not None:
             observe_job_end(metrics, job)
 

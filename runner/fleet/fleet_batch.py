@@ -115,7 +115,7 @@ class FleetBatch:
                 **job.spec,
                 "name": name,
                 "batch": self.name,
-                "workflow": workflow_hash,
+                "workflow_sha": workflow_hash,
                 "out_dir": out_dir,
             }
             yield job

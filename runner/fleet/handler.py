@@ -357,17 +357,24 @@ class JobHandler:
         )
 
     def _template(self, job: JobRecord) -> dict:
-        """The job's API workflow: a batch's, kept in the store by hash, or a named template."""
+        """The job's API workflow: its own (a registered template travels with the job), a
+        fleet batch's (kept in the store by hash), or a shipped template by name."""
         from ..workflow import WorkflowError, load_workflow
 
         spec = job.spec
-        key = f"workflow:{spec['workflow']}" if spec.get("workflow") else f"template:{spec.get('template')}"
+        if isinstance(spec.get("workflow"), dict):
+            return spec["workflow"]
+        key = (
+            f"workflow:{spec['workflow_sha']}"
+            if spec.get("workflow_sha")
+            else f"template:{spec.get('template')}"
+        )
         if key not in self._templates:
-            if spec.get("workflow"):
+            if spec.get("workflow_sha"):
                 graph = self.store.meta().get(key)
                 if not isinstance(graph, dict):
                     raise JobInputError(
-                        f"job {job.job_id}: its workflow {spec['workflow'][:12]} is not stored"
+                        f"job {job.job_id}: its workflow {spec['workflow_sha'][:12]} is not stored"
                     )
                 self._templates[key] = graph
             else:

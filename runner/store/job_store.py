@@ -582,14 +582,16 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever worker holds the job to stop it (it checks while it renews its lease)."""
-        self.add_event(job_id, "cancel", {})
+        self.add_event(job_id, "cancel_requested", {})
 
     def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
         """Which of ``job_ids`` a client asked to cancel."""
         ids = list(job_ids)
         if not ids:
             return set()
-        stmt = select(events_t.c.job_id).where(events_t.c.job_id.in_(ids), events_t.c.kind == "cancel")
+        stmt = select(events_t.c.job_id).where(
+            events_t.c.job_id.in_(ids), events_t.c.kind == "cancel_requested"
+        )
         with self._engine.connect() as conn:
             return {row[0] for row in conn.execute(stmt)}
 

@@ -39,27 +39,14 @@ class Outbox:
         self._store = store
         self._engine = store.engine
 
-    def enqueue_job_end(self, job) -> str | None:
-        """Queue the webhook of a job's end (done, dead, cancelled) if its submitter asked for one.
+    def enqueue(
+        self, job_id: str, url: str, event_type: str, payload: dict, msg_id: str | None = None
+    ) -> str:
+        """Queue one delivery; the same (job, event) is queued once however often it is reported.
 
-        The same payload whichever process saw the end (the in-process worker, a fleet worker).
+        ``msg_id`` (the ``webhook-id`` receivers de-duplicate on) defaults to one per job and event.
         """
-        url = (job.spec or {}).get("webhook_url")
-        if not url:
-            return None
-        status = "cancelled" if job.state == "dead" and job.error_kind == "cancelled" else job.state
-        payload = {
-            "type": f"job.{status}",
-            "id": job.job_id,
-            "status": status,
-            "outputs": list(job.outputs),
-            "error": job.error if job.state == "dead" else None,
-        }
-        return self.enqueue(job.job_id, url, f"job.{status}", payload)
-
-    def enqueue(self, job_id: str, url: str, event_type: str, payload: dict) -> str:
-        """Queue one delivery; the same (job, event) is queued once however often it is reported."""
-        msg_id = f"msg_{job_id}_{event_type}"
+        msg_id = msg_id or f"msg_{job_id}_{event_type}"
         now = time.time()
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         stmt = self._store.dialect.insert(webhooks_t).values(
@@ -76,6 +63,27 @@ class Outbox:
         with self._engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["msg_id"]))
         return msg_id
+
+    def job_ended(self, job, status: str | None = None) -> str | None:
+        """Queue the delivery of an API job's end (done, dead, cancelled) to its ``webhook_url``, if any.
+
+        One place builds the body, whichever process ended the job (the worker that ran it,
+        or the API replica that cancelled it while it was queued). ``status`` defaults to the
+        job's state ("cancelled" for a job a client cancelled).
+        """
+        url = (job.spec or {}).get("webhook_url")
+        if not url:
+            return None
+        if status is None:
+            status = "cancelled" if job.state == "dead" and job.error_kind == "cancelled" else job.state
+        payload = {
+            "type": f"job.{status}",
+            "id": job.job_id,
+            "status": status,
+            "outputs": list(job.outputs),
+            "error": job.error,
+        }
+        return self.enqueue(job.job_id, url, f"job.{status}", payload)
 
     def claim(self, limit: int = 20, lease_s: float = 60.0, now: float | None = None) -> list[Delivery]:
         """Take up to ``limit`` due deliveries for ``lease_s`` seconds (then they are due again)."""
@@ -126,6 +134,16 @@ class Outbox:
                 .where(webhooks_t.c.id == delivery.id)
                 .values(attempts=webhooks_t.c.attempts + 1, **values)
             )
+
+    def retry_now(self, now: float | None = None) -> int:
+        """Make every pending delivery due at once (a restarted sender tries them without waiting)."""
+        now = time.time() if now is None else now
+        with self._engine.begin() as conn:
+            return conn.execute(
+                update(webhooks_t)
+                .where(webhooks_t.c.state == PENDING, webhooks_t.c.next_at > now)
+                .values(next_at=now)
+            ).rowcount
 
     def backlog(self) -> int:
         """Deliveries not yet made (the ``webhook backlog`` metric)."""

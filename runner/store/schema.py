@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 #: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -147,4 +147,16 @@ idempotency = Table(
     Column("key", String(200), primary_key=True),
     Column("job_id", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+#: Workflows registered with ``sonic-runner templates add``: in the database, not on one
+#: replica's disk, so every ``serve`` replica lists and accepts the same templates.
+templates = Table(
+    "sonic_templates",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("workflow", JSON, nullable=False),
+    Column("tier", String(20)),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -281,26 +281,10 @@ def test_hosts_reports_each_host(host, capsys):
 
 
 def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys):
-    import http.server
-    import threading
+    from tests.runner.test_webhook_delivery import SECRET, Receiver
 
-    from comfyui_sonic.runner.webhooks import verify
-
-    received = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((body, self.headers.get("X-Sonic-Signature")))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SONIC_WEBHOOK_SECRET", "hook-secret")
+    receiver = Receiver()
+    monkeypatch.setenv("SONIC_WEBHOOK_SECRET", SECRET)
     try:
         manifest = write_manifest(files, ["a,face.png,speech.wav,512", "b,noface.png,speech.wav,512"])
         code = main(
@@ -316,16 +300,17 @@ def test_webhook_gets_each_finished_job_signed(files, host, monkeypatch, capsys)
                 "--poll-interval",
                 "0.2",
                 "--webhook",
-                f"http://127.0.0.1:{server.server_port}/done",
+                receiver.url,
             ]
         )
     finally:
-        server.shutdown()
+        receiver.close()
     assert code == 1
-    bodies = {json.loads(body)["job_id"]: (body, sig) for body, sig in received}
-    assert set(bodies) == {"a", "b"}
-    assert all(verify("hook-secret", body, sig) for body, sig in bodies.values())
-    assert json.loads(bodies["b"][0])["state"] == "dead"
+    assert receiver.bad_signatures == 0  # (checked with the standardwebhooks library)
+    bodies = {d["payload"]["job_id"]: d["payload"] for d in receiver.seen}
+    assert set(bodies) == {"a", "b"} and len(receiver.seen) == 2
+    assert bodies["b"]["state"] == "dead" and bodies["b"]["type"] == "job.dead"
+    assert (files / "hooked" / "journal.webhooks.sqlite").is_file()
 
 
 def test_a_host_without_the_weights_is_excluded_and_named_in_status_and_report(files, host, capsys):

@@ -36,6 +36,27 @@ def test_runs_the_lite_template_to_an_mp4(tmp_path, face_file, speech_file):
     assert [e["title"] for e in events if e["event"] == "node"][-1] == "Save MP4"
 
 
+@pytest.mark.parametrize("stop_in", ["5", "7"])  # Animate, Save MP4
+def test_a_cancel_stops_the_render_mid_node_and_leaves_no_file(tmp_path, face_file, speech_file, stop_in):
+    """What `DELETE /v1/jobs/{id}` relies on: cancel() is asked at each step of the engine's loops."""
+    from comfyui_sonic.runner.embedded import RenderCancelled
+
+    seen: list[dict] = []
+    asked = {"after": 0}
+
+    def cancel() -> bool:
+        steps = [e for e in seen if e["event"] == "progress" and e["node"] == stop_in]
+        asked["after"] = len(steps)
+        return bool(steps)  # as soon as the node has made one step
+
+    with pytest.raises(RenderCancelled):
+        run_embedded(
+            lite_prompt(face_file, speech_file), tmp_path / "out", progress_sink=seen.append, cancel=cancel
+        )
+    assert asked["after"] == 1  # stopped at the very next step, not at the end of the node
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # no MP4, no .partial
+
+
 def test_only_nodes_that_feed_an_output_run_and_after_their_inputs():
     prompt = json.loads(LITE_FAST.read_text())
     prompt["99"] = {

@@ -99,7 +99,17 @@ def test_the_embedded_default_renders_a_job_end_to_end(tmp_path):
 
 
 def _empty(tmp_path: Path) -> bool:
-    return not any(p.is_file() for p in (tmp_path / "objects").rglob("*"))
+    return _empty_but(tmp_path, {})
+
+
+def _empty_but(tmp_path: Path, objects: dict) -> bool:
+    """Nothing in the store but ``objects`` (the client's own uploads)."""
+    files = {
+        p.relative_to(tmp_path / "objects").as_posix()
+        for p in (tmp_path / "objects").rglob("*")
+        if p.is_file()
+    }
+    return files == set(objects)
 
 
 @pytest.mark.parametrize(
