@@ -155,3 +155,15 @@ def test_the_template_browser_lists_lite_before_sonic_and_fast_before_hq(fronten
         "sonic_sonic_hq",
     ]
     assert templates["other-pack"] == ["b", "a"], "another pack's templates are left as they are"
+
+
+def test_the_info_box_never_grows_past_the_room_the_templates_leave_for_it():
+    import re
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_workflows
+
+    cap = int(re.search(r"const MAX_WIDGET_HEIGHT = (\d+);", (ROOT / "web" / "sonic.js").read_text())[1])
+    for title in ("Sonic Model", "Prepare", "Lip Sync"):  # nodes whose only addition is the info box
+        assert make_workflows.PREVIEW_HEIGHT[title] >= cap, title
