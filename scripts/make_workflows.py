@@ -323,7 +323,7 @@ NEEDS = {
 }
 # Rough time per 10 s of speech for the whole template (every node, as ComfyUI runs it): lite from
 # `sonic-runner run` on the demo clip (10.9 s), counted in CPU seconds less the ~2 s of imports, on a
-# shared 2-core machine (fast 10.5 s, balanced 10.5 s, hq 28.7 s; README "Speed"); sonic not yet
+# shared 2-core machine (fast 10.8 s, balanced 10.6 s, hq 28.7 s; README "Speed"); sonic not yet
 # measured on a GPU, so no number is claimed for it.
 DURATIONS = {
     "lite": {
