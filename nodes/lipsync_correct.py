@@ -106,8 +106,9 @@ class LipSyncCorrect:
             type(self), {"fps": fps, "offset": offset, "max_offset": max_offset, "smoothing": smoothing}
         )
         check_settings(float(fps), mode, float(offset), float(max_offset), float(smoothing))
-        # the bar first, so it shows while the frames are converted and the face models load
-        progress = make_progress(len(images), "LipSyncCorrect")
+        # the bar first, so it shows while the frames are converted and the face models load;
+        # it counts the frames tracked, then (with smoothing) the frames smoothed
+        progress = make_progress(progress_total(len(images), audio, float(fps), smoothing), "LipSyncCorrect")
         frames = _to_uint8(images)
         sound = audio_from_comfy(audio, "audio", validate=False)
         result = run_correct(
@@ -131,6 +132,18 @@ class LipSyncCorrect:
             "ui": {"text": [text]},
             "result": (to_image(result.frames), audio, float(result.offset_seconds)),
         }
+
+
+def progress_total(frames: int, audio: Any, fps: float, smoothing: float) -> int:
+    """Steps of the node's bar: the frames tracked, then (with smoothing) the frames smoothed, of
+    which there are as many as the audio lasts (correct() trims or pads to it)."""
+    if smoothing <= 0:
+        return max(1, frames)
+    try:
+        out = round(audio["waveform"].shape[-1] / audio["sample_rate"] * fps)
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError):
+        out = frames  # a malformed AUDIO is reported by audio_from_comfy right after
+    return max(1, frames + max(1, out))
 
 
 def _to_uint8(images: Any):

@@ -158,9 +158,14 @@ class SONIC_PreData:
             on_mismatch,
             face_threshold,
         )
+        # a bar from the first moment (ComfyUI shows none until a node reports): converting the
+        # inputs, then finding the face and fitting the audio, which takes the seconds
+        bar = comfy_bridge.progress(2, "SONIC_PreData")
+        portrait, speech = image_from_comfy(image, "image"), audio_from_comfy(audio, "audio")
+        bar.update(1)
         data = prepare(
-            image_from_comfy(image, "image"),
-            audio_from_comfy(audio, "audio"),
+            portrait,
+            speech,
             duration=duration,
             min_resolution=min_resolution,
             expand_ratio=expand_ratio,
@@ -171,6 +176,7 @@ class SONIC_PreData:
             face_threshold=face_threshold,
             model_dirs=comfy_bridge.model_dirs() if detector == "yoloface" else None,
         )
+        bar.update(1)
         w, h = data.size
         summary = (
             f"face crop {data.crop_box} -> {w}x{h}; {data.duration:.2f} s of audio "

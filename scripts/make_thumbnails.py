@@ -113,9 +113,9 @@ def save_small(img, path: Path) -> int:
 
 SHORT_TIMING = {
     "lite": {
-        "fast": "~2 s per 10 s audio (CPU)",
-        "balanced": "~2 s per 10 s audio (CPU)",
-        "hq": "~3-4 s per 10 s (CPU)",
+        "fast": "~10 s per 10 s audio (CPU)",
+        "balanced": "~10 s per 10 s audio (CPU)",
+        "hq": "~30 s per 10 s audio (CPU)",
     },
     "sonic": {
         "fast": "minutes per 10 s audio (GPU)",

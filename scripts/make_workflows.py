@@ -254,7 +254,8 @@ SLOT_HEIGHT = 20
 WIDGET_HEIGHT = 24
 NODE_WIDTH = 300
 # What ComfyUI adds below a node's widgets once it has something to show: the LoadImage preview,
-# the audio player, our read-only info text (web/sonic.js), the MP4 preview above its info text.
+# the audio player, our read-only info text (web/sonic.js grows it to at most MAX_WIDGET_HEIGHT = 90),
+# the MP4 preview above its info text.
 PREVIEW_HEIGHT = {
     "Portrait": 300,
     "Speech": 60,
@@ -355,13 +356,15 @@ NEEDS = {
     "sonic": "Needs a GPU and the Sonic weights in ComfyUI/models/sonic plus svd_xt.safetensors in "
     "models/checkpoints (Sonic Model lists every missing file at once).",
 }
-# Rough time per 10 s of speech: lite from benchmarks/bench_lite.py (README "Speed"); sonic not yet
+# Rough time per 10 s of speech for the whole template (every node, as ComfyUI runs it): lite from
+# `sonic-runner run` on the demo clip (10.9 s), counted in CPU seconds less the ~2 s of imports, on a
+# shared 2-core machine (fast 10.8 s, balanced 10.6 s, hq 28.7 s; README "Speed"); sonic not yet
 # measured on a GPU, so no number is claimed for it.
 DURATIONS = {
     "lite": {
-        "fast": "About 2 s per 10 s of audio on a laptop CPU (512 px).",
-        "balanced": "About 2 s per 10 s of audio on a laptop CPU (512 px).",
-        "hq": "About 3-4 s per 10 s of audio on a laptop CPU (768 px).",
+        "fast": "About 10 s per 10 s of audio on a CPU (512 px), all nodes.",
+        "balanced": "About 10 s per 10 s of audio on a CPU (512 px), all nodes.",
+        "hq": "About 30 s per 10 s of audio on a CPU (768 px, slower encoder), all nodes.",
     },
     "sonic": {
         "fast": "Minutes per 10 s of audio on a GPU (20 steps, 512 px); far too slow on a CPU.",

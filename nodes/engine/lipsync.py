@@ -103,6 +103,8 @@ def track_landmarks(
         if progress is not None and i % 25 == 24:
             progress.check_cancel()
             progress.update(25)
+    if progress is not None and len(found) % 25:
+        progress.update(len(found) % 25)
     if not found:
         raise SonicInputError("images", "no frames were given", "connect the frames to correct")
     first = next((p for p in found if p is not None), None)
@@ -387,6 +389,9 @@ def correct(
             out[i] = smooth
             if progress is not None and i % 16 == 15:
                 progress.check_cancel()
+                progress.update(16)
+        if progress is not None and len(out) % 16:
+            progress.update(len(out) % 16)
     return LipSyncResult(
         frames=out,
         offset_seconds=float(seconds),

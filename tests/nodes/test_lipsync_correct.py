@@ -121,3 +121,12 @@ def test_the_progress_bar_shows_before_any_frame_is_converted(clip, comfy_bar, m
     LipSyncCorrect().correct(as_image(frames[:10]), audio, FPS, mode="manual", offset=0.0)
     assert comfy_bar[0] == ("bar", 0, 10)
     assert comfy_bar[1] == ("convert",)
+
+
+def test_with_smoothing_the_bar_counts_the_smoothing_too_and_ends_full(clip, comfy_bar):
+    frames, audio = clip
+    LipSyncCorrect().correct(as_image(frames[:40]), audio, FPS, mode="auto", smoothing=0.3)
+    total = 40 + 125  # 40 frames tracked, then 5 s of audio at 25 fps smoothed
+    assert comfy_bar[0] == ("bar", 0, total)
+    steps = sum(event[1] for event in comfy_bar if event[0] == "bar+")
+    assert steps == total, "the bar ends full: no stretch of work without progress at its end"

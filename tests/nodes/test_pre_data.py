@@ -142,3 +142,34 @@ def test_face_threshold_decides_whether_a_faint_face_is_taken(face_image):
     assert data.detector == "blazeface"
     with pytest.raises(SonicInputError, match="^image: no face found"):
         SONIC_PreData().prepare(**args, face_threshold=0.95)
+
+
+def test_its_progress_bar_shows_at_0_before_any_work_and_ends_full(face_image, monkeypatch):
+    import sys
+    import types
+
+    import comfyui_sonic.nodes.engine.image_input as image_input
+
+    events = []
+
+    class Bar:  # ComfyUI's comfy.utils.ProgressBar, recording what the page would be sent
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None):
+            events.append(("bar", value, total))
+
+        def update(self, n):
+            events.append(("bar+", n))
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = Bar
+    package = types.ModuleType("comfy")
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "comfy", package)
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    real = image_input.image_from_comfy
+    monkeypatch.setattr(image_input, "image_from_comfy", lambda *a: events.append(("convert",)) or real(*a))
+    SONIC_PreData().prepare(image=comfy_image(face_image), audio=comfy_audio(0.5), min_resolution=256)
+    assert events[:2] == [("bar", 0, 2), ("convert",)]
+    assert sum(e[1] for e in events if e[0] == "bar+") == 2
