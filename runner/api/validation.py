@@ -135,8 +135,25 @@ def tiers_of(name: str, names: list[str], own_tier: str | None) -> list[str]:
     return found or ([own_tier] if own_tier else [])
 
 
+#: Template inputs that name places on the server (model folders, output paths): an API client
+#: must not point the render at them. (Set them in the template itself, `templates add`.)
+SERVER_ONLY_INPUTS = (
+    "model_dir",
+    "models_dir",
+    "sonic_model_dir",
+    "filename_prefix",
+    "output_dir",
+    "ckpt_path",
+)
+
+
 def check_params(template: dict, params: dict[str, str]) -> dict:
     """Apply the request's template inputs to the graph: unknown names and wrong types are 422."""
+    for key in params:
+        if key.rsplit(".", 1)[-1].lower() in SERVER_ONLY_INPUTS:
+            raise invalid(
+                key, f"{key} names a place on the server; it is set by the template, not per request"
+            )
     try:
         apply_params(template, params)
     except WorkflowError as exc:

@@ -123,6 +123,13 @@ def _empty_but(tmp_path: Path, objects: dict) -> bool:
         (_files(), {"template": "sonic_nope"}, "template", "unknown"),
         (_files(), {"Animate.seed": "abc"}, "Animate.seed", "not a whole number"),
         (_files(), {"Nope.thing": "1"}, "Nope.thing", "Nope.thing"),
+        (_files(), {"Sonic Model.model_dir": "/etc"}, "Sonic Model.model_dir", "place on the server"),
+        (
+            _files(),
+            {"Save MP4.filename_prefix": "../../x"},
+            "Save MP4.filename_prefix",
+            "place on the server",
+        ),
         (_files(), {"tier": "ultra"}, "tier", "fast, balanced, hq"),
         (_files(), {"priority": "P7"}, "priority", "P0, P1, P2"),
         (_files(), {"webhook_url": "ftp://example.com/x"}, "webhook_url", "http"),
