@@ -1,5 +1,6 @@
 """Node registry. Node modules import torch only inside their functions, so this stays cheap."""
 
+from .frames_io import SONIC_FramesToImage
 from .inference import SONIC_Inference
 from .lipsync_correct import LipSyncCorrect
 from .model_loader import SONIC_ModelLoader
@@ -12,6 +13,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "SONIC_Inference": SONIC_Inference,
     "LipSyncCorrect": LipSyncCorrect,
     "VideoEncode": VideoEncode,
+    "SONIC_FramesToImage": SONIC_FramesToImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -20,4 +22,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "SONIC_Inference": "Sonic Inference",
     "LipSyncCorrect": "Lip-Sync Correct",
     "VideoEncode": "Video Encode (MP4)",
+    "SONIC_FramesToImage": "Sonic Frames to IMAGE",
 }

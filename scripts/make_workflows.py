@@ -47,18 +47,9 @@ GRAPH = [
     ("3", "SONIC_ModelLoader", "Sonic Model", {}),
     ("4", "SONIC_PreData", "Prepare", {"image": ("link", "1", 0), "audio": ("link", "2", 0)}),
     ("5", "SONIC_Inference", "Animate", {"model": ("link", "3", 0), "data": ("link", "4", 0)}),
-    (
-        "6",
-        "LipSyncCorrect",
-        "Lip Sync",
-        {"images": ("link", "5", 0), "audio": ("link", "5", 1), "fps": ("link", "5", 2)},
-    ),
-    (
-        "7",
-        "VideoEncode",
-        "Save MP4",
-        {"images": ("link", "6", 0), "audio": ("link", "6", 1), "fps": ("link", "5", 2)},
-    ),
+    # SONIC_FRAMES stream from node to node and carry their fps and audio (docs/streaming.md)
+    ("6", "LipSyncCorrect", "Lip Sync", {"frames": ("link", "5", 0), "fps": ("link", "5", 2)}),
+    ("7", "VideoEncode", "Save MP4", {"frames": ("link", "6", 0), "fps": ("link", "5", 2)}),
 ]
 
 # Input schemas of the two core nodes the templates use (ComfyUI's nodes.py LoadImage and
@@ -115,9 +106,16 @@ ENCODER_PRESETS = {
 }
 
 
+# Deflicker per backend: lite frames are warps of one still portrait, with nothing that flickers
+# (and no lip-sync offset: LipSyncCorrect does not measure them), so it would only cost time.
+SMOOTHING = {"lite": 0.0}
+
+
 def tier_values(backend: str, tier: str) -> dict[str, dict]:
     values = {title: dict(v) for title, v in TIERS[tier].items()}
     values["Save MP4"]["preset"] = ENCODER_PRESETS[backend][tier]
+    if backend in SMOOTHING:
+        values["Lip Sync"]["smoothing"] = SMOOTHING[backend]
     values.setdefault("Sonic Model", {})["backend"] = backend
     values["Save MP4"]["filename_prefix"] = f"sonic/{backend}_{tier}"
     return values
