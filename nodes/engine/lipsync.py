@@ -97,10 +97,10 @@ class FaceTracker:
         return points
 
     def _landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
-        """Landmarks from a crop of `frame` around `box` (grown by half its size on each side)."""
+        """Landmarks from a crop of `frame` around `box` (grown by a quarter of its size on each side)."""
         h, w = frame.shape[:2]
         x0, y0, x1, y1 = box
-        gx, gy = (x1 - x0) // 2 + 2, (y1 - y0) // 2 + 2
+        gx, gy = (x1 - x0) // 4 + 2, (y1 - y0) // 4 + 2
         rx0, ry0 = max(0, x0 - gx), max(0, y0 - gy)
         rx1, ry1 = min(w, x1 + gx), min(h, y1 + gy)
         if rx1 - rx0 < 8 or ry1 - ry0 < 8:  # the box left the picture: read the whole frame
