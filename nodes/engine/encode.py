@@ -71,6 +71,7 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.rate = fps_fraction(float(fps))
         self.frames_written = 0
+        self._reformatter = None
         self._closed = False
         self._tmp = self.path.with_name(self.path.name + ".partial")
         try:
@@ -145,10 +146,15 @@ class VideoWriter:
         """
         import av
 
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            # one converter for the whole clip: a frame's own reformat() sets up swscale every time
+            self._reformatter = VideoReformatter()
         out = []
         for frame in self._as_chunk(frames):
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709")
+            vf = self._reformatter.reformat(vf, format="yuv420p", dst_colorspace="ITU709")
             vf.colorspace, vf.color_range = BT709, LIMITED_RANGE
             out.append(vf)
         return out
