@@ -1,5 +1,6 @@
 """Node registry. Node modules import torch only inside their functions, so this stays cheap."""
 
+from .frames_io import SONIC_FramesToImage
 from .inference import SONIC_Inference
 from .lipsync_correct import LipSyncCorrect
 from .model_loader import SONIC_ModelLoader
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "LipSyncCorrect": LipSyncCorrect,
     "VideoEncode": VideoEncode,
     "SONIC_TextToSpeech": SONIC_TextToSpeech,
+    "SONIC_FramesToImage": SONIC_FramesToImage,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -23,4 +25,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LipSyncCorrect": "Lip-Sync Correct",
     "VideoEncode": "Video Encode (MP4)",
     "SONIC_TextToSpeech": "Sonic Text to Speech",
+    "SONIC_FramesToImage": "Sonic Frames to IMAGE",
 }

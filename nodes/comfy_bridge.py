@@ -144,6 +144,23 @@ def output_dir() -> Path:
     return Path.cwd() / "output"
 
 
+def frames_dir() -> Path:
+    """Where frame stores go: $SONIC_FRAMES_DIR, else ComfyUI's temp folder (ComfyUI empties it on
+    start, so a killed server leaves nothing behind), else the system temp folder."""
+    env = os.environ.get("SONIC_FRAMES_DIR")
+    if env:
+        return Path(env)
+    fp = _folder_paths()
+    if fp is not None:
+        try:
+            return Path(fp.get_temp_directory())
+        except Exception:  # an older ComfyUI without a temp folder
+            pass
+    import tempfile
+
+    return Path(tempfile.gettempdir())
+
+
 def save_path(filename_prefix: str, width: int, height: int) -> tuple[Path, str, str]:
     """(folder, base filename, subfolder) for a new output, ComfyUI-style counter included."""
     fp = _folder_paths()

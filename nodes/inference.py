@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
+
 from . import comfy_bridge
 from .engine.backend import SonicModel
+from .engine.frames import ClipInfo, FrameSource, FrameStoreWriter, ReplaySource
+from .engine.progress import NullProgress
 from .engine.types import GenerationParams, SonicData
+from .frames_io import FRAMES, audio_to_comfy
 from .input_check import check_numbers
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -12,8 +19,14 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 class SONIC_Inference:
     CATEGORY = "Sonic"
-    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
-    RETURN_NAMES = ("images", "audio", "fps")
+    RETURN_TYPES = (FRAMES, "AUDIO", "FLOAT")
+    RETURN_NAMES = ("frames", "audio", "fps")
+    OUTPUT_TOOLTIPS = (
+        "The frames, streamed to Lip-Sync Correct / Video Encode (Sonic Frames to IMAGE makes a core "
+        "IMAGE of them). lite renders them as they are read; sonic stores them as uint8 in the temp folder.",
+        "The speech trimmed/padded to the frames.",
+        "Frames per second.",
+    )
     FUNCTION = "generate"
     DESCRIPTION = "Animates the prepared portrait from its speech clip. The audio output is trimmed/padded to the frames."
 
@@ -146,46 +159,69 @@ class SONIC_Inference:
             },
         )
         params = GenerationParams(**n, paste_back=bool(paste_back))
-        frames = collect_frames(model, data, params)
-        audio = audio_for_frames(data, frames.shape[0] / params.fps)
-        return (frames, audio, params.fps)
+        source = make_source(model, data, params)
+        return (source, audio_to_comfy(source.info.audio), params.fps)
 
 
-def collect_frames(model: SonicModel, data: SonicData, params: GenerationParams):
-    """Fill one preallocated float32 IMAGE tensor chunk by chunk (never a second full copy)."""
-    import torch
+def make_source(model: SonicModel, data: SonicData, params: GenerationParams) -> FrameSource:
+    """The frames as a SONIC_FRAMES source: re-rendered when read (lite) or stored (sonic).
 
+    Never a float32 IMAGE of the whole clip. A replayable backend's set-up (landmarks, tracks)
+    runs here, so its errors show on this node; its frames are made while the next node reads them.
+    """
     backend = model.backend
-    bar = comfy_bridge.progress(backend.progress_total(data, params), label=f"{backend.name} inference")
     total = data.frame_count(params.fps)
     paste = None
     if params.paste_back:
         from .engine.paste import PasteBack
 
         paste = PasteBack(data)  # mask and background built once, not per chunk
-    out = None
-    filled = 0
-    for chunk in backend.generate(data, params, bar):
-        if paste is not None:
-            chunk = paste(chunk)
-        if out is None:
-            out = torch.empty((total, *chunk.shape[1:]), dtype=torch.float32)
-        n = min(len(chunk), total - filled)
-        out[filled : filled + n] = torch.from_numpy(chunk[:n]).to(torch.float32).div_(255.0)
-        filled += n
-    if out is None or filled != total:
-        raise RuntimeError(f"{backend.name} backend produced {filled} frames, expected {total}")
-    return out
+    info = clip_info(data, params, backend, total)
+
+    def frames(progress) -> Iterator[np.ndarray]:
+        chunks = backend.generate(data, params, progress)
+        return chunks if paste is None else (paste(c) for c in chunks)
+
+    if getattr(backend, "replayable", False):
+        return ReplaySource(info, lambda: frames(NullProgress()), first=frames(NullProgress()))
+    bar = comfy_bridge.progress(backend.progress_total(data, params), label=f"{backend.name} inference")
+    with FrameStoreWriter(info.width, info.height, total, root=comfy_bridge.frames_dir()) as writer:
+        for chunk in frames(bar):
+            writer.write(chunk[: total - writer.count])
+            if writer.count >= total:
+                break
+        if writer.count != total:
+            raise RuntimeError(f"{backend.name} backend produced {writer.count} frames, expected {total}")
+        return writer.finish(info)
 
 
-def audio_for_frames(data: SonicData, seconds: float) -> dict:
-    """The input audio trimmed/padded to the video length, as a ComfyUI AUDIO dict."""
-    import torch
-
+def clip_info(data: SonicData, params: GenerationParams, backend, total: int) -> ClipInfo:
+    """Size, rate, soundtrack and face position of the frames the backend will make."""
     from .engine.audio_input import fit_length
 
-    audio = fit_length(data.audio, seconds)
-    return {
-        "waveform": torch.from_numpy(audio.samples).unsqueeze(0).contiguous(),
-        "sample_rate": int(audio.sample_rate),
-    }
+    width, height = data.size
+    face_box, landmarks = data.face_box, data.landmarks
+    if params.paste_back:  # the frames are the whole original picture: move the face there
+        x0, y0, x1, y1 = data.crop_box
+        sx, sy = (x1 - x0) / width, (y1 - y0) / height
+        height, width = data.original.shape[:2]
+        b = face_box
+        face_box = (
+            round(x0 + b[0] * sx),
+            round(y0 + b[1] * sy),
+            round(x0 + b[2] * sx),
+            round(y0 + b[3] * sy),
+        )
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, dtype=np.float32) * np.float32([sx, sy]) + np.float32([x0, y0])
+    return ClipInfo(
+        width=int(width),
+        height=int(height),
+        count=total,
+        fps=float(params.fps),
+        audio=fit_length(data.audio, total / params.fps),
+        face_box=tuple(int(v) for v in face_box),
+        landmarks=None if landmarks is None else np.asarray(landmarks, dtype=np.float32),
+        in_sync=bool(getattr(backend, "in_sync", False)),
+        origin=backend.name,
+    )

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.encode import PRESETS
-
-CHUNK_FRAMES = 16  # frames converted to uint8 at a time (a 1024p float chunk is ~200 MB)
+from .frames_io import FRAMES, FRAMES_TOOLTIP, IMAGES_TOOLTIP
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,6 @@ class VideoEncode:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The frames, in order."}),
                 "fps": (
                     "FLOAT",
                     {
@@ -62,7 +60,7 @@ class VideoEncode:
                         "min": 1.0,
                         "max": 240.0,
                         "step": 0.01,
-                        "tooltip": "Frames per second (Sonic: 25).",
+                        "tooltip": "Frames per second of `images` (Sonic: 25); frames carry their own rate.",
                     },
                 ),
                 "codec": (
@@ -97,48 +95,53 @@ class VideoEncode:
                 ),
             },
             "optional": {
+                "frames": (FRAMES, {"tooltip": FRAMES_TOOLTIP}),
+                "images": ("IMAGE", {"tooltip": IMAGES_TOOLTIP}),
                 "audio": (
                     "AUDIO",
-                    {"tooltip": "Soundtrack; trimmed or padded with silence to the video's length."},
+                    {
+                        "tooltip": "Soundtrack; trimmed or padded with silence to the video's length. "
+                        "Frames carry their own; this replaces it."
+                    },
                 ),
             },
         }
 
     def encode(
         self,
-        images: Any,
         fps: float = 25.0,
         codec: str = "h264",
         crf: int = 19,
         preset: str = "medium",
         filename_prefix: str = "sonic/sonic",
+        frames: Any = None,
+        images: Any = None,
         audio: dict | None = None,
     ) -> dict[str, Any]:
         from . import comfy_bridge
-        from .engine.audio_input import audio_from_comfy
-        from .engine.encode import VideoWriter
-        from .image_tensor import uint8_chunk
+        from .engine.encode import VideoWriter, encode_source
+        from .frames_io import source_from_inputs
         from .input_check import check_numbers
 
         numbers = check_numbers(type(self), {"fps": fps, "crf": crf})
         fps, crf = numbers["fps"], numbers["crf"]
-        count, height, width = _frames_shape(images)
-        progress = comfy_bridge.progress(count, "encode")  # shown before the audio is prepared
-        sound = audio_from_comfy(audio, "audio", validate=False) if audio is not None else None
-        folder, base, subfolder = comfy_bridge.save_path(filename_prefix or "sonic/sonic", width, height)
+        source, notes = source_from_inputs(frames, images, fps, audio, "Video Encode")
+        info = source.info
+        progress = comfy_bridge.progress(info.count, "encode")
+        folder, base, subfolder = comfy_bridge.save_path(
+            filename_prefix or "sonic/sonic", info.width, info.height
+        )
         path = Path(folder) / f"{base}.mp4"
         with VideoWriter(
-            path, width, height, fps, crf=crf, preset=preset, codec=codec, audio=sound
+            path, info.width, info.height, info.fps, crf=crf, preset=preset, codec=codec, audio=info.audio
         ) as writer:
-            for start in range(0, count, CHUNK_FRAMES):
-                progress.check_cancel()
-                writer.write(uint8_chunk(images[start : start + CHUNK_FRAMES]))
-                progress.update(min(CHUNK_FRAMES, count - start))
-        video = _video_value(path, width, height, fps, count)
+            count = encode_source(source, writer, progress)
+        video = _video_value(path, info.width, info.height, info.fps, count)
         summary = (
-            f"{path.name}: {count} frames, {width}x{height} at {fps:g} fps, "
-            f"{path.stat().st_size / 1e6:.1f} MB, {'with' if sound is not None else 'no'} audio"
+            f"{path.name}: {count} frames, {info.width}x{info.height} at {info.fps:g} fps, "
+            f"{path.stat().st_size / 1e6:.1f} MB, {'with' if info.audio is not None else 'no'} audio"
         )
+        summary += "".join(f"; {note}" for note in notes)
         return {
             "ui": {
                 "images": [{"filename": path.name, "subfolder": subfolder, "type": "output"}],
@@ -147,23 +150,6 @@ class VideoEncode:
             },
             "result": (video, str(path)),
         }
-
-
-def _frames_shape(images: Any) -> tuple[int, int, int]:
-    from .engine.errors import SonicInputError
-
-    shape = tuple(int(s) for s in getattr(images, "shape", ()))
-    if len(shape) != 4 or shape[3] not in (1, 3, 4):
-        raise SonicInputError(
-            "images",
-            f"expected IMAGE frames [B, H, W, 3], got shape {list(shape)}",
-            "connect SONIC_Inference's frames",
-        )
-    if shape[0] == 0 or shape[1] == 0 or shape[2] == 0:
-        raise SonicInputError(
-            "images", f"no frames to encode (shape {list(shape)})", "connect a node that produces frames"
-        )
-    return shape[0], shape[1], shape[2]
 
 
 def _video_value(path: Path, width: int, height: int, fps: float, count: int) -> Any:

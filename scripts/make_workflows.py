@@ -49,18 +49,9 @@ GRAPH = [
     ("3", "SONIC_ModelLoader", "Sonic Model", {}),
     ("4", "SONIC_PreData", "Prepare", {"image": ("link", "1", 0), "audio": ("link", "2", 0)}),
     ("5", "SONIC_Inference", "Animate", {"model": ("link", "3", 0), "data": ("link", "4", 0)}),
-    (
-        "6",
-        "LipSyncCorrect",
-        "Lip Sync",
-        {"images": ("link", "5", 0), "audio": ("link", "5", 1), "fps": ("link", "5", 2)},
-    ),
-    (
-        "7",
-        "VideoEncode",
-        "Save MP4",
-        {"images": ("link", "6", 0), "audio": ("link", "6", 1), "fps": ("link", "5", 2)},
-    ),
+    # SONIC_FRAMES stream from node to node and carry their fps and audio (docs/streaming.md)
+    ("6", "LipSyncCorrect", "Lip Sync", {"frames": ("link", "5", 0), "fps": ("link", "5", 2)}),
+    ("7", "VideoEncode", "Save MP4", {"frames": ("link", "6", 0), "fps": ("link", "5", 2)}),
 ]
 
 SPEECH_NODES = {
@@ -133,9 +124,16 @@ def template_name(backend: str, tier: str, source: str = "audio") -> str:
     return f"sonic_{backend}_{'text_' if source == 'text' else ''}{tier}"
 
 
+# Deflicker per backend: lite frames are warps of one still portrait, with nothing that flickers
+# (and no lip-sync offset: LipSyncCorrect does not measure them), so it would only cost time.
+SMOOTHING = {"lite": 0.0}
+
+
 def tier_values(backend: str, tier: str, source: str = "audio") -> dict[str, dict]:
     values = {title: dict(v) for title, v in TIERS[tier].items()}
     values["Save MP4"]["preset"] = ENCODER_PRESETS[backend][tier]
+    if backend in SMOOTHING:
+        values["Lip Sync"]["smoothing"] = SMOOTHING[backend]
     values.setdefault("Sonic Model", {})["backend"] = backend
     values["Save MP4"]["filename_prefix"] = "sonic/" + template_name(backend, tier, source).removeprefix(
         "sonic_"

@@ -14,6 +14,7 @@ most 1 px larger than the frames).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .audio_input import resample
-from .errors import SonicInputError
+from .errors import SonicInputError, SonicStorageError
 from .types import Audio
 
 CODECS = {"h264": "libx264", "h265": "libx265"}
@@ -70,10 +71,20 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.rate = fps_fraction(float(fps))
         self.frames_written = 0
+        self._reformatter = None
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(self.path.name + ".partial")
-        self._container = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(
+                str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except OSError as exc:
+            raise SonicStorageError(
+                str(self.path.parent),
+                f"cannot write {self.path.name} there ({exc.strerror or exc})",
+                "make the output folder writable or choose another one",
+            ) from exc
         try:
             self._video = self._add_video_stream(codec, crf, preset)
             self._audio_src, self._audio = self._add_audio_stream(audio)
@@ -125,19 +136,51 @@ class VideoWriter:
 
     def write(self, frames: np.ndarray) -> None:
         """Encode a chunk of frames: uint8 [n, H, W, 3] (or one [H, W, 3]; float 0..1 is converted)."""
+        self.write_converted(self.convert(frames))
+
+    def convert(self, frames: np.ndarray) -> list[Any]:
+        """RGB -> BT.709 yuv420p frames, the one colour conversion each frame gets.
+
+        Separate from write_converted() so it can run on another thread (swscale releases the
+        GIL): encode_source() converts the next chunk while x264 encodes this one.
+        """
         import av
 
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            # one converter for the whole clip: a frame's own reformat() sets up swscale every time
+            self._reformatter = VideoReformatter()
+        out = []
+        for frame in self._as_chunk(frames):
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf = self._reformatter.reformat(vf, format="yuv420p", dst_colorspace="ITU709")
+            vf.colorspace, vf.color_range = BT709, LIMITED_RANGE
+            out.append(vf)
+        return out
+
+    def write_converted(self, frames: list[Any]) -> None:
+        """Encode frames from convert() (already yuv420p: the encoder converts nothing)."""
         if self._closed:
             raise RuntimeError("VideoWriter is closed")
-        chunk = self._as_chunk(frames)
-        for frame in chunk:
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vf = vf.reformat(format="yuv420p", dst_colorspace="ITU709")
-            vf.colorspace, vf.color_range = BT709, LIMITED_RANGE
-            vf.pts = self.frames_written
-            self._container.mux(self._video.encode(vf))
-            self.frames_written += 1
-        self._write_audio_until(self._audio_samples_for(self.frames_written))
+        try:
+            for vf in frames:
+                vf.pts = self.frames_written
+                self._container.mux(self._video.encode(vf))
+                self.frames_written += 1
+            self._write_audio_until(self._audio_samples_for(self.frames_written))
+        except OSError as exc:
+            self._abort()
+            raise self._storage_error(exc) from exc
+
+    def _storage_error(self, exc: OSError) -> Exception:
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return SonicStorageError(
+                str(self.path.parent),
+                f"ran out of space while writing {self.path.name} ({exc.strerror or exc}); nothing was saved",
+                "free space in the output folder and run again",
+            )
+        return exc
 
     def _as_chunk(self, frames: np.ndarray) -> np.ndarray:
         arr = np.asarray(frames)
@@ -197,6 +240,9 @@ class VideoWriter:
             if self._audio is not None:
                 self._container.mux(self._audio.encode(None))
             self._container.close()
+        except OSError as exc:
+            self._abort()
+            raise self._storage_error(exc) from exc
         except Exception:
             self._abort()
             raise
@@ -270,3 +316,30 @@ def encode_video(
         for chunk in chunks:
             writer.write(chunk)
     return writer.path
+
+
+def encode_source(
+    source: Any, writer: VideoWriter, progress: Any | None = None, prefetch: bool = True
+) -> int:
+    """Encode every chunk of a FrameSource with `writer`; returns the frames written.
+
+    The source is read, and each chunk converted to yuv420p, on a worker thread while this
+    thread runs x264 on the previous chunk: a lite source renders there too, so rendering,
+    colour conversion and encoding share the cores the way the engine-only benchmark does.
+    """
+    from .frames import prefetched
+
+    converted = (writer.convert(chunk) for chunk in source.chunks())
+    chunks = prefetched(converted) if prefetch else converted
+    try:
+        for frames in chunks:
+            if progress is not None:
+                progress.check_cancel()
+            writer.write_converted(frames)
+            if progress is not None:
+                progress.update(len(frames))
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return writer.frames_written

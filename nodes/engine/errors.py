@@ -52,6 +52,20 @@ class SonicOutOfMemoryError(RuntimeError):
         super().__init__(f"out of memory at min_resolution={resolution}{extra}; {hint}")
 
 
+class SonicStorageError(RuntimeError):
+    """A folder we write to (frame store, output) is full or not writable: names the folder.
+
+    Not an input error: the same job may succeed on another host or after space is freed."""
+
+    def __init__(
+        self, folder: str, problem: str, fix: str = "free space there or choose another folder"
+    ) -> None:
+        self.folder = folder
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{folder}: {problem}; {fix}")
+
+
 RESOLUTION_TIERS = (384, 512, 768, 1024)
 
 
@@ -60,5 +74,5 @@ def next_lower_tier(resolution: int) -> int | None:
     return lower[-1] if lower else None
 
 
-for _cls in (SonicInputError, SonicModelError, SonicServiceError, SonicOutOfMemoryError):
+for _cls in (SonicInputError, SonicModelError, SonicServiceError, SonicOutOfMemoryError, SonicStorageError):
     _cls.__module__ = SHORT_MODULE

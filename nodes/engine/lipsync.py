@@ -22,8 +22,9 @@ import numpy as np
 
 from .errors import SonicInputError
 from .face import EYE_LEFT, EYE_RIGHT, MOUTH_OUTER, FaceAnalyzer, default_analyzer
+from .frames import FrameSource, RemappedSource, array_source
 from .progress import Progress
-from .types import Box
+from .types import Audio, Box
 
 MODES = ("auto", "manual")
 MANUAL_RANGE = 0.5  # seconds either way
@@ -58,34 +59,56 @@ class LipSyncResult:
 
 # --- what the frames show ----------------------------------------------------------------------------
 class FaceTracker:
-    """Landmarks frame after frame: the face is detected once, then each frame's box follows the
-    previous frame's nose and eyes (keeping the shape the detector gave it), which is steadier and
-    much faster than detecting every frame."""
+    """Landmarks frame after frame, read in a small region around the face.
 
-    def __init__(self, analyzer: FaceAnalyzer | None = None) -> None:
+    The face is found once - from the box the frames come with (SONIC_FRAMES carry the face box
+    SONIC_PreData detected) or, for frames of unknown origin, by detecting it - then each frame's
+    box follows the previous frame's nose and eyes (keeping the shape the detector gave it), and
+    the landmark model only sees a crop a little larger than that box. Steadier and far cheaper
+    than detecting faces in every frame, and the cost does not grow with the frame size.
+    """
+
+    def __init__(self, analyzer: FaceAnalyzer | None = None, face_box: Box | None = None) -> None:
         self.analyzer = analyzer or default_analyzer()
+        self.start_box = face_box
         self.relation: np.ndarray | None = None
         self.previous: np.ndarray | None = None
         self.seen = 0
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         """[68, 2] landmarks, or None while no face has been found yet."""
-        image = _rgb8(frame)
         self.seen += 1
         if self.previous is None:
-            # Detection is slow: try the first frames, then every 10th until a face shows.
-            if self.seen > _DETECT_TRIES and self.seen % 10:
-                return None
-            boxes = self.analyzer.detect(image)
-            if not boxes:
-                return None
-            points = np.asarray(self.analyzer.landmarks(image, boxes[0]), dtype=np.float32)
-            self.relation = _box_relation(boxes[0], points)
+            if self.start_box is not None and self.seen == 1:
+                box = self.start_box
+            else:
+                # Detection is slow: try the first frames, then every 10th until a face shows.
+                if self.seen > _DETECT_TRIES and self.seen % 10:
+                    return None
+                boxes = self.analyzer.detect(_rgb8(frame))
+                if not boxes:
+                    return None
+                box = boxes[0]
+            points = self._landmarks(frame, box)
+            self.relation = _box_relation(box, points)
         else:
-            box = _box_from(self.relation, self.previous)
-            points = np.asarray(self.analyzer.landmarks(image, box), dtype=np.float32)
+            points = self._landmarks(frame, _box_from(self.relation, self.previous))
         self.previous = points
         return points
+
+    def _landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
+        """Landmarks from a crop of `frame` around `box` (grown by a quarter of its size on each side)."""
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = box
+        gx, gy = (x1 - x0) // 4 + 2, (y1 - y0) // 4 + 2
+        rx0, ry0 = max(0, x0 - gx), max(0, y0 - gy)
+        rx1, ry1 = min(w, x1 + gx), min(h, y1 + gy)
+        if rx1 - rx0 < 8 or ry1 - ry0 < 8:  # the box left the picture: read the whole frame
+            rx0, ry0, rx1, ry1 = 0, 0, w, h
+        region = _rgb8(frame[ry0:ry1, rx0:rx1])
+        local = (x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0)
+        points = np.asarray(self.analyzer.landmarks(region, local), dtype=np.float32)
+        return points + np.float32([rx0, ry0])
 
 
 class NoFaceInFrames(SonicInputError):
@@ -93,10 +116,15 @@ class NoFaceInFrames(SonicInputError):
 
 
 def track_landmarks(
-    frames: Iterable[np.ndarray], analyzer: FaceAnalyzer | None = None, progress: Progress | None = None
+    frames: Iterable[np.ndarray],
+    analyzer: FaceAnalyzer | None = None,
+    progress: Progress | None = None,
+    face_box: Box | None = None,
 ) -> np.ndarray:
-    """[N, 68, 2] landmarks of every frame (frames before the face is first found copy its first landmarks)."""
-    tracker = FaceTracker(analyzer)
+    """[N, 68, 2] landmarks of every frame (frames before the face is first found copy its first landmarks).
+
+    `face_box`: where the face is in the first frame, when known (no detection then)."""
+    tracker = FaceTracker(analyzer, face_box)
     found: list[np.ndarray | None] = []
     for i, frame in enumerate(frames):
         found.append(tracker(frame))
@@ -152,9 +180,12 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 
 
 def mouth_motion(
-    frames: Iterable[np.ndarray], analyzer: FaceAnalyzer | None = None, progress: Progress | None = None
+    frames: Iterable[np.ndarray],
+    analyzer: FaceAnalyzer | None = None,
+    progress: Progress | None = None,
+    face_box: Box | None = None,
 ) -> MouthMotion:
-    landmarks = track_landmarks(frames, analyzer, progress)
+    landmarks = track_landmarks(frames, analyzer, progress, face_box)
     return MouthMotion(openings=mouth_opening(landmarks), landmarks=landmarks)
 
 
@@ -323,6 +354,102 @@ def check_settings(fps: float, mode: str, offset: float, max_offset: float, smoo
         raise SonicInputError("smoothing", f"{smoothing!r} is outside 0..1", "use 0 (off) to 1 (strongest)")
 
 
+@dataclass
+class SourceCorrection:
+    """correct_source()'s result: the corrected frames as a lazily evaluated source."""
+
+    source: FrameSource  # round(audio duration x fps) frames, shifted (and deflickered) as they are read
+    offset_seconds: float  # measured (auto) or applied (manual)
+    applied_frames: int  # whole frames the video was moved earlier (+) or later (-)
+    correlation: float | None = None  # auto, when measured
+    notes: list[str] = field(default_factory=list)
+    measured: bool = False
+
+
+def correct_source(
+    source: FrameSource,
+    mode: str = "auto",
+    offset: float = 0.0,
+    max_offset: float = 0.3,
+    smoothing: float = 0.0,
+    analyzer: FaceAnalyzer | None = None,
+    progress: Progress | None = None,
+) -> SourceCorrection:
+    """Measure (auto) or take (manual) the offset of `source` against its own audio, and return
+    the frames moved to fix it, optionally deflickered.
+
+    Measuring reads the clip once (landmarks in a small region around the face box the source
+    carries); the output is computed while it is read (nothing is stored). Frames whose timing is
+    exact by construction (`info.in_sync`: the lite backend with its own audio) are not measured:
+    their offset is 0.
+    """
+    info = source.info
+    check_settings(info.fps, mode, offset, max_offset, smoothing)
+    if info.audio is None:
+        raise SonicInputError(
+            "audio", "no audio to sync the frames to", "connect the speech the frames were made from"
+        )
+    samples = np.asarray(info.audio.samples, dtype=np.float32)
+    rate = int(info.audio.sample_rate)
+    n_audio = samples.shape[-1]
+    if n_audio == 0 or rate <= 0:
+        raise SonicInputError("audio", "the audio is empty", "connect the speech the frames were made from")
+    n_out = max(1, round(n_audio / rate * info.fps))
+    fps = info.fps
+    notes: list[str] = []
+    landmarks = None
+    correlation = None
+    seconds = float(offset) if mode == "manual" else 0.0
+    face_found = True
+    measured = False
+    if mode == "auto" and info.in_sync:
+        notes.append(
+            f"{info.origin} frames are in sync with their audio by construction: offset not measured"
+        )
+    elif mode == "auto":
+        try:
+            motion = mouth_motion(source.iter_frames(), analyzer, progress, info.face_box)
+        except NoFaceInFrames:
+            # Losing an expensive render over a measurement would be worse than not correcting it.
+            face_found = False
+            notes.append("no face found in the frames: offset not measured, frames passed through unshifted")
+        else:
+            measured = True
+            landmarks = motion.landmarks
+            envelope = audio_envelope(samples, rate, fps, len(source))
+            est = estimate_offset(motion.openings, envelope, fps, max_offset)
+            seconds, correlation = est.seconds, est.correlation
+            if est.correlation < 0.2:
+                notes.append(
+                    f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable"
+                )
+    shift = round(seconds * fps)
+    idx = shift_indices(len(source), n_out, shift)
+    boxes = None
+    if smoothing > 0 and face_found and landmarks is None:
+        try:
+            landmarks = track_landmarks(source.iter_frames(), analyzer, progress, info.face_box)
+        except NoFaceInFrames:
+            face_found = False
+    if smoothing > 0 and not face_found:
+        notes.append("smoothing skipped: it needs the mouth position to leave the lips sharp")
+        smoothing = 0.0
+    elif smoothing > 0:
+        boxes = [mouth_box(landmarks[i]) for i in idx]
+    if smoothing == 0 and n_out == len(source) and shift == 0:
+        out: FrameSource = source  # nothing to change: the same frames, read once by the next node
+    else:
+        out = RemappedSource(source, idx, smoothing, boxes, cancel=progress)
+    return SourceCorrection(
+        source=out,
+        offset_seconds=float(seconds),
+        applied_frames=int(shift),
+        correlation=correlation,
+        notes=notes,
+        measured=measured,
+    )
+
+
 def correct(
     frames: np.ndarray,
     audio: np.ndarray,
@@ -335,10 +462,9 @@ def correct(
     analyzer: FaceAnalyzer | None = None,
     progress: Progress | None = None,
 ) -> LipSyncResult:
-    """Measure (auto) or take (manual) the offset, shift the frames to fix it, optionally deflicker.
+    """correct_source() for frames in memory: uint8 [N, H, W, 3] and audio [n] or [C, n].
 
-    `frames` is uint8 [N, H, W, 3]; `audio` is [n] or [C, n]. The result has
-    round(audio duration x fps) frames, whatever N was.
+    The result has round(audio duration x fps) frames, whatever N was.
     """
     check_settings(fps, mode, offset, max_offset, smoothing)
     if frames.ndim != 4 or frames.shape[0] == 0 or frames.shape[-1] != 3:
@@ -346,56 +472,15 @@ def correct(
             "images", f"expected [N, H, W, 3] frames, got shape {frames.shape}", "connect an image batch"
         )
     samples = np.asarray(audio, dtype=np.float32)
-    n_audio = samples.shape[-1]
-    if n_audio == 0 or sample_rate <= 0:
-        raise SonicInputError("audio", "the audio is empty", "connect the speech the frames were made from")
-    n_out = max(1, round(n_audio / sample_rate * fps))
-    notes: list[str] = []
-    landmarks = None
-    correlation = None
-    seconds = float(offset) if mode == "manual" else 0.0
-    face_found = True
-    if mode == "auto":
-        try:
-            motion = mouth_motion(frames, analyzer, progress)
-        except NoFaceInFrames:
-            # Losing an expensive render over a measurement would be worse than not correcting it.
-            face_found = False
-            notes.append("no face found in the frames: offset not measured, frames passed through unshifted")
-        else:
-            landmarks = motion.landmarks
-            envelope = audio_envelope(samples, sample_rate, fps, len(frames))
-            est = estimate_offset(motion.openings, envelope, fps, max_offset)
-            seconds, correlation = est.seconds, est.correlation
-            if est.correlation < 0.2:
-                notes.append(
-                    f"weak mouth/audio correlation ({est.correlation:.2f}): the offset may be unreliable"
-                )
-    shift = round(seconds * fps)
-    idx = shift_indices(len(frames), n_out, shift)
-    out = frames[idx]
-    if smoothing > 0 and face_found and landmarks is None:
-        try:
-            landmarks = track_landmarks(frames, analyzer, progress)
-        except NoFaceInFrames:
-            face_found = False
-    if smoothing > 0 and not face_found:
-        notes.append("smoothing skipped: it needs the mouth position to leave the lips sharp")
-    elif smoothing > 0:
-        boxes = [mouth_box(landmarks[i]) for i in idx]
-        # In place: deflicker keeps its own float copy of the previous frame, so frame i may be
-        # overwritten once it has been read; no third copy of the clip.
-        for i, smooth in enumerate(deflicker(out, smoothing, boxes)):
-            out[i] = smooth
-            if progress is not None and i % 16 == 15:
-                progress.check_cancel()
-                progress.update(16)
-        if progress is not None and len(out) % 16:
-            progress.update(len(out) % 16)
+    sound = Audio(samples if samples.ndim == 2 else samples.reshape(1, -1), int(sample_rate))
+    source = array_source(frames, fps, sound)
+    fixed = correct_source(source, mode, offset, max_offset, smoothing, analyzer, progress)
+    out = fixed.source
+    result = np.concatenate(list(out.chunks())) if out is not source else frames
     return LipSyncResult(
-        frames=out,
-        offset_seconds=float(seconds),
-        applied_frames=int(shift),
-        correlation=correlation,
-        notes=notes,
+        frames=result,
+        offset_seconds=fixed.offset_seconds,
+        applied_frames=fixed.applied_frames,
+        correlation=fixed.correlation,
+        notes=fixed.notes,
     )

@@ -1,9 +1,14 @@
-"""SONIC_ModelLoader + SONIC_Inference used the way a ComfyUI graph uses them (lite backend)."""
+"""SONIC_ModelLoader + SONIC_Inference used the way a ComfyUI graph uses them (lite backend).
+
+The frames come out as SONIC_FRAMES: lite frames are rendered when the next node reads them
+(nothing stored), and Sonic Frames to IMAGE turns them into a core IMAGE batch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from comfyui_sonic.nodes.engine.frames import FrameSource, live_stores
+from comfyui_sonic.nodes.frames_io import SONIC_FramesToImage
 from comfyui_sonic.nodes.inference import SONIC_Inference
 from comfyui_sonic.nodes.model_loader import SONIC_ModelLoader
 from comfyui_sonic.nodes.pre_data import SONIC_PreData
@@ -28,26 +33,41 @@ def run(data, **overrides):
     return SONIC_Inference().generate(model=model, data=data, **args)
 
 
-def test_frames_are_a_comfy_image_batch_with_matching_audio(prepared):
+def as_image(frames: FrameSource) -> torch.Tensor:
+    return SONIC_FramesToImage().convert(frames)[0]
+
+
+def test_frames_carry_fps_audio_and_face_and_become_a_comfy_image_batch(prepared, tmp_path, monkeypatch):
+    monkeypatch.setenv("SONIC_FRAMES_DIR", str(tmp_path))
     frames, audio, fps = run(prepared)
-    assert frames.dtype == torch.float32 and frames.shape == (30, *prepared.image.shape[:2], 3)
-    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
-    assert fps == 25.0
+    assert isinstance(frames, FrameSource) and frames.shape == (30, *prepared.image.shape[:2], 3)
+    assert frames.info.fps == fps == 25.0 and frames.info.face_box == prepared.face_box
+    assert frames.info.in_sync and frames.info.origin == "lite"
+    assert live_stores(tmp_path) == []  # lite renders when read: nothing is stored
+    images, image_audio, image_fps = SONIC_FramesToImage().convert(frames)
+    assert images.dtype == torch.float32 and images.shape == (30, *prepared.image.shape[:2], 3)
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and image_fps == 25.0
     assert audio["waveform"].shape[0] == 1
     assert audio["waveform"].shape[-1] / audio["sample_rate"] == pytest.approx(30 / 25.0, abs=1e-3)
+    assert torch.equal(image_audio["waveform"], audio["waveform"])
 
 
 def test_seed_zero_is_a_seed_and_the_same_seed_repeats(prepared):
-    a, _, _ = run(prepared, seed=0)
-    b, _, _ = run(prepared, seed=0)
-    c, _, _ = run(prepared, seed=1)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+    a = run(prepared, seed=0)[0]
+    b = run(prepared, seed=0)[0]
+    c = run(prepared, seed=1)[0]
+    assert torch.equal(as_image(a), as_image(b))
+    assert torch.equal(as_image(a), as_image(a))  # read twice, rendered twice: the same frames
+    assert not torch.equal(as_image(a), as_image(c))
 
 
 def test_paste_back_returns_frames_the_size_of_the_original_image(prepared):
-    frames, _, _ = run(prepared, paste_back=True)
+    frames = run(prepared, paste_back=True)[0]
     assert frames.shape[1:3] == prepared.original.shape[:2]
+    assert as_image(frames).shape[1:3] == prepared.original.shape[:2]
+    x0, y0, x1, y1 = frames.info.face_box  # the face moved into the original picture's coordinates
+    assert prepared.crop_box[0] <= x0 < x1 <= prepared.crop_box[2]
+    assert prepared.crop_box[1] <= y0 < y1 <= prepared.crop_box[3]
 
 
 @pytest.mark.parametrize(
@@ -68,7 +88,7 @@ def test_a_bad_number_is_a_one_line_input_error_before_any_frame(prepared, monke
     from comfyui_sonic.nodes import inference
     from comfyui_sonic.nodes.engine.errors import SonicInputError
 
-    monkeypatch.setattr(inference, "collect_frames", lambda *a: pytest.fail("rendered anyway"))
+    monkeypatch.setattr(inference, "make_source", lambda *a: pytest.fail("rendered anyway"))
     with pytest.raises(SonicInputError) as excinfo:
         run(prepared, **{name: value})
     assert str(excinfo.value) == says

@@ -1,4 +1,4 @@
-"""VideoEncode used the way a ComfyUI graph uses it: IMAGE frames + AUDIO -> an MP4 in the output folder."""
+"""VideoEncode used the way a ComfyUI graph uses it: frames (or a core IMAGE) + AUDIO -> an MP4 in the output folder."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def speech(seconds: float, rate: int = 16000) -> dict:
 def test_every_input_has_a_tooltip():
     spec = VideoEncode.INPUT_TYPES()
     inputs = {**spec["required"], **spec["optional"]}
-    assert set(inputs) == {"images", "fps", "codec", "crf", "preset", "filename_prefix", "audio"}
+    assert set(inputs) == {"frames", "images", "fps", "codec", "crf", "preset", "filename_prefix", "audio"}
     assert all(options.get("tooltip") for _, options in inputs.values())
     assert "h264" in inputs["codec"][0] and inputs["filename_prefix"][1]["default"] == "sonic/sonic"
     assert VideoEncode.OUTPUT_NODE is True and VideoEncode.RETURN_TYPES == ("VIDEO", "STRING")
@@ -119,3 +119,51 @@ def test_the_progress_bar_shows_at_zero_before_encoding_starts(monkeypatch, tmp_
     monkeypatch.setitem(sys.modules, "comfy.utils", utils)
     VideoEncode().encode(images=frames(3, 64, 64), fps=25.0, filename_prefix="bar")
     assert events[0] == (0, 3) and events[-1][0] == "+"
+
+
+def test_streamed_frames_carry_their_rate_and_soundtrack(output_dir):
+    import numpy as np
+    from comfyui_sonic.nodes.engine.frames import array_source
+    from comfyui_sonic.nodes.engine.types import Audio
+
+    pixels = (frames(30, 64, 64).numpy() * 255).astype(np.uint8)
+    t = np.arange(16000, dtype=np.float32) / 16000
+    sound = Audio((0.3 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32), 16000)
+    out = VideoEncode().encode(frames=array_source(pixels, 30.0, sound), fps=25.0, preset="ultrafast")
+    path = out["result"][1]
+    assert "fps 25 not applied: the frames are 30 fps" in out["ui"]["text"][0]
+    with av.open(path) as container:
+        assert container.streams.video[0].average_rate == 30 and container.streams.audio
+        assert sum(1 for _ in container.decode(video=0)) == 30
+
+
+def test_no_frames_connected_names_the_input(output_dir):
+    with pytest.raises(SonicInputError, match="^frames: no frames connected"):
+        VideoEncode().encode(fps=25.0)
+
+
+def test_a_full_output_disk_is_one_error_and_leaves_no_mp4(tmp_path):
+    # The kernel refuses the write (a file-size limit in a child process: EFBIG, as a full disk or
+    # quota would): one line naming the output folder, and no file that looks like a finished MP4.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        import numpy as np, torch
+        from comfyui_sonic.nodes import comfy_bridge
+        from comfyui_sonic.nodes.video_encode import VideoEncode
+        comfy_bridge.set_output_dir({str(tmp_path)!r})
+        noise = torch.from_numpy(np.random.default_rng(0).random((60, 256, 256, 3), dtype=np.float32))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        VideoEncode().encode(images=noise, fps=25.0, crf=0, preset="ultrafast", filename_prefix="sonic/full")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "SonicStorageError" in last and str(tmp_path / "sonic") in last and "nothing was saved" in last
+    assert [p.name for p in (tmp_path / "sonic").iterdir()] == []

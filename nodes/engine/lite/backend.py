@@ -72,6 +72,12 @@ class LiteBackend:
     """Landmark-driven 2D animation (see the module docstring)."""
 
     name = "lite"
+    # Frames are a pure function of (portrait, audio, settings) and cheap to make: SONIC_Inference
+    # hands them on as a source that renders when read, instead of storing them.
+    replayable = True
+    # The mouth is read from the audio at each frame's centre with a zero-phase filter: the frames
+    # are in sync with the audio by construction (tests/engine/test_lipsync.py measures 0).
+    in_sync = True
 
     def __init__(self, chunk_frames: int = CHUNK_FRAMES, analyzer: FaceAnalyzer | None = None) -> None:
         self.chunk_frames = max(1, int(chunk_frames))

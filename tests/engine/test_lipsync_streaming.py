@@ -1,0 +1,96 @@
+"""Lip-sync on streamed frames: the mouth is read in a small region tracked from the known face box.
+
+The mouth here is NOT driven by the lite renderer's audio analysis: it opens on the ground-truth
+syllable timing of the synthetic speech (smoothed without phase shift), and each frame is drawn
+with the lite renderer's still-frame mouth. So the measurement is checked against timing that is
+independent of the code it would otherwise share with the frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from comfyui_sonic.nodes.engine.face import default_analyzer
+from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStoreWriter, RemappedSource
+from comfyui_sonic.nodes.engine.lipsync import correct_source
+from comfyui_sonic.nodes.engine.lite.backend import mouth_frame
+from scipy.ndimage import gaussian_filter1d
+
+from .lite.lite_clips import prepared, speech_envelope
+
+FPS = 25.0
+SECONDS = 8.0
+SEED = 5
+
+
+class CountingAnalyzer:
+    """The real dlib analyzer, counting calls and the pixels the landmark model is shown."""
+
+    def __init__(self) -> None:
+        self.real = default_analyzer()
+        self.detections = 0
+        self.landmark_pixels: list[int] = []
+
+    def detect(self, image):
+        self.detections += 1
+        return self.real.detect(image)
+
+    def landmarks(self, image, box):
+        self.landmark_pixels.append(image.shape[0] * image.shape[1])
+        return self.real.landmarks(image, box)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepared(SECONDS, seed=SEED, resolution=256)
+
+
+@pytest.fixture(scope="module")
+def store(data, tmp_path_factory):
+    """An in-sync clip in a frame store, with the face box SONIC_PreData found (as SONIC_FRAMES carry it)."""
+    opening = gaussian_filter1d(speech_envelope(SECONDS, FPS, seed=SEED), 1.0) * 0.9
+    h, w = data.image.shape[:2]
+    with FrameStoreWriter(w, h, len(opening), root=tmp_path_factory.mktemp("frames")) as writer:
+        for o in opening:
+            writer.write(mouth_frame(data.image, data.landmarks, float(o)))
+        info = ClipInfo(w, h, len(opening), FPS, audio=data.audio, face_box=data.face_box, origin="test")
+        return writer.finish(info)
+
+
+def late_by(source, n: int) -> RemappedSource:
+    """The clip with the video n frames late (n < 0: early), same length."""
+    return RemappedSource(source, np.clip(np.arange(len(source)) - n, 0, len(source) - 1))
+
+
+def test_an_in_sync_clip_measures_zero(store):
+    result = correct_source(store, mode="auto")
+    assert result.measured and abs(result.offset_seconds) < 0.5 / FPS
+    assert result.source is store  # nothing to move: the same frames go on, unread
+
+
+@pytest.mark.parametrize("seconds", [0.04, 0.08, 0.2, -0.04, -0.08, -0.2])
+def test_injected_offsets_are_measured_within_a_frame_from_the_face_box(store, seconds):
+    analyzer = CountingAnalyzer()
+    shifted = late_by(store, round(seconds * FPS))
+    result = correct_source(shifted, mode="auto", max_offset=0.3, analyzer=analyzer)
+    assert result.offset_seconds == pytest.approx(seconds, abs=1.0 / FPS)
+    assert analyzer.detections == 0  # the face box came with the frames
+    frame_pixels = store.info.width * store.info.height
+    assert max(analyzer.landmark_pixels) < 0.6 * frame_pixels  # a region around the face, not the frame
+    fixed = correct_source(result.source, mode="auto", max_offset=0.3)
+    assert abs(fixed.offset_seconds) <= 1.0 / FPS
+
+
+def test_frames_without_a_face_box_find_the_face_once(store):
+    analyzer = CountingAnalyzer()
+    unknown = store.with_info(face_box=None)
+    result = correct_source(late_by(unknown, 2), mode="auto", analyzer=analyzer)
+    assert result.offset_seconds == pytest.approx(0.08, abs=1.0 / FPS)
+    assert analyzer.detections == 1
+
+
+def test_frames_in_sync_by_construction_are_not_measured(store):
+    analyzer = CountingAnalyzer()
+    result = correct_source(store.with_info(in_sync=True, origin="lite"), mode="auto", analyzer=analyzer)
+    assert not result.measured and result.offset_seconds == 0.0
+    assert analyzer.landmark_pixels == [] and "lite frames are in sync" in result.notes[0]
