@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import resource
 import shutil
 import signal
 import subprocess
@@ -120,7 +121,31 @@ def bench_overhead(tmp: Path, broker: str, db: str, jobs: int) -> None:
     )
 
 
-def bench_throughput(tmp: Path, broker: str, db: str, jobs: int, profile: bool) -> None:
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU seconds of these processes and all their children (alive now)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def server_pids(rabbit, postgres) -> dict[str, list[int]]:
+    import psutil
+
+    data_dir = str(postgres.root / "data")
+    pg = [p.pid for p in psutil.process_iter(["cmdline"]) if data_dir in " ".join(p.info["cmdline"] or [])]
+    return {"RabbitMQ": [rabbit.process.pid], "PostgreSQL": pg}
+
+
+def bench_throughput(tmp: Path, broker: str, db: str, jobs: int, profile: bool, servers: dict) -> None:
     hosts = [FakeComfyProcess(tmp / f"h{i}", run_seconds=0.0).start() for i in range(32)]
     workers: list[subprocess.Popen] = []
     prof = tmp / "worker0.prof" if profile else None
@@ -133,7 +158,18 @@ def bench_throughput(tmp: Path, broker: str, db: str, jobs: int, profile: bool) 
                 start_worker(broker, db, urls[w::8], tmp / f"w{w}.log", profile=prof if w == 0 else None)
             )
         time.sleep(3.0)
+        groups = {
+            "workers": [w.pid for w in workers],
+            "fake hosts": [h.proc.pid for h in hosts],
+            **servers,
+        }
+        before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall = publish_and_wait(broker, db, workflow, manifest, tmp / "out32", "throughput")
+        after = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after["batch --broker"] = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
+        before["batch --broker"] = 0.0
         span, done = batch_span(db, "throughput")
     finally:
         stop(workers)
@@ -142,6 +178,15 @@ def bench_throughput(tmp: Path, broker: str, db: str, jobs: int, profile: bool) 
     print(
         f"2. throughput, 32 hosts / 8 workers x 4 hosts, {jobs} jobs: {done / span:.1f} jobs/s end to end"
         f"   [target >= 100]  (first job created -> last done {span:.1f} s; publish+follow command {wall:.1f} s)"
+    )
+    spent = {name: after[name] - before[name] for name in after}
+    total = sum(spent.values())
+    print(
+        f"   CPU per job by component ({total / done * 1000:.1f} ms in all; 2 cores allow at most"
+        f" {2 * done / total:.0f} jobs/s at this cost): "
+        + ", ".join(
+            f"{name} {sec / done * 1000:.1f} ms" for name, sec in sorted(spent.items(), key=lambda kv: -kv[1])
+        )
     )
     if prof is not None and prof.exists():
         stats = pstats.Stats(str(prof))
@@ -224,7 +269,9 @@ def main() -> int:
         broker, db = rabbit.url, postgres.url
         fresh_db(db)
         bench_overhead(tmp, broker, db, 30 if args.quick else 200)
-        bench_throughput(tmp, broker, db, 200 if args.quick else 2000, args.profile)
+        bench_throughput(
+            tmp, broker, db, 200 if args.quick else 2000, args.profile, server_pids(rabbit, postgres)
+        )
         if args.publish:
             bench_publish(tmp, broker, db, rabbit, postgres, 2000 if args.quick else args.publish)
     finally:

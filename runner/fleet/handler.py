@@ -165,9 +165,8 @@ class JobHandler:
             if outcome is not None:
                 self._settle(job, outcome)
                 return
-        if job.job_id in self.store.cancel_requested([job.job_id]):
-            self._end(job, J.DEAD, "cancelled by the client", "cancelled")
-            return
+        # (A cancel of a waiting job ends it at once in the API; a cancel of a running one is
+        # seen when its attempt ends, in _settle: nothing to ask the store here.)
         first = job.attempts == 0 and job.state == J.QUEUED
         changes = {"queued_seconds": time.time() - job.created_at} if first else {}
         self.store.take(job, worker, lease, host=self.host.safe_url, **changes)

@@ -213,7 +213,7 @@ class Worker:
                 self._sync_consumers()
                 # While jobs run, wake often: a finished job's ack (and with prefetch = inflight,
                 # the next message) waits for this loop; idle, wait longer.
-                self._drain(0.005 if self._running() else 0.5)
+                self._drain(0.002 if self._running() else 0.5)
                 backoff = 0.5
             except (OSError, *_connection_errors()) as exc:
                 log.warning("broker connection lost (%s); reconnecting", one_line(exc))
