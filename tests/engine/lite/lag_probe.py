@@ -5,7 +5,9 @@ that compared the mouth with that envelope would pass whatever timing the render
 probe only looks at what a viewer gets, the frames and the audio:
 - the mouth: MediaPipe's face mesh (nodes/engine/facemesh.py, mapped to dlib's 68 points) is run
   on every rendered frame, found afresh by BlazeFace each frame (no tracking state shared with
-  the renderer), and the inner-lip gap (61-67, 62-66, 63-65) is divided by the eye distance;
+  the renderer), and the inner-lip gap (61-67, 62-66, 63-65) is divided by the eye distance.
+  reader="dlib" reads the same points with dlib's HOG detector and 68-point predictor instead, a
+  second opinion from a model the lite rig was not placed with;
 - the sound: plain RMS of the samples over each frame's display interval [i/fps, (i+1)/fps).
 The lag is the shift of the RMS windows (5 ms steps over -200..+200 ms) at which the two series
 correlate best (Pearson r). Positive lag: the video is late (the mouth moves after the sound).
@@ -22,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 from comfyui_sonic.nodes.engine.blazeface import BlazeFaceAnalyzer
-from comfyui_sonic.nodes.engine.face import EYE_LEFT, EYE_RIGHT
+from comfyui_sonic.nodes.engine.face import EYE_LEFT, EYE_RIGHT, DlibFaceAnalyzer, FaceAnalyzer
 
 MAX_LAG = 0.2  # seconds either way
 STEP = 0.005  # seconds between the lags tried
@@ -38,14 +40,19 @@ class Lag:
         return f"lag {1000 * self.seconds:+.0f} ms (r {self.correlation:.2f}; r at 0 ms {self.at_zero:.2f})"
 
 
-@lru_cache(maxsize=1)
-def _detector() -> BlazeFaceAnalyzer:
-    return BlazeFaceAnalyzer()
+READERS = ("mesh", "dlib")
 
 
-def inner_lip_gaps(frames: np.ndarray) -> np.ndarray:
-    """[N] inner-lip gap in eye distances, read by the face mesh from each frame on its own."""
-    detector = _detector()
+@lru_cache(maxsize=2)
+def _reader(name: str) -> FaceAnalyzer:
+    return BlazeFaceAnalyzer() if name == "mesh" else DlibFaceAnalyzer()
+
+
+def inner_lip_gaps(frames: np.ndarray, reader: str = "mesh") -> np.ndarray:
+    """[N] inner-lip gap in eye distances, read from each frame on its own (reader: mesh or dlib)."""
+    if reader not in READERS:
+        raise ValueError(f"reader: {reader!r} is not one of {READERS}")
+    detector = _reader(reader)
     gaps = []
     for i, frame in enumerate(frames):
         boxes = detector.detect(frame)

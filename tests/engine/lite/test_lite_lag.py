@@ -69,6 +69,15 @@ def test_the_probe_sees_a_120_ms_offset(clip):
     assert late_video.seconds == pytest.approx(0.12, abs=0.01), late_video
 
 
+def test_the_probe_sees_a_mouth_two_frames_late(clip):
+    """A renderer whose mouth lagged by two frames (80 ms at 25 fps) would fail the 40 ms check."""
+    audio, gaps = clip
+    late = gaps[np.clip(np.arange(len(gaps)) - 2, 0, None)]
+    lag = lag_of(late, audio, RATE, FPS)
+    assert lag.seconds == pytest.approx(0.08, abs=0.01), lag
+    assert abs(lag.seconds) > ALLOWED
+
+
 def test_a_mouth_unrelated_to_the_sound_does_not_correlate(clip):
     audio, gaps = clip
     shuffled = np.random.default_rng(0).permutation(gaps)
