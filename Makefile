@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_runner.py
 	$(BIN)/python benchmarks/bench_tts.py
 	$(BIN)/python benchmarks/bench_faces.py
+	$(BIN)/python benchmarks/bench_lite_lag.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache
