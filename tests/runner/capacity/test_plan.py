@@ -29,7 +29,6 @@ def test_one_host_fewer_than_the_plan_misses_a_bound():
     assert all(result.by_priority[p].wait_p95 < limit for p, limit in targets.items())
     fewer = simulate(arrivals, FleetConfig([HostClass(n - 1)], tiers))
     assert any(fewer.by_priority[p].wait_p95 >= limit for p, limit in targets.items())
-    assert n > 11  # more than the offered load (10 hosts of work): the bounds cost hosts
 
 
 def test_plan_for_given_hosts_prints_lanes_and_utilisation(capsys):
