@@ -1,0 +1,1 @@
+"""Load, soak and fault tests of the whole service (issue 10); see README.md in this folder."""
