@@ -43,7 +43,7 @@ def draw(out: Path, summary: dict, steps, t0: float, queue, util, resources, fau
     ends = sorted(
         e["t_submit"] + e["e2e_s"] - t0 for e in records if e.get("ev") == "end" and e.get("state") == "done"
     )
-    subs = sorted(r["t"] - t0 for r in records if r.get("ev") == "submit" and r.get("code") == 202)
+    subs = sorted(r["t"] - t0 for r in records if r.get("ev") == "submit" and r.get("id"))
     width = 5.0
     horizon = max(ends[-1] if ends else 0, subs[-1] if subs else 0, steps[-1].end_s)
     bins = [i * width for i in range(int(horizon // width) + 2)]

@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import gevent
@@ -114,18 +115,20 @@ class SonicClient(HttpUser):
             "audio": (AUDIO.name, self.audio, "audio/wav"),
         }
         data = {"template": f"{TEMPLATE}_{tier}", "priority": priority}
+        # As the seeds' clients do: a key per submission, so a retry can never make a second job.
+        headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
         try:
             with self.client.post(
                 "/v1/jobs",
                 files=files,
                 data=data,
-                headers=self.headers,
+                headers=headers,
                 name="POST /v1/jobs",
                 catch_response=True,
             ) as resp:
                 record["submit_ms"] = (time.time() - started) * 1000
                 record["code"] = resp.status_code
-                if resp.status_code == 202:
+                if resp.status_code in (200, 202):  # 200: the same Idempotency-Key seen before
                     record["id"] = resp.json()["id"]
                     resp.success()
                 else:

@@ -38,7 +38,7 @@ def _pcts(values: list[float]) -> dict:
 
 
 def step_table(records: list[dict], steps: list[Step], t0: float, queue: list[dict], util: list[dict],
-               resources: list[dict]) -> list[dict]:  # fmt: skip
+               resources: list[dict], trace: list[dict] | None = None) -> list[dict]:  # fmt: skip
     """One row per step: throughput, latencies, errors, queue, utilisation, CPU and memory by kind."""
     submits = [r for r in records if r.get("ev") == "submit"]
     ends = [r for r in records if r.get("ev") == "end"]
@@ -47,12 +47,14 @@ def step_table(records: list[dict], steps: list[Step], t0: float, queue: list[di
     for step in steps:
         lo, hi = t0 + step.start_s, t0 + step.end_s
         mine = [r for r in submits if lo <= r["t"] < hi]
-        accepted = [r for r in mine if r.get("code") == 202]
+        accepted = [r for r in mine if r.get("id")]
         errors = Counter(r["error"] for r in mine if r.get("error"))
         finished = [e for e in ends if lo <= e["t_submit"] < hi]
         done = [e for e in finished if e.get("state") == "done" and not e.get("error")]
         errors.update(e["error"] for e in finished if e.get("error"))
         completed_in = [e for e in ends if e.get("state") == "done" and lo <= e["t_submit"] + e["e2e_s"] < hi]
+        server = [float(r["wait_s"]) + float(r["job_s"]) for r in trace or []
+                  if r["state"] == "done" and step.start_s <= float(r["t"]) < step.end_s]  # fmt: skip
         q = [r for r in queue if lo <= float(r["t"]) < hi]
         u = [float(r["busy"]) for r in util if lo <= float(r["t"]) < hi]
         cpu, rss = defaultdict(list), defaultdict(float)
@@ -77,6 +79,7 @@ def step_table(records: list[dict], steps: list[Step], t0: float, queue: list[di
                 "completed_rate": len(completed_in) / step.seconds,
                 "submit_ms": _pcts([r["submit_ms"] for r in mine]),
                 "e2e_s": _pcts([e["e2e_s"] for e in done]),
+                "server_e2e_s": _pcts(server),
                 "errors": dict(errors),
                 "error_rate": (sum(1 for r in mine if r.get("error")) / len(mine)) if mine else 0.0,
                 "queue_mean": sum(float(r["queued"]) for r in q) / len(q) if q else None,
@@ -156,7 +159,7 @@ def build(out: Path, soak: bool = False) -> dict:
     accounting = (
         json.loads((out / "accounting.json").read_text()) if (out / "accounting.json").exists() else None
     )
-    rows = step_table(records, steps, t0, queue, util, resources)
+    rows = step_table(records, steps, t0, queue, util, resources, _csv(out / "trace.csv"))
     p99_ms, max_errors = float(config.get("p99_ms", 250.0)), float(config.get("max_errors", 0.01))
     summary = {
         "mode": config.get("mode"),
@@ -211,15 +214,17 @@ def _fmt(value, spec: str = ".0f", none: str = "-") -> str:
 
 def step_lines(rows: list[dict]) -> list[str]:
     lines = [
-        "| step | users | accepted/s | completed/s | submit p50/p95/p99 ms | end-to-end p50/p95/p99 s | errors | queue mean/max | util |",
-        "|---:|---:|---:|---:|---|---|---|---|---:|",
+        "| step | users | accepted/s | completed/s | submit p50/p95/p99 ms | end-to-end p50/p95/p99 s (client) "
+        "| created-to-done p50/p95/p99 s (server) | errors | queue mean/max | util |",
+        "|---:|---:|---:|---:|---|---|---|---|---|---:|",
     ]
     for r in rows:
-        s, e = r["submit_ms"], r["e2e_s"]
+        s, e, g = r["submit_ms"], r["e2e_s"], r.get("server_e2e_s") or _pcts([])
         errs = ", ".join(f"{k} x{n}" for k, n in sorted(r["errors"].items())) or "0"
         lines.append(
             f"| {r['step']} | {r['users']} | {r['submit_rate']:.1f} | {r['completed_rate']:.1f} | "
             f"{s['p50']:.0f} / {s['p95']:.0f} / {s['p99']:.0f} | {e['p50']:.1f} / {e['p95']:.1f} / {e['p99']:.1f} | "
+            f"{g['p50']:.1f} / {g['p95']:.1f} / {g['p99']:.1f} | "
             f"{errs} | {_fmt(r['queue_mean'])} / {_fmt(r['queue_max'])} | {_fmt(r['utilisation'], '.0%')} |"
         )
     return lines

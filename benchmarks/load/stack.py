@@ -484,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             return execute_target(args)
         if args.mode == "soak":
             args.steps = f"{args.users}:{args.minutes * 60:g}"
+        if args.mode == "smoke" and args.pace == 1.0 and not args.fleet:
+            args.pace = 4.0  # embedded replicas render on this CPU: ~0.3 jobs/s, so the queue drains
         if args.mode == "smoke" and not args.fault:
             args.fault = ["stop-replica@25:10"]
             if args.fleet:
