@@ -164,6 +164,7 @@ def build(out: Path, soak: bool = False) -> dict:
     summary = {
         "mode": config.get("mode"),
         "fleet": bool(config.get("fleet")),
+        "api_only": bool(config.get("api_only")),
         "started": t0,
         "steps": rows,
         "knee": knee(rows, p99_ms, max_errors),
@@ -234,7 +235,10 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
     k = summary["knee"]
     lines = [f"# Load report: {out.name}", ""]
     mode = summary["mode"] or "?"
-    lines.append(f"Mode **{mode}**, {'fleet (RabbitMQ + workers + fake hosts)' if summary['fleet'] else 'embedded workers'}. "
+    parts = "fleet (RabbitMQ + workers + fake hosts)" if summary["fleet"] else "embedded workers"
+    if summary.get("api_only"):
+        parts = "API only (replicas without workers: jobs stay queued)"
+    lines.append(f"Mode **{mode}**, {parts}. "
                  f"Bounds: p99 submit <= {summary['bounds']['p99_submit_ms']:g} ms, errors <= {summary['bounds']['max_error_rate']:.1%}. "
                  "Measured on a shared 2-core machine: absolute numbers are inflated by other work on it.")  # fmt: skip
     lines.append("")

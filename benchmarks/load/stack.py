@@ -106,7 +106,7 @@ class Stack:
             + (
                 f", {len(self.workers)} workers, {len(self.hosts)} fake hosts, RabbitMQ"
                 if self.fleet
-                else " (embedded workers)"
+                else (" (API only, no workers)" if self.args.api_only else " (embedded workers)")
             )
             + f"; PostgreSQL, SeaweedFS S3; logs in {self.out / 'logs'}",
             flush=True,
@@ -149,10 +149,12 @@ class Stack:
 
     def _replica(self, i: int) -> Proc:
         port = _free_port()
-        argv = runner_argv(
-            "serve", "--bind", "127.0.0.1", "--port", str(port), "--db", self.db_url,
-            "--bucket", f"s3://{BUCKET}", "--s3-endpoint", self.s3.endpoint,
-        )  # fmt: skip
+        where = ["--bind", "127.0.0.1", "--port", str(port), "--db", self.db_url,
+                 "--bucket", f"s3://{BUCKET}", "--s3-endpoint", self.s3.endpoint]  # fmt: skip
+        if self.args.api_only:
+            argv = [sys.executable, "-m", "benchmarks.load.api_only", *where]
+        else:
+            argv = runner_argv("serve", *where)
         if self.fleet:
             argv += ["--broker", self.broker_url]
         return Proc(
@@ -343,7 +345,7 @@ def execute(args: argparse.Namespace, mode: str) -> int:
         stack.extra.append(loader)
         monitor = Monitor(
             out, stack.components, stack.db_url, hosts=stack.host_urls(),
-            renderers=0 if stack.fleet else len(stack.replicas),
+            renderers=0 if stack.fleet or args.api_only else len(stack.replicas),
             broker=(stack.broker_url, stack.broker_queues()) if stack.fleet else None,
             interval=args.interval, storage=(stack.s3, BUCKET) if mode == "soak" else None,
         ).start()  # fmt: skip
@@ -420,6 +422,11 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fleet", action="store_true", help="RabbitMQ + `sonic-runner worker` + fake hosts (issue 8)"
     )
+    p.add_argument(
+        "--api-only",
+        action="store_true",
+        help="replicas without workers (jobs stay queued): what the API path alone sustains",
+    )
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--hosts", type=int, default=3, help="fake ComfyUI hosts (--fleet)")
     p.add_argument("--workers-per-host", type=int, default=1)
@@ -482,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "target":
             return execute_target(args)
+        if getattr(args, "api_only", False):
+            args.follow, args.drain = "none", 0.0  # nothing renders: jobs stay queued
         if args.mode == "soak":
             args.steps = f"{args.users}:{args.minutes * 60:g}"
         if args.mode == "smoke" and args.pace == 1.0 and not args.fleet:
