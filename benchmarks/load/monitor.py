@@ -5,7 +5,7 @@ queues in fleet mode, the fake hosts' busy-time counters for utilisation) into C
 the run's folder, which the report reads:
 
     resources.csv  t, name, kind, rss_mb, cpu_pct, fds, procs
-    queue.csv      t, queued, active, done, dead, broker_ready
+    queue.csv      t, queued, active, done, dead, broker_ready, loadavg (the machine's 1-minute load)
     util.csv       t, name, busy      (busy: share of the interval the host or worker was rendering)
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -59,7 +60,7 @@ class Monitor:
         self._files = {}
         for name, header in (
             ("resources", ["t", "name", "kind", "rss_mb", "cpu_pct", "fds", "procs"]),
-            ("queue", ["t", "queued", "active", "done", "dead", "broker_ready"]),
+            ("queue", ["t", "queued", "active", "done", "dead", "broker_ready", "loadavg"]),
             ("util", ["t", "name", "busy"]),
             ("storage", ["t", "db_mb", "objects", "bucket_mb"]),
         ):
@@ -147,6 +148,7 @@ class Monitor:
                 counts.get("done", 0),
                 counts.get("dead", 0),
                 "" if ready is None else ready,
+                f"{os.getloadavg()[0]:.2f}",
             ]
         )
         if self.renderers:
