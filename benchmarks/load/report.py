@@ -109,6 +109,39 @@ def knee(rows: list[dict], p99_ms: float, max_errors: float) -> dict:
     return {"step": None, "why": "every step stayed within its bounds", "last_good": within}
 
 
+def fault_effects(
+    faults: list[dict], records: list[dict], trace: list[dict], t0: float, window_s: float = 30.0
+) -> list[dict]:
+    """Per fault: client errors in the ``window_s`` after it, and how long completions took to recover.
+
+    Recovery: from the fault until completions over a 10 s window are back to 80% of their rate
+    in the ``window_s`` before it (None: they never were during the run, or nothing completed before).
+    """
+    done_at = sorted(
+        t0 + float(r["t"]) + float(r["wait_s"]) + float(r["job_s"]) for r in trace if r["state"] == "done"
+    )
+    out = []
+    for f in faults:
+        t = f["t"]
+        errors = Counter(
+            r["error"]
+            for r in records
+            if r.get("ev") == "submit" and r.get("error") and t <= r["t"] < t + window_s
+        )
+        before = sum(1 for d in done_at if t - window_s <= d < t) / window_s
+        recovered = None
+        if before > 0:
+            probe = t
+            while probe < (done_at[-1] if done_at else t):
+                if sum(1 for d in done_at if probe <= d < probe + 10.0) / 10.0 >= 0.8 * before:
+                    recovered = probe - t
+                    break
+                probe += 1.0
+        out.append({"fault": f["fault"], "at_s": t - t0, "errors_after": dict(errors), "completed_per_s_before": before,
+                    "recovery_s": recovered})  # fmt: skip
+    return out
+
+
 def soak_analysis(resources: list[dict], storage: list[dict], accepted: int, max_growth: float) -> dict:
     """Memory and fd growth of each component after warm-up (the first 20%, at least 60 s)."""
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
@@ -160,7 +193,8 @@ def build(out: Path, soak: bool = False) -> dict:
     accounting = (
         json.loads((out / "accounting.json").read_text()) if (out / "accounting.json").exists() else None
     )
-    rows = step_table(records, steps, t0, queue, util, resources, _csv(out / "trace.csv"))
+    trace = _csv(out / "trace.csv")
+    rows = step_table(records, steps, t0, queue, util, resources, trace)
     p99_ms, max_errors = float(config.get("p99_ms", 250.0)), float(config.get("max_errors", 0.01))
     summary = {
         "mode": config.get("mode"),
@@ -171,6 +205,7 @@ def build(out: Path, soak: bool = False) -> dict:
         "knee": knee(rows, p99_ms, max_errors),
         "bounds": {"p99_submit_ms": p99_ms, "max_error_rate": max_errors},
         "faults": faults,
+        "fault_effects": fault_effects(faults, records, trace, t0),
         "accounting": accounting,
     }
     if soak or config.get("mode") == "soak":

@@ -137,3 +137,20 @@ def test_simulator_check_replays_the_measured_trace():
     check = simulator_check(rows, renderers=1)
     assert check["measured_mean_s"] == wait / 20
     assert check["relative_error"] < 1e-9 and check["within_15pct"]
+
+
+def test_fault_effects_show_errors_and_recovery():
+    t0 = 0.0
+    # one completion a second, none from 100 s to 120 s (a fault at 100 s), then back
+    trace = [
+        {"t": str(s), "wait_s": "0", "job_s": "0", "state": "done"}
+        for s in range(60, 180)
+        if not 100 <= s < 120
+    ]
+    records = [
+        {"ev": "submit", "t": 101.0, "error": "502:nginx"},
+        {"ev": "submit", "t": 150.0, "error": "502:nginx"},
+    ]
+    (effect,) = report.fault_effects([{"t": 100.0, "fault": "stop-replica@100:20"}], records, trace, t0)
+    assert effect["errors_after"] == {"502:nginx": 1} and effect["completed_per_s_before"] == 1.0
+    assert 10 <= effect["recovery_s"] <= 20
