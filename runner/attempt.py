@@ -49,6 +49,9 @@ class AttemptConfig:
     submit_settle: float = 3.0  # "unknown" right after a POST is asked again this long after it
     failover_grace: float = 30.0  # an unreachable host is waited for this long, then "abandoned"
     verify_outputs: bool = True
+    #: Called with the verified files before the job is recorded done; returns what the job's
+    #: ``outputs`` list (a fleet worker copies them to the object store and lists its keys).
+    store_outputs: Callable[[JobRecord, list[Path]], list[str]] | None = None
 
 
 @dataclass
@@ -258,9 +261,8 @@ class AttemptExecutor:
             if kind in _STARTED_EVENTS and job.state == J.SUBMITTED and job.prompt_id == prompt_id:
                 self._mark_running(job)
             if kind == "progress" and isinstance(data, dict):
-                self._events(
-                    "progress", job, {"host": self.host, "value": data.get("value"), "max": data.get("max")}
-                )
+                progress = {"host": self.host, "value": data.get("value"), "max": data.get("max")}
+                self._events("progress", job, {**progress, "node": data.get("node")})
 
         return handle
 
@@ -415,16 +417,18 @@ class AttemptExecutor:
         refs = self.client.output_files(entry)
         if not refs:
             raise ExecutionHostError("host reported success but listed no output files", kind="execution")
-        out_dir = Path(self.config.out_dir)
-        paths = []
+        out_dir = Path(job.spec.get("out_dir") or self.config.out_dir)
+        base = job.spec.get("name") or job.job_id  # (a fleet batch's job id carries its batch)
+        files = []
         for index, ref in enumerate(refs):
             ext = Path(str(ref.get("filename", ""))).suffix or ".bin"
-            name = f"{job.job_id}{ext}" if index == 0 else f"{job.job_id}_{index}{ext}"
-            dest = out_dir / name
+            dest = out_dir / (f"{base}{ext}" if index == 0 else f"{base}_{index}{ext}")
             self._download(self.client, ref, dest)
             if self.config.verify_outputs:
                 verify_media(dest)
-            paths.append(str(dest.resolve()))
+            files.append(dest.resolve())
+        store = self.config.store_outputs
+        paths = store(job, files) if store is not None else [str(f) for f in files]
         now = time.time()
         self._move(
             job,

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .fleet import commands as fleet_commands
+
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_NO_HOST, EXIT_RUNNER_BUG, EXIT_BUSY = 3, 70, 75  # (the same values as runner/batch.py's)
 #: What to check when a host cannot be reached (printed with each host's error on exit 3).
@@ -159,14 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a workflow input for every row (a manifest column wins)",
     )
     _add_output_mode(batch)
+    fleet_commands.add_fleet_options(batch)
 
     status = sub.add_parser("status", help="counts of a journal's jobs by state and per host")
-    status.add_argument("journal", type=Path)
+    status.add_argument("journal", type=Path, nargs="?", help="the batch's journal (local mode)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    fleet_commands.add_store_options(status)
 
     report = sub.add_parser("report", help="per-job report of a journal (table or --json)")
-    report.add_argument("journal", type=Path)
+    report.add_argument("journal", type=Path, nargs="?", help="the batch's journal (local mode)")
     report.add_argument("--json", action="store_true", help="print JSON")
+    fleet_commands.add_store_options(report)
+    fleet_commands.add_worker_parser(sub)
 
     hosts = sub.add_parser(
         "hosts", help="check hosts: reachable, ComfyUI version, our nodes, models, free VRAM"
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "gc": cmd_gc,
         "plan": cmd_plan,
+        "worker": fleet_commands.cmd_worker,
     }[args.command]
     from .journal import JournalLockedError
 
@@ -319,6 +326,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .retry import RetryPolicy
     from .secrets import parse_hosts
 
+    if args.broker:
+        _check_out_dir(args.out, "--out")
+        return fleet_commands.cmd_fleet_batch(args, _sinks)
     _check_host_values(args.hosts, options=True)
     hosts = parse_hosts(args.hosts, args.hosts_file)
     if not hosts:
@@ -558,13 +568,9 @@ def _print_outputs(args: argparse.Namespace, paths: list[str]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from .journal import open_existing
     from .secrets import host_label
 
-    with open_existing(args.journal) as journal:
-        counts = journal.counts()
-        hosts = journal.counts_by_host()
-        meta = journal.meta()
+    counts, hosts, meta, where = _status_records(args)
     total = sum(counts.values())
     names = meta.get("host_names") or {}
     excluded = meta.get("excluded_hosts") or {}
@@ -584,9 +590,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    print(
-        f"journal {args.journal}: {total} jobs  (workflow {meta.get('workflow_path')}, out {meta.get('out_dir')})"
-    )
+    print(f"{where}: {total} jobs  (workflow {meta.get('workflow_path')}, out {meta.get('out_dir')})")
     from .jobs import STATES
 
     print("  " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STATES if counts.get(s)))
@@ -600,16 +604,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status_records(args: argparse.Namespace) -> tuple[dict, dict, dict, str]:
+    """(counts, attempts by host, meta, what it is) of a local journal or a fleet batch."""
+    if args.db:
+        jobs, attempts, meta = fleet_commands.fleet_records(args)
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.state] = counts.get(job.state, 0) + 1
+        hosts: dict[str, dict[str, int]] = {}
+        for a in attempts:
+            hosts.setdefault(a["host"], {}).setdefault(a["state"], 0)
+            hosts[a["host"]][a["state"]] += 1
+        return counts, hosts, meta, f"batch {args.batch_name}"
+    from .journal import open_existing
+
+    if args.journal is None:
+        raise ValueError("give the batch's journal file (local mode) or --db URL --batch NAME (fleet mode)")
+    with open_existing(args.journal) as journal:
+        return journal.counts(), journal.counts_by_host(), journal.meta(), f"journal {args.journal}"
+
+
+def _report_records(args: argparse.Namespace) -> tuple[list, list, dict]:
+    if args.db:
+        return fleet_commands.fleet_records(args)
+    from .journal import open_existing
+
+    if args.journal is None:
+        raise ValueError("give the batch's journal file (local mode) or --db URL --batch NAME (fleet mode)")
+    with open_existing(args.journal) as journal:
+        return journal.jobs(), journal.attempts(), journal.meta()
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from .journal import open_existing
     from .report import build_report, render_table
 
-    with open_existing(args.journal) as journal:
-        jobs = journal.jobs()
-        attempts = journal.attempts()
-        meta = journal.meta()
+    jobs, attempts, meta = _report_records(args)
     started = float(meta.get("created") or min((j.created_at for j in jobs), default=0.0))
     finished = max((j.finished_at or 0.0 for j in jobs), default=started) or started
     report = build_report(

@@ -678,7 +678,8 @@ class ComfyClient:
         """GET /view streamed to dest.part, checked (complete, non-empty), then renamed to dest."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
+        # Unique per process and thread: two workers fetching one job never write one file.
+        part = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.part")
         params = {
             "filename": file_ref["filename"],
             "subfolder": file_ref.get("subfolder") or "",

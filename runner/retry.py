@@ -25,6 +25,7 @@ DEFAULT_RETRY_KINDS: frozenset[str] = frozenset(
         "verify",
         "auth",
         "oom",
+        "storage",
     }
 )
 

@@ -185,13 +185,4 @@ class LocalWorker:
             self.metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
             if run_s is not None:
                 self.metrics.latency.labels(tier=tier, phase="run").observe(run_s)
-        url = job.spec.get("webhook_url")
-        if url:
-            payload = {
-                "type": f"job.{status}",
-                "id": job.job_id,
-                "status": status,
-                "outputs": job.outputs,
-                "error": error,
-            }
-            self.outbox.enqueue(job.job_id, url, f"job.{status}", payload)
+        self.outbox.enqueue_job_end(job)

@@ -31,6 +31,11 @@ DEAD_EXCHANGE = Exchange("sonic.dead", type="direct", durable=True, delivery_mod
 DEAD_QUEUE_NAME = "sonic.dead"
 #: AMQP priorities 0..2: P0 (our 0, most urgent) is AMQP 2.
 MAX_PRIORITY = 2
+#: Retry backoff waits in the broker: a message sits in ``sonic.delay.<pool>.<s>s`` (a queue
+#: whose messages expire after s seconds) and is dead-lettered back into its pool. Fixed steps,
+#: because RabbitMQ expires messages only at a queue's head: one TTL per queue keeps the order.
+DELAY_EXCHANGE = Exchange("sonic.delay", type="direct", durable=True, delivery_mode="persistent")
+DELAY_STEPS: tuple[int, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 3600)
 
 
 class PoolError(ValueError):
@@ -100,6 +105,28 @@ def pool_queue(pool: int) -> Queue:
             "x-max-priority": MAX_PRIORITY + 1,
             "x-dead-letter-exchange": DEAD_EXCHANGE.name,
             "x-dead-letter-routing-key": DEAD_QUEUE_NAME,
+        },
+    )
+
+
+def delay_step(seconds: float) -> int | None:
+    """The delay queue step for a backoff of ``seconds`` (None: publish straight to the pool)."""
+    if seconds < 0.5:
+        return None
+    return next((step for step in DELAY_STEPS if step >= seconds), DELAY_STEPS[-1])
+
+
+def delay_queue(pool: int, step: int) -> Queue:
+    name = f"sonic.delay.{pool}.{step}s"
+    return Queue(
+        name,
+        DELAY_EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments={
+            "x-message-ttl": int(step * 1000),
+            "x-dead-letter-exchange": JOBS_EXCHANGE.name,
+            "x-dead-letter-routing-key": queue_name(pool),
         },
     )
 
@@ -174,18 +201,36 @@ def make_app(broker_url: str, pools: Sequence[int] = DEFAULT_POOLS, *, longest_j
     return app
 
 
-def publish_job(app, message: JobMessage, *, pool: int, priority: int) -> None:
-    """Publish one job to its pool with its priority; returns once the broker confirmed it."""
+def publish_job(
+    app, message: JobMessage, *, pool: int, priority: int, delay: float = 0.0, producer=None
+) -> None:
+    """Publish one job to its pool (after ``delay`` seconds, through a delay queue) with its
+    priority; returns once the broker confirmed it. Declare the delay queue first
+    (``declare_delay_queue``)."""
+    step = delay_step(delay)
+    queue = pool_queue(pool) if step is None else delay_queue(pool, step)
     app.send_task(
         TASK_NAME,
         kwargs=message.kwargs(),
-        queue=pool_queue(pool),
-        routing_key=queue_name(pool),
+        queue=queue,
+        routing_key=queue.routing_key,
+        exchange=queue.exchange,
         priority=amqp_priority(priority),
         task_id=f"{message.job_id}",
+        producer=producer,
         retry=True,
         retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1, "interval_max": 3},
     )
+
+
+def job_kwargs(body: object, headers: dict | None) -> object:
+    """The kwargs a message carries: Celery's protocol 2 body ``[args, kwargs, embed]`` or a bare object."""
+    task = (headers or {}).get("task")
+    if task is not None and task != TASK_NAME:
+        raise MessageError(f"message is for task {task!r}, not {TASK_NAME}")
+    if isinstance(body, (list, tuple)) and len(body) == 3 and isinstance(body[1], dict):
+        return body[1]
+    return body
 
 
 def declare_topology(broker_url: str, pools: Sequence[int] = DEFAULT_POOLS) -> None:
@@ -200,4 +245,18 @@ def declare_topology(broker_url: str, pools: Sequence[int] = DEFAULT_POOLS) -> N
         channel = conn.channel()
         for queue in all_queues(pools):
             queue(channel).declare()
+        DELAY_EXCHANGE(channel).declare()
+        channel.close()
+
+
+def declare_delay_queues(broker_url: str, pools: Sequence[int] = DEFAULT_POOLS) -> None:
+    """Declare every delay queue of ``pools`` (idempotent; a worker calls it once at start)."""
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        DELAY_EXCHANGE(channel).declare()
+        for pool in pools:
+            for step in DELAY_STEPS:
+                delay_queue(pool, step)(channel).declare()
         channel.close()

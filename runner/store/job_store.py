@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from ..jobs import ON_HOST_STATES, JobRecord, check_transition
+from ..jobs import FAILED, IN_FLIGHT_STATES, ON_HOST_STATES, QUEUED, UPLOADING, JobRecord, check_transition
 from ..journal import ATTEMPT_LIVE_STATES, strip_userinfo
 from . import migrate
 from .schema import attempts as attempts_t
@@ -31,7 +31,13 @@ from .schema import meta as meta_t
 #: redelivered job look unknown to the host that already runs it).
 _PROMPT_NAMESPACE = uuid.UUID("6f1c2a57-3b7e-4c55-9a51-5d1f0e2b7c11")
 
-_JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name not in ("batch", "owner"))
+#: Columns of the store's own bookkeeping, not of the job model (JobRecord).
+_STORE_ONLY = ("batch", "owner", "worker", "lease_until", "published_at")
+#: The holder name of a job re-published because its worker's lease ran out.
+REAPER = "(reaper)"
+#: PostgreSQL advisory lock key held while checking / migrating the schema.
+_MIGRATION_LOCK = 0x50_4E_49_43  # "SONIC"-ish; any fixed 64-bit number
+_JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name not in _STORE_ONLY)
 _ATTEMPT_COLUMNS = tuple(c.name for c in attempts_t.columns)
 
 
@@ -113,6 +119,10 @@ class JobStore:
             ) from None
 
     def _check_schema(self, conn: Connection, upgrade: bool) -> None:
+        if conn.dialect.name == "postgresql":
+            # Workers and API replicas start together: one migrates, the others wait here and
+            # then find the schema current. (SQLite's BEGIN IMMEDIATE serialises them already.)
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         head, current = migrate.head_revision(), migrate.current_revision(conn)
         if current == head:
             return
@@ -342,6 +352,133 @@ class JobStore:
         with self._engine.begin() as conn:
             self._update_attempt(conn, job_id, attempt, state, changes)
 
+    # ------------------------------------------------------------------ fleet leases
+    def take(self, job: JobRecord, worker: str, lease_s: float, **changes) -> None:
+        """Move a waiting job (queued, or failed and due for a retry) to "uploading" for ``worker``.
+
+        The compare-and-set makes one worker the holder even when two got a message for the
+        job; the lease says until when the holder is presumed alive (it renews it).
+        """
+        if job.state == FAILED:
+            check_transition(job.job_id, FAILED, QUEUED)
+            check_transition(job.job_id, QUEUED, UPLOADING)
+        else:
+            check_transition(job.job_id, job.state, UPLOADING)
+        values = {**changes, "state": UPLOADING, "worker": worker, "lease_until": time.time() + lease_s}
+        with self._engine.begin() as conn:
+            self._compare_and_set(conn, job, values)
+        job.state = UPLOADING
+        for key, value in changes.items():
+            setattr(job, key, value)
+
+    def take_over(self, job: JobRecord, worker: str, lease_s: float) -> bool:
+        """Hold an in-flight job whose holder's lease has run out (or that ``worker`` holds).
+
+        False while another worker's lease is alive: that worker still follows the job, and
+        its own message is still unacknowledged, so nothing is lost by leaving it alone.
+        """
+        now = time.time()
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(
+                    jobs_t.c.job_id == job.job_id,
+                    jobs_t.c.state == job.state,
+                    jobs_t.c.attempts == job.attempts,
+                    (jobs_t.c.worker == worker)
+                    | (jobs_t.c.worker == REAPER)
+                    | jobs_t.c.lease_until.is_(None)
+                    | (jobs_t.c.lease_until < now),
+                )
+                .values(worker=worker, lease_until=now + lease_s)
+            )
+        return result.rowcount == 1
+
+    def mark_reaped(self, job: JobRecord, expired_before: float, hold_s: float) -> bool:
+        """Whether this caller is the one to re-publish a job whose holder's lease ran out.
+
+        The row is marked held by ``REAPER`` for ``hold_s``: other reapers leave it alone for
+        that long, and the worker that gets the message may take it over at once.
+        """
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(
+                    jobs_t.c.job_id == job.job_id,
+                    jobs_t.c.state == job.state,
+                    jobs_t.c.attempts == job.attempts,
+                    jobs_t.c.lease_until < expired_before,
+                )
+                .values(worker=REAPER, lease_until=time.time() + hold_s)
+            )
+        return result.rowcount == 1
+
+    def renew(self, worker: str, job_ids: Iterable[str], lease_s: float) -> int:
+        """Extend ``worker``'s leases on ``job_ids``; returns how many it still holds."""
+        ids = list(job_ids)
+        if not ids:
+            return 0
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.job_id.in_(ids), jobs_t.c.worker == worker)
+                .values(lease_until=time.time() + lease_s)
+            )
+        return int(result.rowcount or 0)
+
+    def release(self, job_id: str, worker: str) -> None:
+        """Give up ``worker``'s lease at once (a worker handing a job back on SIGTERM)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.job_id == job_id, jobs_t.c.worker == worker)
+                .values(lease_until=0.0)
+            )
+
+    def holder(self, job_id: str) -> tuple[str | None, float | None]:
+        """(worker, lease_until) of a job: who holds it and until when."""
+        stmt = select(jobs_t.c.worker, jobs_t.c.lease_until).where(jobs_t.c.job_id == job_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return (row[0], row[1]) if row else (None, None)
+
+    def expired_leases(self, now: float | None = None, limit: int = 500) -> list[tuple[JobRecord, str]]:
+        """(job, batch) of in-flight jobs whose holder stopped renewing: the reaper re-publishes them."""
+        now = time.time() if now is None else now
+        stmt = (
+            select(jobs_t.c.batch, *(jobs_t.c[c] for c in _JOB_COLUMNS))
+            .where(jobs_t.c.state.in_(tuple(IN_FLIGHT_STATES)), jobs_t.c.lease_until < now)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        return [(JobRecord(**{k: v for k, v in r.items() if k != "batch"}), r["batch"]) for r in rows]
+
+    def mark_published(self, job_ids: Iterable[str], at: float | None = None) -> None:
+        """Record that the broker confirmed these jobs' messages."""
+        ids, at = list(job_ids), time.time() if at is None else at
+        with self._engine.begin() as conn:
+            for start in range(0, len(ids), 1000):
+                conn.execute(
+                    update(jobs_t)
+                    .where(jobs_t.c.job_id.in_(ids[start : start + 1000]))
+                    .values(published_at=at)
+                )
+
+    def unpublished(self, batch: str) -> list[JobRecord]:
+        """Waiting jobs of ``batch`` whose message was never confirmed (a publisher killed mid-way)."""
+        stmt = (
+            select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+            .where(
+                jobs_t.c.batch == batch,
+                jobs_t.c.state.in_((QUEUED, FAILED)),
+                jobs_t.c.published_at.is_(None),
+            )
+            .order_by(jobs_t.c.row)
+        )
+        with self._engine.connect() as conn:
+            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+
     # ------------------------------------------------------------------ attempts
     def attempts(self, job_id: str | None = None) -> list[dict]:
         stmt = select(*(attempts_t.c[c] for c in _ATTEMPT_COLUMNS))
@@ -365,13 +502,12 @@ class JobStore:
         """Attempts moved away from an unreachable host: cancel them if it comes back."""
         return self.attempts_in_state("abandoned")
 
-    def attempt_counts(self, error_kind: str) -> dict[str, int]:
-        """job_id -> how many of its attempts ended with ``error_kind``."""
-        stmt = (
-            select(attempts_t.c.job_id, func.count())
-            .where(attempts_t.c.error_kind == error_kind)
-            .group_by(attempts_t.c.job_id)
-        )
+    def attempt_counts(self, error_kind: str, job_id: str | None = None) -> dict[str, int]:
+        """job_id -> how many of its attempts ended with ``error_kind`` (of one job, if given)."""
+        stmt = select(attempts_t.c.job_id, func.count()).where(attempts_t.c.error_kind == error_kind)
+        if job_id is not None:
+            stmt = stmt.where(attempts_t.c.job_id == job_id)
+        stmt = stmt.group_by(attempts_t.c.job_id)
         with self._engine.connect() as conn:
             return {job_id: n for job_id, n in conn.execute(stmt)}
 
@@ -384,14 +520,34 @@ class JobStore:
             )
             return int(result.inserted_primary_key[0])
 
-    def events(self, job_id: str | None = None, after: int = 0, limit: int = 1000) -> list[dict]:
-        """Events with id > ``after``, oldest first (a follower passes the last id it saw)."""
+    def events(
+        self, job_id: str | None = None, after: int = 0, limit: int = 1000, *, prefix: str | None = None
+    ) -> list[dict]:
+        """Events with id > ``after``, oldest first (a follower passes the last id it saw).
+
+        ``prefix``: only jobs whose id starts with it (a fleet batch's jobs share one).
+        """
         stmt = select(events_t).where(events_t.c.id > after)
         if job_id is not None:
             stmt = stmt.where(events_t.c.job_id == job_id)
+        if prefix is not None:
+            stmt = stmt.where(events_t.c.job_id.startswith(prefix, autoescape=True))
         stmt = stmt.order_by(events_t.c.id).limit(limit)
         with self._engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever worker holds the job to stop it (it checks while it renews its lease)."""
+        self.add_event(job_id, "cancel", {})
+
+    def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of ``job_ids`` a client asked to cancel."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        stmt = select(events_t.c.job_id).where(events_t.c.job_id.in_(ids), events_t.c.kind == "cancel")
+        with self._engine.connect() as conn:
+            return {row[0] for row in conn.execute(stmt)}
 
     # ------------------------------------------------------------------ summaries
     def counts(

@@ -39,6 +39,24 @@ class Outbox:
         self._store = store
         self._engine = store.engine
 
+    def enqueue_job_end(self, job) -> str | None:
+        """Queue the webhook of a job's end (done, dead, cancelled) if its submitter asked for one.
+
+        The same payload whichever process saw the end (the in-process worker, a fleet worker).
+        """
+        url = (job.spec or {}).get("webhook_url")
+        if not url:
+            return None
+        status = "cancelled" if job.state == "dead" and job.error_kind == "cancelled" else job.state
+        payload = {
+            "type": f"job.{status}",
+            "id": job.job_id,
+            "status": status,
+            "outputs": list(job.outputs),
+            "error": job.error if job.state == "dead" else None,
+        }
+        return self.enqueue(job.job_id, url, f"job.{status}", payload)
+
     def enqueue(self, job_id: str, url: str, event_type: str, payload: dict) -> str:
         """Queue one delivery; the same (job, event) is queued once however often it is reported."""
         msg_id = f"msg_{job_id}_{event_type}"

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 #: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = MetaData()
 
@@ -60,10 +60,17 @@ jobs = Table(
     Column("run_seconds", Float, nullable=False, server_default="0"),
     Column("download_seconds", Float, nullable=False, server_default="0"),
     Column("next_attempt_at", Float, nullable=False, server_default="0"),
+    # Fleet mode: the worker that holds the job while it is in flight, until when (it renews
+    # the lease while it works; an expired lease lets another worker take the job over),
+    # and when its message was confirmed by the broker (a resumed publisher re-sends the rest).
+    Column("worker", String(200)),
+    Column("lease_until", Float),
+    Column("published_at", Float),
     Index("sonic_jobs_state", "state", "priority", "row"),
     Index("sonic_jobs_batch", "batch", "row"),
     Index("sonic_jobs_host", "host", "state"),
     Index("sonic_jobs_owner", "owner", "created_at"),
+    Index("sonic_jobs_lease", "state", "lease_until"),
 )
 
 attempts = Table(
