@@ -43,7 +43,12 @@ from .nginx import Nginx
 from .steps import StepError, parse_steps
 
 BUCKET = "sonic-load"
-DEFAULT_JOB_TIMES = ["*=uniform:40:60"]  # the seeds' A100 seconds per 10 s clip
+DEFAULT_JOB_TIMES = ["*=uniform:40:60"]
+#: What a fake host's SONIC_ModelLoader offers: the shipped templates' "(auto)" / "(models/sonic)"
+#: choices and weight files, so workers treat it as a host with the Sonic weights.
+FAKE_MODEL_FILES = (
+    "(auto),(models/sonic),svd_xt.safetensors,unet.pth"  # the seeds' A100 seconds per 10 s clip
+)
 
 
 def _free_port() -> int:
@@ -166,7 +171,9 @@ class Stack:
     def _host(self, i: int) -> Proc:
         port = _free_port()
         argv = [sys.executable, "-m", "tests.fake_comfy", "--port", str(port), "--root", str(self.out / "hosts" / f"host-{i}"),
-                "--time-scale", str(self.args.time_scale), "--seed", str(i)]  # fmt: skip
+                "--time-scale", str(self.args.time_scale), "--seed", str(i),
+                # A GPU host with the weights: the loader offers them (and the templates' own choices).
+                "--model-files", FAKE_MODEL_FILES]  # fmt: skip
         for spec in self.args.job_times or DEFAULT_JOB_TIMES:
             argv += ["--job-times", spec]
         return Proc(
