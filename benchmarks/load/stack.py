@@ -57,6 +57,15 @@ def _free_port() -> int:
     return free_port()
 
 
+def serve_has_broker() -> bool:
+    """Does this checkout's ``sonic-runner serve`` have fleet mode (``--broker``)? Until it does, the
+    fleet replicas are benchmarks/load/api_only.py, which publishes each job itself."""
+    import subprocess
+
+    done = subprocess.run(runner_argv("serve", "--help"), capture_output=True, text=True, timeout=60)
+    return "--broker" in done.stdout
+
+
 class Stack:
     """Starts, exposes and stops every component; ``inject`` applies a fault."""
 
@@ -88,6 +97,10 @@ class Stack:
         }
         if self.fleet:
             from tests.services.rabbitmq import start_rabbitmq
+
+            if not serve_has_broker():
+                print("load: `sonic-runner serve` has no --broker yet: the fleet replicas are "
+                      "benchmarks/load/api_only.py --broker (the same app, publishing each job)", flush=True)  # fmt: skip
 
             self.rabbit = start_service(start_rabbitmq, "RabbitMQ")
         self.api_key = self._create_key()
@@ -156,8 +169,10 @@ class Stack:
         port = _free_port()
         where = ["--bind", "127.0.0.1", "--port", str(port), "--db", self.db_url,
                  "--bucket", f"s3://{BUCKET}", "--s3-endpoint", self.s3.endpoint]  # fmt: skip
-        if self.args.api_only:
+        if self.args.api_only or (self.fleet and not serve_has_broker()):
             argv = [sys.executable, "-m", "benchmarks.load.api_only", *where]
+            if self.fleet:
+                argv += ["--pools", self.args.pools]
         else:
             argv = runner_argv("serve", *where)
         if self.fleet:
