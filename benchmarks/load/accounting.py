@@ -6,6 +6,8 @@ execution probes (every prompt id a host ever started, across kills):
 
 - lost: accepted by the API but not in the job store, or done without an output in the bucket;
 - unfinished: still queued or running when the drain ended (not lost, but not proven either);
+- orphans: jobs in the store that no client was told about (the API answered an error after
+  storing the row): not lost to a client, but work nobody waits for, or a queue that never drains;
 - duplicated: the same job id accepted twice, a job with two successful attempts, or a prompt id
   that started executing more than once on the hosts.
 
@@ -48,6 +50,7 @@ def write(out: Path, stack) -> dict:
         writer.writerows(rows)
     renderers = len(stack.hosts) * (stack.args.workers_per_host or 1) if stack.fleet else len(stack.replicas)
     result["simulator_check"] = simulator_check(rows, renderers)
+    result["simulator_check"]["faults_injected"] = (out / "faults.jsonl").exists()
     (out / "accounting.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -67,6 +70,8 @@ def tally(
     twice_done = sorted(i for i, n in done_attempts.items() if n > 1)
     twice_executed = sorted(p for p, n in Counter(executions).items() if n > 1)
     dead = Counter(jobs[i].error_kind or "?" for i in set(accepted) if i in jobs and jobs[i].state == "dead")
+    # Rows no client holds an id for: a submission answered with an error after its row was stored.
+    orphans = sorted(i for i in jobs if i not in set(accepted))
     per_job_attempts = Counter(a["job_id"] for a in attempts)
     return {
         "accepted": len(set(accepted)),
@@ -82,6 +87,8 @@ def tally(
             "done_twice": twice_done[:50],
             "prompt_executed_twice": twice_executed[:50],
         },
+        "orphans": len(orphans),
+        "orphan_states": dict(Counter(jobs[i].state for i in orphans)),
         "attempts": sum(per_job_attempts.values()),
         "retried_jobs": sum(1 for n in per_job_attempts.values() if n > 1),
         "outputs": sum(outputs.values()),

@@ -237,12 +237,15 @@ def verdict(summary: dict) -> dict:
             problems.append(f"{acc['duplicated']} jobs duplicated")
         if summary["mode"] in ("smoke", "soak") and acc["unfinished"] and not summary.get("api_only"):
             problems.append(f"{acc['unfinished']} jobs unfinished after the drain")
+        if summary["mode"] == "smoke" and acc.get("orphans"):
+            problems.append(f"{acc['orphans']} jobs stored after an error answer {acc.get('orphan_states')}")
     if summary["mode"] == "smoke":
-        errors = sum(sum(r["errors"].values()) for r in summary["steps"])
+        # Jobs ended by an injected OOM are accounted for (dead, with the reason), not errors.
+        expected = {"job_dead:oom"} if any(f.get("action") == "oom" for f in summary["faults"]) else set()
+        kinds = {k for r in summary["steps"] for k in r["errors"] if k not in expected}
+        errors = sum(n for r in summary["steps"] for k, n in r["errors"].items() if k in kinds)
         if errors:
-            problems.append(
-                f"{errors} errors: " + ", ".join(sorted({k for r in summary["steps"] for k in r["errors"]}))
-            )
+            problems.append(f"{errors} errors: " + ", ".join(sorted(kinds)))
         if not any(r["accepted"] for r in summary["steps"]):
             problems.append("no submission was accepted")
     soak = summary.get("soak")
@@ -315,7 +318,8 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
             f"- accepted {acc['accepted']}; end states {acc['states']}; dead by kind {acc['dead_by_kind'] or '{}'}"
         )
         lines.append(
-            f"- **lost {acc['lost']}**, **duplicated {acc['duplicated']}**, unfinished after the drain {acc['unfinished']}"
+            f"- **lost {acc['lost']}**, **duplicated {acc['duplicated']}**, unfinished after the drain {acc['unfinished']}; "
+            f"{acc.get('orphans', 0)} jobs stored that no client was told about {acc.get('orphan_states') or ''}"
         )
         lines.append(f"- {acc['attempts']} attempts ({acc['retried_jobs']} jobs retried), {acc['outputs']} outputs in the bucket, "
                      f"{acc['host_executions']} executions on fake hosts")  # fmt: skip
@@ -324,7 +328,9 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
             err = sim.get("relative_error")
             lines.append(f"- simulator check (the measured arrivals and service times replayed on {sim['renderers']} renderers): "
                          f"mean wait measured {sim['measured_mean_s']:.2f} s, simulated {sim['simulated_mean_s']:.2f} s"
-                         + (f" ({err:.0%} apart)" if err is not None else " (waits too short to compare)"))  # fmt: skip
+                         + (f" ({err:.0%} apart)" if err is not None else " (waits too short to compare)")
+                         + (" - faults were injected, which the replay does not model: not comparable"
+                            if sim.get("faults_injected") else ""))  # fmt: skip
     if summary["faults"]:
         lines += ["", "## Faults injected", ""]
         for f in summary["faults"]:

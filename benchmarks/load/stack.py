@@ -244,6 +244,21 @@ class Stack:
         timer.start()
         self._timers.append(timer)
 
+    def _start_again(self, proc: Proc, tries: int = 6) -> None:
+        """Start a stopped component as a supervisor would: again after 5 s while it fails (a broker down)."""
+        for attempt in range(1, tries + 1):
+            try:
+                proc.start()
+                return
+            except StackError as exc:
+                if attempt == tries:
+                    raise
+                print(
+                    f"load: {proc.name} did not start again ({str(exc).splitlines()[0]}); retrying in 5 s",
+                    flush=True,
+                )
+                time.sleep(5.0)
+
     def inject(self, fault: Fault) -> str:
         if fault.action in FLEET_ONLY and not self.fleet:
             raise StackError(
@@ -253,7 +268,7 @@ class Stack:
             worker = self._pick("worker", self.workers)
             pid = worker.pids()
             worker.kill()
-            self._later(5.0, worker.start)
+            self._later(5.0, lambda: self._start_again(worker))
             return f"kill -9 {worker.name} (pid {pid[0] if pid else '?'}); started again after 5 s"
         if fault.action == "restart-broker":
             began = time.monotonic()
@@ -262,12 +277,12 @@ class Stack:
         if fault.action == "stop-replica":
             replica = self._pick("replica", self.replicas)
             replica.stop()
-            self._later(fault.arg, lambda: replica.start())
+            self._later(fault.arg, lambda: self._start_again(replica))
             return f"SIGTERM {replica.name}; started again after {fault.arg:g} s"
         if fault.action == "kill-host":
             host = self._pick("host", self.hosts)
             host.kill()
-            self._later(fault.arg, lambda: host.start())
+            self._later(fault.arg, lambda: self._start_again(host))
             return f"kill -9 {host.name}; back after {fault.arg:g} s"
         if fault.action == "oom":
             for _name, url in self.host_urls():
@@ -520,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "smoke" and not args.fault:
             args.fault = ["stop-replica@25:10"]
             if args.fleet:
-                args.fault += ["kill-worker@15", "restart-broker@30", "oom@10:0.1"]
+                args.fault = ["oom@5:0.1", "kill-worker@10", "stop-replica@15:8", "restart-broker@35"]
         return execute(args, args.mode)
     except (StepError, FaultError) as exc:
         print(f"load: {exc}", file=sys.stderr)

@@ -111,6 +111,7 @@ def test_accounting_finds_lost_and_duplicated_jobs():
         "a": JobRecord("a", 0, state="done"),
         "b": JobRecord("b", 0, state="done"),
         "c": JobRecord("c", 0, state="queued"),
+        "x": JobRecord("x", 0, state="queued"),  # stored, but the client got an error answer
     }
     attempts = [
         {"job_id": "a", "state": "done"},
@@ -122,6 +123,7 @@ def test_accounting_finds_lost_and_duplicated_jobs():
     assert result["lost"] == 2  # "gone" is not in the store; "b" is done without an output
     assert set(result["lost_ids"]) == {"gone", "b"}
     assert result["unfinished"] == 1 and result["retried_jobs"] == 1
+    assert result["orphans"] == 1 and result["orphan_states"] == {"queued": 1}
     assert result["duplicated"] == 2  # b done twice, prompt p2 executed twice
     clean = tally(["a"], jobs, attempts[:1], {"a": 1}, ["p1"])
     assert clean["lost"] == 0 and clean["duplicated"] == 0
