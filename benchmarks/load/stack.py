@@ -477,8 +477,8 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-scale",
         type=float,
-        default=0.01,
-        help="fake job times x this (default 0.01: 40-60 s -> 0.4-0.6 s)",
+        default=0.1,
+        help="fake job times x this (default 0.1: 40-60 s per 10 s clip -> 0.4-0.6 s for the 1 s clip sent)",
     )
     p.add_argument("--nginx-rate", type=int, default=1000, help="nginx limit_req rate per API key (r/s)")
     p.add_argument(
