@@ -117,6 +117,9 @@ class SonicClient(HttpUser):
         data = {"template": f"{TEMPLATE}_{tier}", "priority": priority}
         # As the seeds' clients do: a key per submission, so a retry can never make a second job.
         headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+        record["key"] = headers["Idempotency-Key"]
+        # Before the request: a submission cut off by the end of the test is still known by its key.
+        LOG.write("sending", {"t": started, "key": record["key"]})
         try:
             with self.client.post(
                 "/v1/jobs",

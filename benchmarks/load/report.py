@@ -319,7 +319,8 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
         )
         lines.append(
             f"- **lost {acc['lost']}**, **duplicated {acc['duplicated']}**, unfinished after the drain {acc['unfinished']}; "
-            f"{acc.get('orphans', 0)} jobs stored that no client was told about {acc.get('orphan_states') or ''}"
+            f"{acc.get('orphans', 0)} jobs stored that no client was told about {acc.get('orphan_states') or ''} "
+            f"(besides {acc.get('cut_off_at_end', 0)} submissions cut off by the end of the load, found by their Idempotency-Key)"
         )
         lines.append(f"- {acc['attempts']} attempts ({acc['retried_jobs']} jobs retried), {acc['outputs']} outputs in the bucket, "
                      f"{acc['host_executions']} executions on fake hosts")  # fmt: skip
