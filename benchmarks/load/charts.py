@@ -27,7 +27,10 @@ def _marks(ax, steps, faults, t0: float) -> None:
         )
 
 
-def draw(out: Path, summary: dict, steps, t0: float, queue, util, resources, faults, records) -> list[str]:
+def draw(
+    out: Path, summary: dict, steps, t0: float, queue, util, resources, faults, records, done_at=None
+) -> list[str]:
+    """The charts; ``done_at``: the job store's end times (else the clients' own)."""
     folder = out / "charts"
     folder.mkdir(exist_ok=True)
     rows = summary["steps"]
@@ -40,9 +43,14 @@ def draw(out: Path, summary: dict, steps, t0: float, queue, util, resources, fau
     a1.set_title("throughput per step")
     a1.set_xlabel("users")
     a1.legend()
-    ends = sorted(
-        e["t_submit"] + e["e2e_s"] - t0 for e in records if e.get("ev") == "end" and e.get("state") == "done"
-    )
+    if done_at is not None:
+        ends = sorted(t - t0 for t in done_at)
+    else:
+        ends = sorted(
+            e["t_submit"] + e["e2e_s"] - t0
+            for e in records
+            if e.get("ev") == "end" and e.get("state") == "done"
+        )
     subs = sorted(r["t"] - t0 for r in records if r.get("ev") == "submit" and r.get("id"))
     width = 5.0
     horizon = max(ends[-1] if ends else 0, subs[-1] if subs else 0, steps[-1].end_s)

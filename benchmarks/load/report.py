@@ -55,7 +55,12 @@ def step_table(records: list[dict], steps: list[Step], t0: float, queue: list[di
         finished = [e for e in ends if lo <= e["t_submit"] < hi]
         done = [e for e in finished if e.get("state") == "done" and not e.get("error")]
         errors.update(e["error"] for e in finished if e.get("error"))
-        completed_in = [e for e in ends if e.get("state") == "done" and lo <= e["t_submit"] + e["e2e_s"] < hi]
+        if trace:  # the job store's end times: they include jobs that ended after the clients stopped
+            completed_in = [r for r in trace if r["state"] == "done" and lo <= _done_at(r, t0) < hi]
+        else:
+            completed_in = [
+                e for e in ends if e.get("state") == "done" and lo <= e["t_submit"] + e["e2e_s"] < hi
+            ]
         server = [float(r["wait_s"]) + float(r["job_s"]) for r in trace or []
                   if r["state"] == "done" and step.start_s <= float(r["t"]) < step.end_s]  # fmt: skip
         q = [r for r in queue if lo <= float(r["t"]) < hi]
@@ -94,6 +99,11 @@ def step_table(records: list[dict], steps: list[Step], t0: float, queue: list[di
             }
         )
     return rows
+
+
+def _done_at(row: dict, t0: float) -> float:
+    """When a trace.csv job ended, in the clock of jobs.jsonl (``t`` counts from the test's start)."""
+    return t0 + float(row["t"]) + float(row["wait_s"]) + float(row["job_s"])
 
 
 def knee(rows: list[dict], p99_ms: float, max_errors: float) -> dict:
@@ -221,7 +231,8 @@ def build(out: Path, soak: bool = False) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     from . import charts
 
-    images = charts.draw(out, summary, steps, t0, queue, util, resources, faults, records)
+    done_at = [_done_at(r, t0) for r in trace if r["state"] == "done"] if trace else None
+    images = charts.draw(out, summary, steps, t0, queue, util, resources, faults, records, done_at)
     (out / "report.md").write_text(markdown(summary, images, out))
     return summary
 
