@@ -416,7 +416,16 @@ def execute_target(args: argparse.Namespace) -> int:
     out = Path(args.out or ROOT / "results" / "load" / time.strftime("%Y%m%d-%H%M%S-target")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
-        json.dumps({"mode": "target", "url": args.url, "started": time.time(), "steps": args.steps})
+        json.dumps(
+            {
+                "mode": "target",
+                "url": args.url,
+                "started": time.time(),
+                "steps": args.steps,
+                "p99_ms": args.p99_ms,
+                "max_errors": args.max_errors,
+            }  # fmt: skip
+        )
     )
     audio = Path(args.audio) if args.audio else short_speech(out, args.audio_s)
     loader = locust_proc(
