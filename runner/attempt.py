@@ -208,6 +208,8 @@ class AttemptExecutor:
 
         spec = job.spec
         params = dict(spec.get("params") or {})
+        if spec.get("text") is not None:
+            return self._prepare_text(job, params)
         audio = Path(spec["audio"])
         try:
             duration = self._duration(audio)
@@ -232,6 +234,21 @@ class AttemptExecutor:
         try:
             prompt = apply_params(self.template, params)
             if job.resolution is not None and job.resolution != spec.get("resolution"):
+                prompt = set_resolution(prompt, job.resolution)
+        except WorkflowError as exc:
+            raise JobInputError(one_line(exc)) from None
+        return prompt
+
+    def _prepare_text(self, job: JobRecord, params: dict) -> dict:
+        """A text job's graph: no clip to probe or upload; the duration follows the speech the host makes."""
+        from .text_jobs import text_params
+        from .workflow import WorkflowError, apply_params, set_resolution
+
+        try:
+            params = text_params(self.template, params, job.spec["text"], job.notes)
+            params["image"] = self._upload("image", job.spec["image"])
+            prompt = apply_params(self.template, params)
+            if job.resolution is not None and job.resolution != job.spec.get("resolution"):
                 prompt = set_resolution(prompt, job.resolution)
         except WorkflowError as exc:
             raise JobInputError(one_line(exc)) from None

@@ -52,7 +52,7 @@ from .scheduler import HostState, Scheduler
 Sink = Callable[[dict], None]
 
 #: Manifest columns that describe the job rather than fill a workflow input.
-JOB_COLUMNS = {"image", "audio", "id", "priority", "row", "vram_gb"}
+JOB_COLUMNS = {"image", "audio", "text", "id", "priority", "row", "vram_gb"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -119,6 +119,7 @@ def build_jobs(rows: Iterable[Any], template: dict, params: dict[str, Any]) -> l
     any host is touched. Values are converted when the job's graph is built; a bad value
     then ends that job (non-retryable) with the same kind of one-line message.
     """
+    from .text_jobs import check_source
     from .workflow import apply_params, resolution_of
 
     jobs: list[JobRecord] = []
@@ -149,7 +150,9 @@ def build_jobs(rows: Iterable[Any], template: dict, params: dict[str, Any]) -> l
         job_params = {**params, **row_params}
         try:
             priority = parse_priority(row.get("priority"))
-            for key in ("image", "audio"):
+            has_text = row.get("text") not in (None, "")
+            check_source(template, has_text)
+            for key in ("image",) if has_text else ("image", "audio"):
                 value = row.get(key)
                 if not value or not (files.get(value) or files.setdefault(value, os.path.isfile(value))):
                     raise ValueError(
@@ -167,7 +170,8 @@ def build_jobs(rows: Iterable[Any], template: dict, params: dict[str, Any]) -> l
             continue
         spec = {
             "image": os.path.abspath(row["image"]),
-            "audio": os.path.abspath(row["audio"]),
+            # a text job: the host speaks it (SONIC_TextToSpeech; runner/text_jobs.py)
+            **({"text": str(row["text"])} if has_text else {"audio": os.path.abspath(row["audio"])}),
             "params": job_params,
         }
         if vram_gb not in (None, ""):

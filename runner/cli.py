@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="render one job (in-process without --host)")
     run.add_argument("workflow", type=Path, help="workflow saved with 'Save (API)' (*_api.json)")
     run.add_argument("--image", type=Path, required=True, help="portrait image")
-    run.add_argument("--audio", type=Path, required=True, help="speech clip")
+    speech = run.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", type=Path, help="speech clip")
+    speech.add_argument(
+        "--text", help="words to speak instead of a clip (with a sonic_*_text_* template; see --voice)"
+    )
+    run.add_argument(
+        "--voice",
+        help="with --text: the voice (espeak-ng language such as en-us, or your TTS service's voice)",
+    )
     run.add_argument(
         "--set",
         dest="sets",
@@ -194,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--s3-endpoint", default=None, metavar="URL", help="S3-compatible server (MinIO, SeaweedFS, R2)"
+    )
+    serve.add_argument(
+        "--broker",
+        default=None,
+        metavar="URL",
+        help="fleet mode: publish jobs to this RabbitMQ for `sonic-runner worker`s (default: render in-process)",
     )
     serve.add_argument(
         "--no-auth", action="store_true", help="accept requests without an API key (a laptop only)"
@@ -389,7 +403,8 @@ def _print_stopped(batch, queued_hint: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    for name in ("image", "audio"):
+    _check_text_args(args)
+    for name in ("image",) if args.text is not None else ("image", "audio"):
         path = getattr(args, name)
         if not path.is_file():
             raise ValueError(f"--{name} {path}: file not found; give an existing file")
@@ -399,6 +414,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.host:
         return _run_on_host(args)
     return _run_embedded(args)
+
+
+def _check_text_args(args: argparse.Namespace) -> None:
+    """--text needs words and a text template; --voice goes with --text (both become --set values)."""
+    from .text_jobs import check_source
+    from .workflow import load_workflow
+
+    if args.text is None:
+        if args.voice is not None:
+            raise ValueError("--voice: goes with --text (a clip given with --audio has its own voice)")
+        return
+    if not args.text.strip():
+        raise ValueError("--text: empty; give the words the portrait should say")
+    check_source(load_workflow(args.workflow), True)
+    if args.voice is not None:
+        args.sets = [*args.sets, ("voice", args.voice)]
+
+
+def _speech_params(args: argparse.Namespace, template: dict, params: dict) -> dict:
+    """The job's speech: the clip's path and real duration, or the text (duration from the speech)."""
+    if args.text is not None:
+        from .text_jobs import text_params
+
+        notes: list[str] = []
+        params = text_params(template, params, args.text, notes)
+        for note in notes:
+            print(f"sonic-runner: {note}", file=sys.stderr)
+        return params
+    from .probe import audio_duration
+    from .workflow import WorkflowError, get_param
+
+    try:
+        get_param(template, "duration")
+        params.setdefault("duration", round(audio_duration(args.audio), 3))
+    except WorkflowError:
+        pass
+    return {**params, "audio": str(args.audio.resolve())}
 
 
 def _check_out_dir(path: Path, flag: str) -> None:
@@ -449,19 +501,11 @@ def _check_host_values(values: list[str], *, options: bool) -> None:
 
 
 def _run_embedded(args: argparse.Namespace) -> int:
-    from .probe import audio_duration
-    from .workflow import WorkflowError, apply_params, get_param, load_workflow
+    from .workflow import apply_params, load_workflow
 
     template = load_workflow(args.workflow)
-    params = dict(args.sets)
-    try:
-        get_param(template, "duration")
-        params.setdefault("duration", round(audio_duration(args.audio), 3))
-    except WorkflowError:
-        pass
-    prompt = apply_params(
-        template, {**params, "image": str(args.image.resolve()), "audio": str(args.audio.resolve())}
-    )
+    params = _speech_params(args, template, dict(args.sets))
+    prompt = apply_params(template, {**params, "image": str(args.image.resolve())})
     from . import display, embedded
 
     if args.jsonl:
@@ -533,7 +577,7 @@ def _run_on_host(args: argparse.Namespace) -> int:
             "row": 1,
             "id": safe_job_id(args.image.stem) or "job",
             "image": str(args.image.resolve()),
-            "audio": str(args.audio.resolve()),
+            **({"text": args.text} if args.text is not None else {"audio": str(args.audio.resolve())}),
             "params": {},
         }
         batch.add_jobs(build_jobs([row], batch.template, config.params))
@@ -701,6 +745,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db_url=_db_url(args.db),
         storage=args.bucket,
         s3_endpoint=args.s3_endpoint,
+        broker_url=args.broker,
         auth=not args.no_auth,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_s=args.max_audio_s,

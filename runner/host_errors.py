@@ -42,7 +42,8 @@ def one_line(text: Any, limit: int = 500) -> str:
 INPUT_ERROR_NAMES = frozenset({"SonicInputError", "NoFaceInFrames"})  # bad input: never retried
 MODEL_ERROR_NAMES = frozenset({"SonicModelError"})  # the host lacks the weights: try another host
 OOM_ERROR_NAMES = frozenset({"SonicOutOfMemoryError", "OutOfMemoryError"})
-ENGINE_ERROR_NAMES = INPUT_ERROR_NAMES | MODEL_ERROR_NAMES | OOM_ERROR_NAMES
+SERVICE_ERROR_NAMES = frozenset({"SonicServiceError"})  # a service the node calls failed: retried
+ENGINE_ERROR_NAMES = INPUT_ERROR_NAMES | MODEL_ERROR_NAMES | OOM_ERROR_NAMES | SERVICE_ERROR_NAMES
 
 
 class HostError(Exception):

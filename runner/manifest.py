@@ -1,4 +1,4 @@
-"""Batch manifests: one row per job (image, audio, optional id and priority, any parameters).
+"""Batch manifests: one row per job (image, audio or text, optional id and priority, any parameters).
 
 CSV (a header row, then one job per row) or JSON lines (one object per line).
 Rows are read lazily, so a 10,000-row manifest never sits in memory as a list.
@@ -11,6 +11,9 @@ Each yielded row is a dict:
     {"row": 1-based data row, "line": line in the file, "id": str | None,
      "priority": 0..2 (P0 highest, default P1), "image": absolute path,
      "audio": absolute path, "params": {column: value}, "error": str | None}
+A text job (a ``text`` column instead of ``audio``, for the sonic_*_text_* templates) has
+"audio": None and "text": the words to speak; ``voice`` and any other TTS input are
+parameter columns like the rest.
 Parameter values keep what the file holds (strings from CSV; JSON types from
 JSON lines); workflow.apply_params converts them to the template's types.
 """
@@ -26,7 +29,7 @@ from typing import Any
 
 from .jobs import parse_priority
 
-RESERVED = {"image", "audio", "id", "priority"}
+RESERVED = {"image", "audio", "text", "id", "priority"}
 _ALIASES = {"job_id": "id"}  # other spellings of the reserved columns
 _JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 
@@ -98,12 +101,13 @@ def _read_csv(path: Path, files: _FileResolver) -> Iterator[dict]:
             f"manifest {path}: cannot read the header ({exc}); save it as UTF-8 CSV"
         ) from None
     columns = [_column_name(h) for h in header]
-    missing = [c for c in ("image", "audio") if c not in columns]
+    missing = [c for c in ("image", "audio") if c not in columns and not (c == "audio" and "text" in columns)]
     if missing:
         f.close()
         raise ManifestError(
             f"manifest {path}: no {' or '.join(repr(m) for m in missing)} column; "
             f"the header has {', '.join(repr(h) for h in header)}"
+            + ("; a text job has a 'text' column instead of 'audio'" if "audio" in missing else "")
         )
     return _csv_rows(path, f, reader, columns, files)
 
@@ -205,10 +209,24 @@ def _make_row(row: int, line: int, where: str, values: dict, seen: set[str], fil
             return result
         seen.add(job_id)
         result["id"] = job_id
+    text = values.get("text")
+    if text is not None:
+        if values.get("audio") is not None:
+            result["error"] = (
+                f"{where}: both 'audio' and 'text' are set; give one (a clip, or the words to speak)"
+            )
+            return result
+        if not isinstance(text, str) or not text.strip():
+            result["error"] = f"{where}, column 'text': {text!r} is not text; give the words to speak"
+            return result
+        result["text"] = text
     for column, what in (("image", "the portrait"), ("audio", "the speech clip")):
+        if column == "audio" and text is not None:
+            continue
         value = values.get(column)
         if value is None:
-            result["error"] = f"{where}, column {column!r}: empty; give the path of {what}"
+            also = " (or the words to speak in 'text')" if column == "audio" else ""
+            result["error"] = f"{where}, column {column!r}: empty; give the path of {what}{also}"
             return result
         if not isinstance(value, str):
             result["error"] = f"{where}, column {column!r}: {value!r} is not a path"

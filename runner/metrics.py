@@ -66,9 +66,12 @@ class _StoreCollector:
         for state, n in sorted(data.get("jobs", {}).items()):
             jobs.add_metric([state], n)
         yield jobs
-        depth = GaugeMetricFamily("sonic_queue_depth", "Queued jobs by priority", labels=["priority"])
-        for priority, n in sorted(data.get("queued", {}).items()):
-            depth.add_metric([priority], n)
+        depth = GaugeMetricFamily(
+            "sonic_queue_depth", "Jobs waiting (queued, or failed and due to retry) by pool and priority",
+            labels=["pool", "priority"],
+        )  # fmt: skip
+        for (pool, priority), n in sorted(data.get("queued", {}).items()):
+            depth.add_metric([str(pool), priority], n)
         yield depth
         backlog = GaugeMetricFamily("sonic_webhook_backlog", "Webhook deliveries not yet made")
         backlog.add_metric([], data.get("webhook_backlog", 0))
@@ -76,3 +79,34 @@ class _StoreCollector:
 
     def describe(self):
         return []
+
+
+class HostGauges:
+    """Per-host gauges of a worker, read from it at scrape time: jobs in flight, host health."""
+
+    def __init__(self, read: Callable[[], list[tuple[str, int, bool]]]) -> None:
+        self._read = read  # -> [(host, running jobs, healthy)]
+
+    def collect(self):
+        inflight = GaugeMetricFamily("sonic_host_inflight", "Jobs in flight on each host", labels=["host"])
+        healthy = GaugeMetricFamily("sonic_host_healthy", "1 while the host answers", labels=["host"])
+        for host, running, ok in self._read():
+            inflight.add_metric([host], running)
+            healthy.add_metric([host], 1 if ok else 0)
+        yield inflight
+        yield healthy
+
+    def describe(self):
+        return []
+
+
+def observe_job_end(metrics: Metrics, job) -> None:
+    """Count a job's end and its latencies (the in-process worker and fleet workers alike)."""
+    status = "cancelled" if job.state == "dead" and job.error_kind == "cancelled" else job.state
+    metrics.finished.labels(state=status, reason=job.error_kind or "").inc()
+    tier = (job.spec or {}).get("tier", "?")
+    if job.finished_at:
+        metrics.latency.labels(tier=tier, phase="total").observe(job.finished_at - job.created_at)
+    metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
+    if job.run_seconds:
+        metrics.latency.labels(tier=tier, phase="run").observe(job.run_seconds)

@@ -62,6 +62,14 @@ class HostState:
         return self.cap - len(self.inflight)
 
 
+def max_resolution_for_vram(vram_gb: float | None) -> int | None:
+    """The largest resolution tier a card of ``vram_gb`` fits (None: unknown, no limit)."""
+    if vram_gb is None:
+        return None
+    fits = [r for r, gb in sorted(VRAM_GB_FOR_RESOLUTION.items()) if gb <= vram_gb]
+    return fits[-1] if fits else min(VRAM_GB_FOR_RESOLUTION)
+
+
 def vram_needed(job: JobRecord) -> float | None:
     explicit = job.spec.get("vram_gb")
     if explicit not in (None, ""):

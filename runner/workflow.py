@@ -20,10 +20,26 @@ from pathlib import Path
 from typing import Any
 
 # Classes of this pack whose inputs the short aliases reach.
-OUR_CLASSES = ("SONIC_ModelLoader", "SONIC_PreData", "SONIC_Inference", "LipSyncCorrect", "VideoEncode")
+OUR_CLASSES = (
+    "SONIC_ModelLoader",
+    "SONIC_PreData",
+    "SONIC_Inference",
+    "LipSyncCorrect",
+    "VideoEncode",
+    "SONIC_TextToSpeech",
+)
 
 # alias -> explicit target; the other aliases mean "the input of that name on our nodes".
-FIXED_ALIASES = {"image": "LoadImage.image", "audio": "LoadAudio.audio"}
+FIXED_ALIASES = {
+    "image": "LoadImage.image",
+    "audio": "LoadAudio.audio",
+    # text jobs (sonic_*_text_* templates): what SONIC_TextToSpeech says, and how
+    "text": "SONIC_TextToSpeech.text",
+    "voice": "SONIC_TextToSpeech.voice",
+    "speed": "SONIC_TextToSpeech.speed",
+    "emotion": "SONIC_TextToSpeech.emotion",
+    "emotion_intensity": "SONIC_TextToSpeech.emotion_intensity",
+}
 NODE_INPUT_ALIASES = (
     "seed",
     "duration",
@@ -53,6 +69,9 @@ DECLARED_TYPES: dict[str, type] = {
     "min_appearance_guidance_scale": float,
     "max_appearance_guidance_scale": float,
     "audio_guidance_scale": float,
+    "speed": float,
+    "emotion_intensity": float,
+    "concurrency": int,
 }
 
 _TRUE = {"true", "1", "yes", "y", "on"}

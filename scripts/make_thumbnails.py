@@ -77,8 +77,10 @@ def render_frame(min_resolution: int, seed: int = 0) -> np.ndarray:
     return (frames[len(frames) * 2 // 3].numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def card(frame: np.ndarray, backend: str, tier: str, resolution: int, timing: str):
-    """The frame, cropped to the card, with a legible band: backend, tier, needs, time per 10 s."""
+def card(frame: np.ndarray, backend: str, tier: str, resolution: int, timing: str, source: str = "audio"):
+    """The frame, cropped to the card, with a legible band: backend, tier, needs, time per 10 s.
+
+    A text template's card also says "TEXT -> SPEECH" beside its tier badge."""
     from PIL import Image, ImageDraw, ImageOps
 
     img = ImageOps.fit(Image.fromarray(frame), SIZE, centering=(0.5, 0.4))
@@ -89,6 +91,11 @@ def card(frame: np.ndarray, backend: str, tier: str, resolution: int, timing: st
     width = int(draw.textlength(tier.upper(), font=badge))
     draw.rounded_rectangle([12, 12, 36 + width, 52], radius=8, fill=(*TIER_COLORS[tier], 235))
     draw.text((24, 17), tier.upper(), font=badge, fill="white")
+    if source == "text":
+        left = 48 + width
+        label_width = int(draw.textlength("TEXT -> SPEECH", font=badge))
+        draw.rounded_rectangle([left, 12, left + 24 + label_width, 52], radius=8, fill=(200, 120, 20, 235))
+        draw.text((left + 12, 17), "TEXT -> SPEECH", font=badge, fill="white")
     draw.text((16, SIZE[1] - 112), label, font=_font(34), fill="white")
     draw.text((16, SIZE[1] - 68), f"{needs} · {resolution} px", font=_font(19), fill=(230, 230, 230))
     draw.text((16, SIZE[1] - 40), timing, font=_font(19), fill=(230, 230, 230))
@@ -123,14 +130,17 @@ def main() -> int:
     import make_workflows
 
     frames: dict[int, np.ndarray] = {}
-    for backend in make_workflows.BACKENDS:
-        for tier in make_workflows.TIERS:
-            resolution = make_workflows.TIERS[tier]["Prepare"]["min_resolution"]
-            if resolution not in frames:
-                frames[resolution] = render_frame(resolution)
-            img = card(frames[resolution], backend, tier, resolution, SHORT_TIMING[backend][tier])
-            path = ROOT / "workflows" / f"sonic_{backend}_{tier}.jpg"
-            print(f"{path.relative_to(ROOT)}: {save_small(img, path)} bytes")
+    for source in make_workflows.SOURCES:
+        for backend in make_workflows.BACKENDS:
+            for tier in make_workflows.TIERS:
+                resolution = make_workflows.TIERS[tier]["Prepare"]["min_resolution"]
+                if resolution not in frames:
+                    frames[resolution] = render_frame(resolution)
+                timing = SHORT_TIMING[backend][tier]
+                img = card(frames[resolution], backend, tier, resolution, timing, source)
+                name = make_workflows.template_name(backend, tier, source)
+                path = ROOT / "workflows" / f"{name}.jpg"
+                print(f"{path.relative_to(ROOT)}: {save_small(img, path)} bytes")
     return 0
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("lite", "sonic")
+# Where the speech comes from: a clip (core LoadAudio) or a text spoken by SONIC_TextToSpeech.
+SOURCES = ("audio", "text")
 
 # QoS tiers (DESIGN.md section 3): fast 20 steps, balanced 25, hq 30.
 TIERS: dict[str, dict[str, dict]] = {
@@ -43,7 +45,7 @@ TIERS: dict[str, dict[str, dict]] = {
 # (id, class_type, title, {input: value or ("link", source_id, slot)})
 GRAPH = [
     ("1", "LoadImage", "Portrait", {"image": "sonic_example_face.jpg"}),
-    ("2", "LoadAudio", "Speech", {"audio": "sonic_example_speech.wav"}),
+    ("2", "LoadAudio", "Speech", {"audio": "sonic_example_speech.wav"}),  # text templates: SONIC_TextToSpeech
     ("3", "SONIC_ModelLoader", "Sonic Model", {}),
     ("4", "SONIC_PreData", "Prepare", {"image": ("link", "1", 0), "audio": ("link", "2", 0)}),
     ("5", "SONIC_Inference", "Animate", {"model": ("link", "3", 0), "data": ("link", "4", 0)}),
@@ -60,6 +62,17 @@ GRAPH = [
         {"images": ("link", "6", 0), "audio": ("link", "6", 1), "fps": ("link", "5", 2)},
     ),
 ]
+
+SPEECH_NODES = {
+    "audio": ("2", "LoadAudio", "Speech", {"audio": "sonic_example_speech.wav"}),
+    "text": ("2", "SONIC_TextToSpeech", "Speech", {}),
+}
+
+
+def graph(source: str = "audio") -> list[tuple]:
+    """GRAPH with the speech node for `source` (the rest of the graph is the same)."""
+    return [SPEECH_NODES[source] if node[0] == "2" else node for node in GRAPH]
+
 
 # Input schemas of the two core nodes the templates use (ComfyUI's nodes.py LoadImage and
 # comfy_extras/nodes_audio.py LoadAudio); the upload widgets are front-end only.
@@ -115,18 +128,25 @@ ENCODER_PRESETS = {
 }
 
 
-def tier_values(backend: str, tier: str) -> dict[str, dict]:
+def template_name(backend: str, tier: str, source: str = "audio") -> str:
+    """sonic_lite_fast, sonic_lite_text_fast, ..."""
+    return f"sonic_{backend}_{'text_' if source == 'text' else ''}{tier}"
+
+
+def tier_values(backend: str, tier: str, source: str = "audio") -> dict[str, dict]:
     values = {title: dict(v) for title, v in TIERS[tier].items()}
     values["Save MP4"]["preset"] = ENCODER_PRESETS[backend][tier]
     values.setdefault("Sonic Model", {})["backend"] = backend
-    values["Save MP4"]["filename_prefix"] = f"sonic/{backend}_{tier}"
+    values["Save MP4"]["filename_prefix"] = "sonic/" + template_name(backend, tier, source).removeprefix(
+        "sonic_"
+    )
     return values
 
 
-def api_workflow(backend: str, tier: str) -> dict:
-    overrides = tier_values(backend, tier)
+def api_workflow(backend: str, tier: str, source: str = "audio") -> dict:
+    overrides = tier_values(backend, tier, source)
     prompt = {}
-    for node_id, class_type, title, given in GRAPH:
+    for node_id, class_type, title, given in graph(source):
         schema, _, _ = node_schema(class_type)
         inputs = {}
         for section in ("required", "optional"):
@@ -142,13 +162,14 @@ def api_workflow(backend: str, tier: str) -> dict:
     return prompt
 
 
-def ui_workflow(backend: str, tier: str) -> dict:
+def ui_workflow(backend: str, tier: str, source: str = "audio") -> dict:
     """The editor's format: nodes with slots and widget values, links as [id, from, slot, to, slot, type]."""
-    api = api_workflow(backend, tier)
+    api = api_workflow(backend, tier, source)
     links: list[list] = []
     out_links: dict[tuple[str, int], list[int]] = {}
     nodes = []
-    for order, (node_id, class_type, title, _) in enumerate(GRAPH):
+    positions = layout(source)
+    for order, (node_id, class_type, title, _) in enumerate(graph(source)):
         schema, return_types, return_names = node_schema(class_type)
         inputs, widgets = [], []
         for section in ("required", "optional"):
@@ -182,7 +203,7 @@ def ui_workflow(backend: str, tier: str) -> dict:
             {
                 "id": int(node_id),
                 "type": class_type,
-                "pos": list(layout()[title]),
+                "pos": list(positions[title]),
                 "size": [NODE_WIDTH, node_height(class_type)],
                 "flags": {},
                 "order": order,
@@ -211,7 +232,7 @@ def ui_workflow(backend: str, tier: str) -> dict:
             "inputs": [],
             "outputs": [],
             "properties": {},
-            "widgets_values": [note_text(backend, tier)],
+            "widgets_values": [note_text(backend, tier, source)],
         }
     )
     return {
@@ -242,6 +263,9 @@ PREVIEW_HEIGHT = {
     "Lip Sync": 90,
     "Save MP4": 400,
 }
+# By class where it differs from its title's: the text-to-speech node shows its info text, and its
+# two multiline boxes (text, http_options) stand taller than one widget row each.
+CLASS_PREVIEW_HEIGHT = {"SONIC_TextToSpeech": 90 + 2 * 60}
 GAP = 40
 GROUP_PAD = 40  # room for a group's title above its first node
 
@@ -273,24 +297,35 @@ def node_height(class_type: str) -> int:
     return 10 + SLOT_HEIGHT * max(inputs, len(return_types)) + WIDGET_HEIGHT * widgets
 
 
-def layout() -> dict[str, tuple[int, int]]:
+def layout(source: str = "audio") -> dict[str, tuple[int, int]]:
     """Positions from the compact heights plus the previews, so nothing overlaps once they show."""
-    classes = {title: class_type for _, class_type, title, _ in GRAPH}
+    classes = {title: class_type for _, class_type, title, _ in graph(source)}
     positions = {}
     for column, titles in enumerate(COLUMNS):
         x = GAP + column * (NODE_WIDTH + GAP + 30)
         y = TOP
         for title in titles:
             positions[title] = (x, y)
-            y += node_height(classes[title]) + PREVIEW_HEIGHT.get(title, 0) + TITLE_HEIGHT + GAP + GROUP_PAD
+            y += (
+                node_height(classes[title])
+                + preview_height(title, classes[title])
+                + TITLE_HEIGHT
+                + GAP
+                + GROUP_PAD
+            )
     return positions
+
+
+def preview_height(title: str, class_type: str) -> int:
+    """Room ComfyUI adds below a node's compact height once it shows its preview or info."""
+    return CLASS_PREVIEW_HEIGHT.get(class_type, PREVIEW_HEIGHT.get(title, 0))
 
 
 def node_box(node: dict) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) a node covers on the canvas: title bar, body and its preview."""
     x, y = node["pos"]
     w, h = node["size"]
-    return x, y - TITLE_HEIGHT, x + w, y + h + PREVIEW_HEIGHT.get(node["title"], 0)
+    return x, y - TITLE_HEIGHT, x + w, y + h + preview_height(node["title"], node.get("type", ""))
 
 
 def groups(nodes: list[dict]) -> list[dict]:
@@ -336,11 +371,18 @@ DURATIONS = {
 }
 
 
-def note_text(backend: str, tier: str) -> str:
+SPEECH_STEP = {
+    "audio": "1. Pick a portrait in Portrait (one face, facing the camera) and a speech clip in Speech.\n",
+    "text": "1. Pick a portrait in Portrait (one face, facing the camera) and type the text in Speech "
+    "(espeak-ng on this machine, or backend http with your TTS service's url).\n",
+}
+
+
+def note_text(backend: str, tier: str, source: str = "audio") -> str:
     """What to do first, on the canvas (ComfyUI's template browser shows only the file name)."""
     return (
-        f"Sonic {backend} / {tier}. {NEEDS[backend]}\n"
-        "1. Pick a portrait in Portrait (one face, facing the camera) and a speech clip in Speech.\n"
+        f"Sonic {backend} / {'text / ' if source == 'text' else ''}{tier}. {NEEDS[backend]}\n"
+        f"{SPEECH_STEP[source]}"
         "2. Press Run. Each node shows its progress; the MP4 appears in Save MP4 and in "
         "ComfyUI/output/sonic/.\n"
         f"{DURATIONS[backend][tier]}"
@@ -349,12 +391,12 @@ def note_text(backend: str, tier: str) -> str:
 
 def templates() -> dict[Path, dict]:
     files = {}
-    for backend in BACKENDS:
-        for tier in TIERS:
-            files[Path("workflows") / f"sonic_{backend}_{tier}.json"] = ui_workflow(backend, tier)
-            files[Path("workflows") / "api" / f"sonic_{backend}_{tier}_api.json"] = api_workflow(
-                backend, tier
-            )
+    for source in SOURCES:
+        for backend in BACKENDS:
+            for tier in TIERS:
+                name = template_name(backend, tier, source)
+                files[Path("workflows") / f"{name}.json"] = ui_workflow(backend, tier, source)
+                files[Path("workflows") / "api" / f"{name}_api.json"] = api_workflow(backend, tier, source)
     return files
 
 

@@ -73,3 +73,20 @@ def speech_file(tmp_path):
     path = tmp_path / "speech.wav"
     soundfile.write(path, speech_like(2.0, 22050), 22050)
     return path
+
+
+@pytest.fixture
+def espeak():
+    """The espeak-ng backend; espeak-ng itself is installed by .ci/run (scripts/install_services.sh).
+
+    A test that needs it fails in CI when it is missing and is skipped elsewhere, with the fix.
+    """
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        from tests.services._common import unavailable
+
+        unavailable("espeak-ng is not installed (Debian package espeak-ng)")
+    from comfyui_sonic.nodes.engine.tts import EspeakBackend
+
+    return EspeakBackend()

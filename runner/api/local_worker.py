@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..jobs import DEAD, DONE, FETCHING, QUEUED, RUNNING, UPLOADING, JobRecord
+from ..metrics import observe_job_end
 from ..storage import ObjectStore, job_key
 from ..store import AttemptTaken, JobStore, StaleJob, attempt_prompt_id
 from ..store.outbox import Outbox
@@ -130,8 +131,18 @@ class LocalWorker:
     def _prompt(self, job: JobRecord, work: Path) -> dict:
         spec = job.spec
         image = self.storage.get_file(spec["image"], work / Path(spec["image"]).name)
-        audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
         template = load_workflow(self.settings.templates_dir / f"{spec['template']}_api.json")
+        if "audio" not in spec:  # a text job: the duration follows the synthesised speech
+            from ..text_jobs import text_params
+
+            return apply_params(
+                template,
+                {
+                    **text_params(template, spec.get("params", {}), spec["text"]),
+                    "image": str(image),
+                },
+            )
+        audio = self.storage.get_file(spec["audio"], work / Path(spec["audio"]).name)
         params = {**spec.get("params", {}), "image": str(image), "audio": str(audio)}
         try:
             from ..workflow import get_param
@@ -179,10 +190,5 @@ class LocalWorker:
         status = "cancelled" if kind == "cancelled" else state
         self.store.add_event(job.job_id, "state", {"state": status})
         if self.metrics is not None:
-            tier = job.spec.get("tier", "?")
-            self.metrics.finished.labels(state=status, reason=kind or "").inc()
-            self.metrics.latency.labels(tier=tier, phase="total").observe(now - job.created_at)
-            self.metrics.latency.labels(tier=tier, phase="wait").observe(job.queued_seconds)
-            if run_s is not None:
-                self.metrics.latency.labels(tier=tier, phase="run").observe(run_s)
+            observe_job_end(self.metrics, job)
         self.outbox.enqueue_job_end(job)

@@ -16,9 +16,10 @@ from ..jobs import DEAD, DONE, FINAL_STATES, QUEUED, JobRecord
 from ..storage import ObjectStore, job_key
 from ..store import JobStore, StaleJob
 from ..store.api_keys import ApiKey, ApiKeys
-from ..workflow import load_workflow
+from ..workflow import load_workflow, resolution_of
 from . import validation as v
 from .settings import ServeSettings
+from .speech import text_template
 
 ANONYMOUS = "anonymous"
 #: Form fields that are not template inputs.
@@ -36,11 +37,14 @@ class Upload:
 class JobService:
     """Submit, read and cancel jobs for API keys."""
 
-    def __init__(self, settings: ServeSettings, store: JobStore, storage: ObjectStore, keys: ApiKeys) -> None:
+    def __init__(
+        self, settings: ServeSettings, store: JobStore, storage: ObjectStore, keys: ApiKeys, publisher=None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
         self.keys = keys
+        self.publisher = publisher  # fleet mode: jobs go to the broker's pools (None: in-process worker)
         self._templates: dict[str, dict] = {}
 
     def template(self, name: str) -> dict:
@@ -71,29 +75,37 @@ class JobService:
         self,
         key: ApiKey | None,
         image: Upload,
-        audio: Upload,
+        audio: Upload | None,
         fields: dict[str, str],
         idempotency_key: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """(job, created): an Idempotency-Key seen before returns the first job, created False."""
+        """(job, created): an Idempotency-Key seen before returns the first job, created False.
+
+        ``audio`` None: a text job (``fields["text"]``; runner/api/speech.py)."""
         owner = key.key_id if key else ANONYMOUS
         if idempotency_key:
             existing = self._idempotent_job(owner, idempotency_key)
             if existing is not None:
+                self._publish_if_lost(existing)
                 return existing, False
         self.check_limits(key)
         name = v.resolve_template(fields.get("template"), fields.get("tier"), self.settings)
+        if audio is None:
+            name = text_template(name, self.settings)
         template = self.template(name)
         priority = v.check_priority(fields.get("priority"))
         webhook = v.check_webhook_url(fields.get("webhook_url"), self.settings)
         params = {k: val for k, val in fields.items() if k not in RESERVED_FIELDS}
         v.check_image(image.path, self.settings)
-        seconds = v.check_audio(audio.path, self.settings)
-        v.check_params(template, {**params, "image": "x", "audio": "x"})
-        notes = []
-        given = fields.get("duration")
-        if given not in (None, "") and _differs(given, seconds):
-            notes.append(f"duration {given} s corrected to {seconds:.3f} s from the audio")
+        if audio is None:
+            seconds, notes = self._text_speech(template, params, fields)
+        else:
+            seconds = v.check_audio(audio.path, self.settings)
+            v.check_params(template, {**params, "image": "x", "audio": "x"})
+            notes = []
+            given = fields.get("duration")
+            if given not in (None, "") and _differs(given, seconds):
+                notes.append(f"duration {given} s corrected to {seconds:.3f} s from the audio")
 
         job_id = uuid.uuid4().hex
         if idempotency_key:
@@ -108,18 +120,61 @@ class JobService:
                 "tier": name.rsplit("_", 1)[-1],
                 "params": params,
                 "image": self._put(job_id, "image", image),
-                "audio": self._put(job_id, "audio", audio),
-                "duration": round(seconds, 3),
+                **(
+                    {"audio": self._put(job_id, "audio", audio)}
+                    if audio is not None
+                    else {"text": fields["text"]}
+                ),
+                "duration": round(seconds, 3) if seconds is not None else None,
                 "webhook_url": webhook,
             }
-            job = JobRecord(job_id=job_id, row=0, priority=priority, spec=spec, notes=notes)
+            job = JobRecord(
+                job_id=job_id,
+                row=0,
+                priority=priority,
+                spec=spec,
+                notes=notes,
+                resolution=resolution_of(template),
+            )
             self.store.add_jobs([job], owner=owner)
             self.store.add_event(job_id, "state", {"state": QUEUED})
+            self._publish(job)
         except Exception:
             if idempotency_key:
                 self.keys.release_idempotency(owner, idempotency_key, job_id)
             raise
         return job, True
+
+    def _publish(self, job: JobRecord) -> None:
+        """Fleet mode: one confirmed message per job. A broker that fails here ends the job
+        (it would never run) and the client gets a 503 to retry."""
+        if self.publisher is None:
+            return
+        from ..fleet.errors import BrokerError
+
+        try:
+            self.publisher.publish(job)
+        except BrokerError as exc:
+            self.store.transition(job, DEAD, error=str(exc), error_kind="broker", finished_at=time.time())
+            raise v.RequestError(
+                503, "broker_unavailable", "the job queue is unreachable; retry later"
+            ) from None
+        self.store.mark_published([job.job_id])
+
+    def _text_speech(self, template: dict, params: dict, fields: dict[str, str]) -> tuple[None, list[str]]:
+        """A text job's checks: its inputs fit the template; its duration comes later, from the speech."""
+        v.check_params(template, {**params, "image": "x"})
+        given = fields.get("duration")
+        notes = (
+            [f"duration {given} ignored: a text job lasts as long as its synthesised speech"] if given else []
+        )
+        return None, notes
+
+    def _publish_if_lost(self, job: JobRecord) -> None:
+        """A retried request whose first try stored the job but died before publishing it
+        (a replica killed mid-request): publish it now, or it would wait forever."""
+        if self.publisher is not None and job.state == QUEUED and not self.store.is_published(job.job_id):
+            self._publish(job)
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"

@@ -124,7 +124,8 @@ def check_params(template: dict, params: dict[str, str]) -> dict:
     try:
         apply_params(template, params)
     except WorkflowError as exc:
-        field = next((k for k in params if k in str(exc)), None)
+        named = [k for k in params if f"parameter {k!r}" in str(exc)]  # the one the error is about
+        field = next(iter(named), None) or next((k for k in params if k in str(exc)), None)
         raise invalid(field or "params", str(exc)) from None
     return params
 

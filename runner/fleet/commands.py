@@ -60,6 +60,10 @@ def add_worker_parser(sub) -> None:
     worker.add_argument("--name", default=None, help="this worker's name in the job store (default host-pid)")
     worker.add_argument("--templates-dir", type=Path, default=DEFAULT_TEMPLATES, help=argparse.SUPPRESS)
     worker.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
+    )
+    worker.add_argument("--metrics-bind", default="127.0.0.1", help="address of /metrics (default 127.0.0.1)")
 
 
 def add_fleet_options(batch: argparse.ArgumentParser) -> None:
@@ -79,6 +83,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace) -> int:
+    from ..metrics import HostGauges, Metrics, observe_job_end
     from ..retry import RetryPolicy
     from ..secrets import parse_hosts
     from ..storage import open_store
@@ -104,7 +109,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise ValueError("--lease must be at least 1 second (a worker renews it three times per lease)")
     pools = parse_pools(args.pools)
     check_broker(args.broker)
-    store = JobStore(args.db)
+    store = JobStore(args.db, record_events=True)  # (the followers read its state events)
     storage = open_store(args.bucket, s3_endpoint=args.s3_endpoint) if args.bucket else None
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="sonic-worker-"))
     config = HandlerConfig(
@@ -121,6 +126,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     publisher = Publisher(args.broker, pools)
     outbox = Outbox(store)
     fleet = parse_hosts(None, args.fleet_hosts_file) if args.fleet_hosts_file else []
+    metrics = Metrics() if args.metrics_port else None
+
+    def job_ended(job) -> None:
+        outbox.enqueue_job_end(job)
+        if metrics is not None:
+            observe_job_end(metrics, job)
+
     worker = Worker(
         args.broker,
         store,
@@ -134,9 +146,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
             reap_interval=args.lease,
         ),
         storage=storage,
-        on_job_end=outbox.enqueue_job_end,
+        on_job_end=job_ended,
         fleet_hosts=fleet,
+        metrics=metrics,
     )
+    if metrics is not None:
+        from prometheus_client import start_http_server
+
+        metrics.registry.register(HostGauges(worker.host_gauges))
+        start_http_server(args.metrics_port, addr=args.metrics_bind, registry=metrics.registry)
     try:
         worker.preflight()
     except WorkerError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import jobs as J
 from ..jobs import JobRecord
+from ..store.job_store import state_data
 
 Sink = Callable[[dict], None]
 
@@ -124,7 +125,7 @@ class FleetBatch:
         """Show the batch's progress until every job ended: 0, or 1 if some are dead."""
         prefix, after = f"{self.name}.", 0
         for job in self.store.jobs(batch=self.name):  # where every job stands now
-            self._emit(_job_event(job.job_id[len(prefix) :], self._state_of(job)))
+            self._emit(_job_event(job.job_id[len(prefix) :], state_data(job)))
         last_batch = 0.0
         while True:
             events = self.store.events(after=after, prefix=prefix, limit=2000)
@@ -141,18 +142,6 @@ class FleetBatch:
                     return 1 if counts.get(J.DEAD) else 0
             if len(events) < 2000:
                 time.sleep(self.config.poll_interval)
-
-    @staticmethod
-    def _state_of(job: JobRecord) -> dict:
-        return {
-            "state": job.state,
-            "host": job.host,
-            "attempt": job.attempts,
-            "row": job.row,
-            "error": job.error,
-            "error_kind": job.error_kind,
-            "outputs": list(job.outputs),
-        }
 
     def _emit(self, event: dict) -> None:
         for sink in self.sinks:

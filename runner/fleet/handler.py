@@ -113,7 +113,9 @@ class JobHandler:
         on_job_end: Callable[[JobRecord], None] | None = None,
         on_host_ok: Callable[[str], None] | None = None,
         on_host_failed: Callable[[str, HostError], None] | None = None,
+        metrics: Any = None,
     ) -> None:
+        self.metrics = metrics  # runner.metrics.Metrics (retries, OOM downgrades), or None
         self.store = store
         self.publisher = publisher
         self.host = host
@@ -169,7 +171,6 @@ class JobHandler:
         first = job.attempts == 0 and job.state == J.QUEUED
         changes = {"queued_seconds": time.time() - job.created_at} if first else {}
         self.store.take(job, worker, lease, host=self.host.safe_url, **changes)
-        self._event(job)
         try:
             self._materialise_inputs(job, work)
             executor = self._executor(self.host.safe_url, job, work)
@@ -236,6 +237,10 @@ class JobHandler:
             resolution=job.resolution,
         )
         notes = [*job.notes, decision.note] if decision.note else job.notes
+        if decision.retry and self.metrics is not None:
+            self.metrics.retries.labels(reason=exc.kind).inc()
+            if exc.kind == "oom":
+                self.metrics.oom_downgrades.inc()
         if decision.retry:
             try:
                 pool = pool_for(decision.resolution, self.config.pools)
@@ -252,7 +257,6 @@ class JobHandler:
                 notes=notes,
                 next_attempt_at=time.time() + decision.delay,
             )
-            self._event(job)
             self.publisher.publish(job, pool=pool, delay=decision.delay)
             return
         attempt_state = ("dead" if a_state == "failed" else a_state) if in_flight else None
@@ -290,7 +294,6 @@ class JobHandler:
             error=exc.message,
             error_kind="host_config",
         )
-        self._event(job)
         self.publisher.publish(job, pool=pool_for(job.resolution, self.config.pools), delay=0.0)
 
     def _finished(self, job: JobRecord) -> None:
@@ -309,26 +312,11 @@ class JobHandler:
         if notes is not None:
             changes["notes"] = notes
         self.store.transition(job, state, attempt_state=attempt_state, **changes)
-        self._event(job)
         self._on_job_end(job)
 
     # ------------------------------------------------------------------ events
-    def _event(self, job: JobRecord) -> None:
-        status = "cancelled" if job.state == J.DEAD and job.error_kind == "cancelled" else job.state
-        data = {
-            "state": status,
-            "host": job.host,
-            "attempt": job.attempts,
-            "row": job.row,
-            "error": job.error,
-            "error_kind": job.error_kind,
-            "outputs": list(job.outputs),
-        }
-        self.store.add_event(job.job_id, "state", data)
-
     def _attempt_event(self, kind: str, job: JobRecord, data: dict) -> None:
         if kind != "progress":
-            self._event(job)
             return
         value, total = data.get("value"), data.get("max")
         if not total:

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from ..host_errors import HostError, one_line
+from ..scheduler import max_resolution_for_vram
 from ..secrets import HostSpec
 from ..store import JobStore, StoreError
 from . import dlq
@@ -55,6 +56,7 @@ class WorkerOptions:
     keeper_interval: float = 5.0  # lease renewal, cancel checks, host probes
     reap_interval: float = 15.0  # re-publish in-flight jobs whose holder's lease ran out
     reconnect_max: float = 10.0
+    unpublished_after: float = 300.0  # a queued job with no confirmed message this old is published
 
 
 @dataclass
@@ -95,7 +97,12 @@ class Worker:
         make_client: Callable[[HostSpec], Any] | None = None,
         on_job_end: Callable | None = None,
         fleet_hosts: list[HostSpec] | None = None,
+        metrics: Any = None,
     ) -> None:
+        if not store.records_events:
+            raise ValueError(
+                "a worker's JobStore must record state events (JobStore(url, record_events=True))"
+            )
         self.broker_url = broker_url
         self.store = store
         self.config = config
@@ -104,6 +111,7 @@ class Worker:
         self.storage = storage
         self._make_client = make_client or _default_client
         self._on_job_end = on_job_end
+        self.metrics = metrics
         self.active = ActiveJobs()
         self._known = {h.safe_url: h for h in [*(fleet_hosts or []), *hosts]}
         self._other_clients: dict[str, Any] = {}
@@ -129,11 +137,20 @@ class Worker:
             on_job_end=self._on_job_end,
             on_host_ok=lambda host: self._health(slot_ref[0], True),
             on_host_failed=lambda host, exc: self._health(slot_ref[0], False, exc),
+            metrics=self.metrics,
         )
-        pools = pools_for_host(spec.max_resolution, self.config.pools)
+        pools = pools_for_host(
+            spec.max_resolution or max_resolution_for_vram(spec.vram_gb), self.config.pools
+        )
         slot = HostSlot(spec=spec, client=client, handler=handler, pools=pools)
         slot_ref.append(slot)
         return slot
+
+    def host_gauges(self) -> list[tuple[str, int, bool]]:
+        """(host, jobs running, healthy) of each slot, for the worker's /metrics."""
+        return [
+            (slot.spec.safe_url, slot.running, slot.healthy and slot.refused is None) for slot in self.slots
+        ]
 
     def _client_for(self, host_url: str) -> Any:
         """A client for a host another worker used (to ask it about a job taken over)."""
@@ -159,6 +176,9 @@ class Worker:
             )
         for slot in self.slots:
             report = check_host(slot.spec)
+            if slot.spec.max_resolution is None:  # declared VRAM, else what the host reports
+                vram = slot.spec.vram_gb if slot.spec.vram_gb is not None else report.vram_total_gb
+                slot.pools = pools_for_host(max_resolution_for_vram(vram), self.config.pools)
             if not report.reachable:
                 self._health(slot, False)
                 log.warning("host %s is unreachable (%s); waiting for it", slot.spec.label, report.error)
@@ -191,7 +211,9 @@ class Worker:
             try:
                 self._ensure_connected()
                 self._sync_consumers()
-                self._drain(0.5)
+                # While jobs run, wake often: a finished job's ack (and with prefetch = inflight,
+                # the next message) waits for this loop; idle, wait longer.
+                self._drain(0.005 if self._running() else 0.5)
                 backoff = 0.5
             except (OSError, *_connection_errors()) as exc:
                 log.warning("broker connection lost (%s); reconnecting", one_line(exc))
@@ -395,6 +417,10 @@ class Worker:
             log.info("job %s: its worker stopped renewing; publishing it again", job.job_id)
             job.priority = 0  # (a continuation: ahead of new work in its pool)
             self.publisher.publish(job)
+        for job in self.store.never_published(time.time() - self.options.unpublished_after):
+            log.info("job %s was stored but never published (its publisher died); publishing it", job.job_id)
+            self.publisher.publish(job)
+            self.store.mark_published([job.job_id])
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self) -> None:

@@ -62,6 +62,21 @@ def attempt_prompt_id(job_id: str, attempt: int) -> str:
     return str(uuid.uuid5(_PROMPT_NAMESPACE, f"{job_id}#{attempt}"))
 
 
+def state_data(job: JobRecord, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a "state" event says of a job (after ``changes``): followers show it as it is."""
+    values = {**job.__dict__, **(changes or {})}
+    state = values["state"]
+    return {
+        "state": "cancelled" if state == "dead" and values.get("error_kind") == "cancelled" else state,
+        "host": values.get("host"),
+        "attempt": values.get("attempts"),
+        "row": values.get("row"),
+        "error": values.get("error"),
+        "error_kind": values.get("error_kind"),
+        "outputs": list(values.get("outputs") or []),
+    }
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -104,8 +119,12 @@ class JobStore:
         *,
         redact: Callable[[str], str] | None = None,
         upgrade: bool = True,
+        record_events: bool = False,
     ) -> None:
+        """``record_events``: every state change also appends a "state" event in the same
+        transaction (fleet workers: followers read them; one round trip instead of two)."""
         self.url = _describe(url)
+        self._record_events = record_events
         self._redact = redact or (lambda s: s)
         self._engine = _engine(url)
         try:
@@ -138,6 +157,10 @@ class JobStore:
         migrate.upgrade(conn)
 
     # ------------------------------------------------------------------ basics
+    @property
+    def records_events(self) -> bool:
+        return self._record_events
+
     @property
     def engine(self) -> Engine:
         """For the store's other tables (the webhook outbox) on the same database."""
@@ -311,8 +334,7 @@ class JobStore:
         job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
         job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
 
-    @staticmethod
-    def _compare_and_set(conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
+    def _compare_and_set(self, conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
         """Write ``values`` to the job's row only if it is still as ``job`` saw it, else StaleJob."""
         result = conn.execute(
             update(jobs_t)
@@ -325,6 +347,12 @@ class JobStore:
         )
         if result.rowcount != 1:
             raise StaleJob(f"job {job.job_id} changed since it was read (expected {job.state})")
+        if self._record_events and "state" in values:
+            conn.execute(
+                insert(events_t).values(
+                    job_id=job.job_id, at=time.time(), kind="state", data=state_data(job, values)
+                )
+            )
 
     def _update_attempt(self, conn: Connection, job_id: str, attempt: int, state: str, changes: dict) -> None:
         now = time.time()
@@ -378,6 +406,16 @@ class JobStore:
         its own message is still unacknowledged, so nothing is lost by leaving it alone.
         """
         now = time.time()
+        free = (
+            (jobs_t.c.worker == worker)
+            | (jobs_t.c.worker == REAPER)
+            | jobs_t.c.lease_until.is_(None)
+            | (jobs_t.c.lease_until < now)
+        )
+        return self._set_holder(job, free, worker, now + lease_s)
+
+    def _set_holder(self, job: JobRecord, condition, worker: str, until: float) -> bool:
+        """Make ``worker`` the job's holder until ``until`` if the row is as ``job`` saw it and ``condition``."""
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(jobs_t)
@@ -385,12 +423,9 @@ class JobStore:
                     jobs_t.c.job_id == job.job_id,
                     jobs_t.c.state == job.state,
                     jobs_t.c.attempts == job.attempts,
-                    (jobs_t.c.worker == worker)
-                    | (jobs_t.c.worker == REAPER)
-                    | jobs_t.c.lease_until.is_(None)
-                    | (jobs_t.c.lease_until < now),
+                    condition,
                 )
-                .values(worker=worker, lease_until=now + lease_s)
+                .values(worker=worker, lease_until=until)
             )
         return result.rowcount == 1
 
@@ -400,18 +435,7 @@ class JobStore:
         The row is marked held by ``REAPER`` for ``hold_s``: other reapers leave it alone for
         that long, and the worker that gets the message may take it over at once.
         """
-        with self._engine.begin() as conn:
-            result = conn.execute(
-                update(jobs_t)
-                .where(
-                    jobs_t.c.job_id == job.job_id,
-                    jobs_t.c.state == job.state,
-                    jobs_t.c.attempts == job.attempts,
-                    jobs_t.c.lease_until < expired_before,
-                )
-                .values(worker=REAPER, lease_until=time.time() + hold_s)
-            )
-        return result.rowcount == 1
+        return self._set_holder(job, jobs_t.c.lease_until < expired_before, REAPER, time.time() + hold_s)
 
     def renew(self, worker: str, job_ids: Iterable[str], lease_s: float) -> int:
         """Extend ``worker``'s leases on ``job_ids``; returns how many it still holds."""
@@ -464,6 +488,26 @@ class JobStore:
                     .where(jobs_t.c.job_id.in_(ids[start : start + 1000]))
                     .values(published_at=at)
                 )
+
+    def never_published(self, created_before: float, limit: int = 500) -> list[JobRecord]:
+        """Queued jobs of any batch or client whose message was never confirmed (a publisher or an
+        API replica died between storing the job and publishing it)."""
+        stmt = (
+            select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+            .where(
+                jobs_t.c.state == QUEUED,
+                jobs_t.c.published_at.is_(None),
+                jobs_t.c.created_at < created_before,
+            )
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+
+    def is_published(self, job_id: str) -> bool:
+        stmt = select(jobs_t.c.published_at).where(jobs_t.c.job_id == job_id)
+        with self._engine.connect() as conn:
+            return conn.execute(stmt).scalar() is not None
 
     def unpublished(self, batch: str) -> list[JobRecord]:
         """Waiting jobs of ``batch`` whose message was never confirmed (a publisher killed mid-way)."""

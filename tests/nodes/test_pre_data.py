@@ -32,10 +32,12 @@ def test_every_input_has_a_tooltip_and_the_output_is_sonic_data():
         "face_index",
         "detector",
         "on_mismatch",
+        "face_threshold",
     ]
     assert all(options.get("tooltip") for _, options in spec.values())
     assert spec["min_resolution"][1]["step"] == 64 and spec["min_resolution"][1]["default"] == 512
     assert spec["duration"][1]["default"] == 0.0 and spec["expand_ratio"][1]["default"] == 0.5
+    assert spec["detector"][1]["default"] == "blazeface" and spec["face_threshold"][1]["default"] == 0.5
     assert SONIC_PreData.RETURN_TYPES == ("SONIC_DATA",) and SONIC_PreData.CATEGORY == "Sonic"
 
 
@@ -51,7 +53,7 @@ def test_a_portrait_and_speech_become_sonic_data(face_image):
     assert isinstance(data, SonicData)
     assert "256x256" in out["ui"]["text"][-1]  # shown on the node by web/sonic.js
     assert data.image.shape == (256, 256, 3) and data.audio_16k.shape == (24000,)
-    assert data.duration == pytest.approx(1.5) and data.detector == "dlib-hog"
+    assert data.duration == pytest.approx(1.5) and data.detector == "blazeface"
     assert data.audio.samples.shape == (2, round(1.5 * 44100))
 
 
@@ -76,6 +78,8 @@ def test_a_corrected_duration_is_shown_on_the_node(face_image):
         ({"duration": float("nan")}, "duration"),
         ({"duration": -2.0}, "duration"),
         ({"min_resolution": 500}, "min_resolution"),
+        ({"face_threshold": 1.5}, "face_threshold"),
+        ({"face_threshold": float("nan")}, "face_threshold"),
         ({"image": torch.zeros(1, 1, 1, 3)}, "image"),
         ({"image": torch.zeros(1, 1, 1, 3).expand(1, 20000, 20000, 3)}, "image"),
         ({"image": torch.full((1, 128, 128, 3), 0.5)}, "image"),
@@ -90,6 +94,8 @@ def test_a_corrected_duration_is_shown_on_the_node(face_image):
         "nan-duration",
         "negative-duration",
         "min_resolution-500",
+        "face_threshold-1.5",
+        "nan-face_threshold",
         "1x1",
         "20000x20000",
         "no-face",
@@ -127,3 +133,12 @@ def test_a_nan_expand_ratio_is_refused_by_name(face_image):
             min_resolution=256,
             expand_ratio=float("nan"),
         )
+
+
+def test_face_threshold_decides_whether_a_faint_face_is_taken(face_image):
+    # The astronaut's BlazeFace confidence is ~0.94: above the default, below a strict 0.95.
+    args = {"image": comfy_image(face_image), "audio": comfy_audio(0.5), "min_resolution": 256}
+    (data,) = SONIC_PreData().prepare(**args, face_threshold=0.5)["result"]
+    assert data.detector == "blazeface"
+    with pytest.raises(SonicInputError, match="^image: no face found"):
+        SONIC_PreData().prepare(**args, face_threshold=0.95)

@@ -22,8 +22,9 @@ def test_every_backend_and_tier_has_both_formats():
     names = {p.name for p in API_FILES} | {p.name for p in UI_FILES}
     for backend in ("lite", "sonic"):
         for tier in ("fast", "balanced", "hq"):
-            assert f"sonic_{backend}_{tier}.json" in names
-            assert f"sonic_{backend}_{tier}_api.json" in names
+            for stem in (f"sonic_{backend}_{tier}", f"sonic_{backend}_text_{tier}"):
+                assert f"{stem}.json" in names
+                assert f"{stem}_api.json" in names
 
 
 def test_committed_templates_are_what_the_generator_writes():
@@ -176,7 +177,7 @@ def test_each_template_has_its_own_small_thumbnail():
     from PIL import Image
 
     thumbs = {p.name: p.read_bytes() for p in sorted((ROOT / "workflows").glob("*.jpg"))}
-    assert len(thumbs) == 6 and len(set(thumbs.values())) == 6, "thumbnails must differ per template"
+    assert len(thumbs) == 12 and len(set(thumbs.values())) == 12, "thumbnails must differ per template"
     for name, data in thumbs.items():
         assert len(data) < 60_000, f"{name}: {len(data)} bytes"
         assert Image.open(ROOT / "workflows" / name).size == (480, 360)

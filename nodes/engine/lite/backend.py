@@ -86,7 +86,7 @@ class LiteBackend:
             raise SonicInputError("fps", f"must be positive, got {params.fps}", "use 25 (the usual rate)")
         n = data.frame_count(params.fps)
         landmarks = self._landmarks(data)
-        rig = FaceRig(data.image.shape[:2], landmarks)
+        rig = FaceRig(data.image.shape[:2], landmarks, data.image)
         mouth = mouth_track(data.audio_16k, params.fps, n)
         motion = plan_motion(n, params.fps, params.seed, params.motion_scale, mouth.emphasis)
         colours = mouth_colours(data.image, landmarks, rig.source_mouth_open)
@@ -155,7 +155,7 @@ def mouth_frame(image: np.ndarray, landmarks: np.ndarray, opening: float) -> np.
     head and eyes still: what the contact sheet and the still-image mouth tests look at."""
     image = np.ascontiguousarray(image)
     points = np.asarray(landmarks, dtype=np.float32)
-    rig = FaceRig(image.shape[:2], points)
+    rig = FaceRig(image.shape[:2], points, image)
     colours = mouth_colours(image, points, rig.source_mouth_open)
     o = float(opening)
     pose = FacePose(jaw=_JAW * o - closing_for(rig.source_gap, o), lip_raise=_LIP_RAISE * o)

@@ -7,10 +7,11 @@ feature it moves, so the motion looks anatomical rather than a rubber sheet:
 - head: a small rotation/scale/shift of the head about the neck, fading to
   zero over the shoulders and background (computed on a coarse grid and
   resized - it is very smooth);
-- mouth and jaw: everything below the lower lip drops with the jaw (more at the
-  chin, nothing past the mouth corners at lip level), the upper lip lifts a
-  little, and the corners spread or purse. Pixels that end up between the lips
-  sample the lip line; mouth.py paints the cavity there;
+- mouth and jaw: everything below the lower lip drops with the jaw as one piece
+  (nothing past the mouth corners at lip level), the skin below the chin
+  stretches and the motion ends above any collar, the upper lip lifts a little
+  (in one piece), and the corners spread or purse. Pixels that end up between
+  the lips sample the lip line; mouth.py paints the cavity there;
 - eyelids: the upper lid slides down to the lower lid (blinks);
 - brows: lift with the forehead, stretching the skin above the eyes (smooth, so
   computed on the coarse grid with the head).
@@ -30,7 +31,9 @@ import numpy as np
 from ..face import BROW_LEFT, BROW_RIGHT, EYE_LEFT, EYE_RIGHT
 
 _COARSE = 8  # head field grid step (pixels)
-_NECK_FALLOFF = 1.4  # below the chin the jaw's motion fades over this (mouth half-widths)
+_NECK_REACH = 2.4  # below the chin the jaw's motion fades out over this (mouth half-widths) ...
+_NECK_MIN = 0.45  # ... or sooner, where clothing starts (see FaceRig._neck_reach), but never sooner
+_NECK_X = np.linspace(-2.4, 2.4, 49, dtype=np.float32)  # where across the mouth the reach is sampled
 _EDGE = 0.06  # inner lip edge ramp (mouth half-widths)
 
 
@@ -121,7 +124,11 @@ def _profile(q: np.ndarray, roundness: float) -> np.ndarray:
 class FaceRig:
     """The static geometry of one portrait; `backward_map(pose)` gives one frame's remap map."""
 
-    def __init__(self, shape: tuple[int, int], landmarks: np.ndarray) -> None:
+    def __init__(
+        self, shape: tuple[int, int], landmarks: np.ndarray, image: np.ndarray | None = None
+    ) -> None:
+        """`image` (the portrait, optional) lets the jaw's motion stop above a collar or neckline
+        instead of dragging it along (see _neck_reach)."""
         self.h, self.w = int(shape[0]), int(shape[1])
         self.points = np.asarray(landmarks, dtype=np.float64).reshape(68, 2)
         p = self.points
@@ -135,6 +142,80 @@ class FaceRig:
         self.head_weight, self.coarse_xy = self._head_weight(p, brow_y, face_height)
         self.source_gap = self._source_gap(p)
         self.source_mouth_open = self.source_gap > 0.0
+        self.neck_reach = np.full_like(_NECK_X, _NECK_REACH)
+        if image is not None:
+            self.neck_reach = self._neck_reach(np.asarray(image), p)
+
+    @staticmethod
+    def _mouth_axes(p: np.ndarray):
+        """The mouth's frame: centre, unit axes (u along the mouth, v down the face), half-width a,
+        the parting line as a parabola in (u, v)/a coordinates, and the chin's depth below it."""
+        u = _unit(p[54] - p[48])
+        if u[0] < 0:
+            u = -u
+        v = np.array([-u[1], u[0]])  # points down the face
+        a = max(2.0, float(np.hypot(*(p[54] - p[48]))) / 2.0)
+        c = (p[48] + p[54]) / 2.0
+
+        def local(q):
+            d = q - c
+            return d @ u / a, d @ v / a
+
+        # The parting line: the lower inner lip (upper teeth, if shown, go up with the upper lip).
+        # A parabola through the points, not a polyline: landmark jitter would put kinks in the
+        # lip edge, and the opening and the teeth follow it.
+        sx, sy = local(p[[48, 60, 67, 66, 65, 64, 54]])
+        curve = np.polyfit(sx, sy, 2)
+        cx, cy = local(p[8])
+        chin = max(0.8, float(cy - np.polyval(curve, cx)))
+        tx, ty = local(p[51])
+        upper = max(0.05, float(np.polyval(curve, tx) - ty))  # the upper lip (and any teeth) above it
+        return c, u, v, a, curve, chin, upper
+
+    def _neck_reach(self, image: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """How far below the chin (mouth half-widths, at each of _NECK_X) the jaw's motion may reach.
+
+        Only skin should stretch: a collar, a neckline or a scarf under the chin that moved with
+        the jaw would bend into a wave at every syllable. Going down from the chin, the first
+        strong, lasting colour change (clothing against skin) ends the reach, a little above it;
+        the reach is then smoothed across so that it cannot put a ripple of its own in the neck."""
+        c, u, v, a, curve, chin, _ = self._mouth_axes(p)
+        step = 0.02
+        ys = np.arange(0.0, _NECK_REACH + 0.2, step, dtype=np.float32)  # below the chin
+        yp = chin + ys[:, None] + np.polyval(curve, _NECK_X)[None, :]
+        xy = c + a * (_NECK_X[None, :, None] * u + yp[..., None] * v)
+        x0, y0 = np.floor(xy.reshape(-1, 2).min(axis=0)).astype(int) - 4
+        x1, y1 = np.ceil(xy.reshape(-1, 2).max(axis=0)).astype(int) + 4
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return np.full_like(_NECK_X, _NECK_REACH)
+        crop = cv2.GaussianBlur(image[y0:y1, x0:x1].astype(np.float32), (0, 0), max(1.0, 0.03 * a))
+        samples = cv2.remap(
+            crop,
+            (xy[..., 0] - x0).astype(np.float32),
+            (xy[..., 1] - y0).astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        k = 3  # colour change over 2k steps (0.12 half-widths: an edge, not shading)
+        change = np.zeros(samples.shape[:2], dtype=np.float32)
+        change[k:-k] = np.linalg.norm(samples[2 * k :] - samples[: -2 * k], axis=2)
+        # A lasting change: the colour after the edge stays away from the skin just above it.
+        after = np.zeros_like(change)
+        far = 4 * k
+        after[k:-far] = np.linalg.norm(samples[far + k :] - samples[: -far - k], axis=2)
+        edge = (change > 40.0) & (after > 30.0) & (ys[:, None] >= 0.2)
+        first = np.where(edge.any(axis=0), ys[np.argmax(edge, axis=0)] - 0.1, _NECK_REACH)
+        # Outside the frame (no image below) nothing stops the reach.
+        inside = (xy[..., 0] >= 0) & (xy[..., 0] < self.w) & (xy[..., 1] >= 0) & (xy[..., 1] < self.h)
+        first = np.where(inside[0], first, _NECK_REACH)
+        # Smooth across: a running minimum (the reach must end above the edge), then a blur.
+        padded = np.pad(first, 3, mode="edge")
+        low = np.min(np.lib.stride_tricks.sliding_window_view(padded, 7), axis=1)
+        smooth = cv2.GaussianBlur(
+            low.reshape(1, -1).astype(np.float32), (0, 0), 2.5, borderType=cv2.BORDER_REPLICATE
+        )
+        return np.clip(smooth.ravel(), _NECK_MIN, _NECK_REACH).astype(np.float32)
 
     def _head_weight(self, p: np.ndarray, brow_y: float, face_height: float):
         """1 on the head (face, hair, ears), fading over neck, shoulders and background.
@@ -219,26 +300,8 @@ class FaceRig:
 
     # --- mouth and jaw ---------------------------------------------------------------------------------
     def _mouth_field(self, p: np.ndarray, pose: FacePose):
-        u = _unit(p[54] - p[48])
-        if u[0] < 0:
-            u = -u
-        v = np.array([-u[1], u[0]])  # points down the face
-        a = max(2.0, float(np.hypot(*(p[54] - p[48]))) / 2.0)
-        c = (p[48] + p[54]) / 2.0
-
-        def local(q):
-            d = q - c
-            return d @ u / a, d @ v / a
-
-        # The parting line: the lower inner lip (upper teeth, if shown, go up with the upper lip).
-        # A parabola through the points, not a polyline: landmark jitter would put kinks in the
-        # lip edge, and the opening and the teeth follow it.
-        sx, sy = local(p[[48, 60, 67, 66, 65, 64, 54]])
-        curve = np.polyfit(sx, sy, 2)
-        cx, cy = local(p[8])
-        chin = max(0.8, float(cy - np.polyval(curve, cx)))
-
-        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + 2.3 * _NECK_FALLOFF), self.w, self.h)
+        c, u, v, a, curve, chin, upper = self._mouth_axes(p)
+        box = _frame_box(c, u, v, a, (-2.4, 2.4), (-2.0, chin + _NECK_REACH), self.w, self.h)
         # The field is smooth: on big faces compute it on every 2nd/3rd pixel and resize.
         step = max(1, int(a // 28))
         xp, yp = _local_coords(box, c, u, v, a, step)
@@ -257,12 +320,26 @@ class FaceRig:
         sig = 1.0 + f32(0.8 / 1.5) * np.minimum(np.maximum(ypp, 0.0), f32(1.5))
         prof = _profile(1.0 - sx2 / (sig * sig), pose.roundness)
         # The jaw moves the lower lip, chin and lower face as one piece (lips keep their
-        # thickness, the chin keeps its shape) and the skin stretches only below the chin,
-        # fading smoothly into the neck.
-        below_chin = np.maximum(ypp - f32(chin), 0.0) * f32(1 / _NECK_FALLOFF)
-        vert = np.exp(-(below_chin * below_chin))
-        drop = f32(pose.jaw) * prof * vert
-        lift = f32(pose.lip_raise) * _profile(1.0 - sx2, pose.roundness) * np.exp(-y2)
+        # thickness, the chin keeps its shape) and the skin stretches only between the moved chin
+        # and the end of the neck's reach (see _neck_reach), where the motion has faded to nothing:
+        # a collar there stays put. A chin dropping further than that pushes the end down ahead of
+        # it rather than fold over it. (Output coordinates: the fade starts where the chin went.)
+        drop = f32(pose.jaw) * prof
+        neck = np.flatnonzero((ypp > f32(chin - abs(pose.jaw))).any(axis=1))  # rows reaching the neck
+        if neck.size:
+            rows = slice(int(neck[0]), None)
+            rigid = drop[rows]
+            reach = np.interp(xp[rows], _NECK_X, self.neck_reach).astype(np.float32)
+            t = np.clip((ypp[rows] - f32(chin) - rigid) / np.maximum(reach - rigid, f32(0.15)), 0.0, 1.0)
+            drop[rows] = rigid * (1.0 - t * t * (3.0 - 2.0 * t))
+        # The upper lip (with any teeth the portrait shows) lifts as one piece, so it keeps its
+        # thickness; the skin above it takes the stretch.
+        above = np.minimum(ypp + f32(upper), 0.0)
+        lift = (
+            f32(pose.lip_raise)
+            * _profile(1.0 - sx2, pose.roundness)
+            * np.exp(-above * above * f32(1 / 0.9**2))
+        )
 
         # Below the parting line everything drops with the jaw; a negative drop (closing an open
         # portrait's mouth) pulls the lower lip up over what lay between the lips.
@@ -270,7 +347,9 @@ class FaceRig:
         # itself: there bilinear sampling would pick up the edge of any teeth above it (a bright
         # line along the seam of a closed mouth).
         lower = ypp >= np.minimum(drop, 0.0)
-        inside_lip = f32(min(0.1, 1.2 / a))
+        # Only between the mouth corners: beyond them the skin has no parting, and the clamp would
+        # repeat one row of it in a line out to the cheeks.
+        inside_lip = f32(min(0.1, 1.2 / a)) * np.minimum(prof * f32(4.0), 1.0)
         src_y = np.where(lower, np.maximum(ypp - drop, inside_lip), np.minimum(ypp + lift, 0.0))
         dxp, dyp = src_x - xp, src_y - ypp
         fa = f32(a)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fake_comfy.process import FakeComfyProcess
 
-from .harness import ENV, check_exactly_once, wait_until
+from .harness import check_exactly_once, wait_until
 
 N_JOBS = int(os.environ.get("SONIC_CHAOS_JOBS", "200"))
 

@@ -9,16 +9,29 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 
 import pytest
 from kombu import Connection
 
 from tests.fake_comfy import FakeComfy
 from tests.fake_comfy.catalog import core_nodes
+from tests.fake_comfy.process import free_port
 
 from .harness import check_exactly_once, jsonl, wait_until
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """A worker's /metrics as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 @pytest.fixture
@@ -38,8 +51,9 @@ def hosts(tmp_path):
 def test_a_manifest_runs_through_the_broker_exactly_once(fleet, hosts):
     h1, h2 = hosts(2, run_seconds=0.1)
     workflow, manifest = fleet.inputs(h1.url, 12)
-    fleet.worker(h1.url)
-    fleet.worker(h2.url)
+    ports = [free_port(), free_port()]
+    fleet.worker(h1.url, extra=("--metrics-port", str(ports[0])))
+    fleet.worker(h2.url, extra=("--metrics-port", str(ports[1])))
 
     result = fleet.batch(workflow, manifest)
 
@@ -56,6 +70,11 @@ def test_a_manifest_runs_through_the_broker_exactly_once(fleet, hosts):
     with fleet.store() as store:
         check_exactly_once(store, h1.executions + h2.executions, 12)
     assert h1.executions and h2.executions  # both hosts took work
+    scraped = [_metrics(port) for port in ports]
+    assert sum(m.get('sonic_jobs_finished_total{reason="",state="done"}', 0) for m in scraped) == 12
+    assert {m[f'sonic_host_healthy{{host="{h.url}"}}'] for m, h in zip(scraped, (h1, h2), strict=True)} == {
+        1.0
+    }
 
     status = fleet.cli("status", "--db", fleet.db_url, "--batch", "b1", "--json")
     assert status.returncode == 0, status.stderr
