@@ -248,11 +248,17 @@ def verdict(summary: dict) -> dict:
             problems.append(f"{acc['duplicated']} jobs duplicated")
         if summary["mode"] in ("smoke", "soak") and acc["unfinished"] and not summary.get("api_only"):
             problems.append(f"{acc['unfinished']} jobs unfinished after the drain")
-        if summary["mode"] == "smoke" and acc.get("orphans"):
-            problems.append(f"{acc['orphans']} jobs stored after an error answer {acc.get('orphan_states')}")
+        # A refused submission may leave its row, ended dead (never run); one left to run is a problem.
+        waiting = {k: n for k, n in (acc.get("orphan_states") or {}).items() if k not in ("dead", "done")}
+        if summary["mode"] == "smoke" and waiting:
+            problems.append(f"{sum(waiting.values())} jobs stored after an error answer and left {waiting}")
     if summary["mode"] == "smoke":
         # Jobs ended by an injected OOM are accounted for (dead, with the reason), not errors.
-        expected = {"job_dead:oom"} if any(f.get("action") == "oom" for f in summary["faults"]) else set()
+        # What a fault makes the service answer, by design: OOM deaths, and 503 while the broker is down
+        # (the client is told to retry); anything else is an error.
+        actions = {f.get("action") for f in summary["faults"]}
+        expected = {"job_dead:oom"} if "oom" in actions else set()
+        expected |= {"503:broker_unavailable"} if "restart-broker" in actions else set()
         kinds = {k for r in summary["steps"] for k in r["errors"] if k not in expected}
         errors = sum(n for r in summary["steps"] for k, n in r["errors"].items() if k in kinds)
         if errors:
@@ -345,10 +351,20 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
                             if sim.get("faults_injected") else ""))  # fmt: skip
     if summary["faults"]:
         lines += ["", "## Faults injected", ""]
+        effects = {e["fault"]: e for e in summary.get("fault_effects", [])}
         for f in summary["faults"]:
+            e = effects.get(f["fault"], {})
+            after = ", ".join(f"{k} x{n}" for k, n in sorted((e.get("errors_after") or {}).items()))
+            rec = e.get("recovery_s")
+            recovery = (
+                f"completions back to 80% of their rate after {rec:.0f} s"
+                if rec is not None
+                else "completion recovery not measured (none before it, or never back)"
+            )
             lines.append(
                 f"- t+{f['t'] - summary['started']:.0f} s `{f['fault']}`: {f['detail']}"
                 + ("" if f["ok"] else " (FAILED)")
+                + f"; next 30 s: {after or 'no client errors'}; {recovery}"
             )
     soak = summary.get("soak")
     if soak:
