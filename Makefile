@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sonic-installed
 
-.PHONY: setup services demo test lint bench clean
+.PHONY: setup services demo test lint bench load load-smoke soak clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,20 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tts.py
 	$(BIN)/python benchmarks/bench_faces.py
 	$(BIN)/python benchmarks/bench_lite_lag.py
+
+# The whole service on this machine under a stepped Locust ramp (benchmarks/load/README.md):
+# PostgreSQL, SeaweedFS S3, nginx, two `serve` replicas; report in results/load/<time>-run/report.md.
+# LOAD_ARGS adds options, e.g. LOAD_ARGS="--fleet --fault kill-worker@60" or "--api-only --steps 20:60,50:180".
+load: $(STAMP) services
+	$(BIN)/python -m benchmarks.load.stack run $(LOAD_ARGS)
+
+# CI's 60-second version: a ramp with one replica stopped mid-way; fails if a job is lost or an error is seen.
+load-smoke: $(STAMP) services
+	$(BIN)/python -m benchmarks.load.stack smoke $(LOAD_ARGS)
+
+# 30 minutes of steady load; fails when a component's resident memory or fds keep growing.
+soak: $(STAMP) services
+	$(BIN)/python -m benchmarks.load.stack soak $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) output .pytest_cache

@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=("list", "retry", "purge"))
     dlq.add_argument("--broker", required=True, metavar="URL", help="e.g. amqp://user:pass@rabbit:5672//")
     dlq.add_argument("--json", action="store_true", help="print JSON (list)")
+
+    from .capacity.plan import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
     return parser
 
 
@@ -258,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": cmd_keys,
         "templates": cmd_templates,
         "gc": cmd_gc,
+        "plan": cmd_plan,
         "worker": fleet_commands.cmd_worker,
     }[args.command]
     from .journal import JournalLockedError
@@ -782,6 +787,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"sonic-runner serve: listening on http://{args.bind}:{args.port} (docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.bind, port=args.port, log_level="warning")
     return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .capacity.plan import cmd_plan as plan
+
+    return plan(args)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the real servers that the fleet-mode tests start privately on loopback:
-# PostgreSQL (job store) and RabbitMQ (broker), from Debian's packages, and espeak-ng (the
-# SONIC_TextToSpeech node's local voice; its tests and the text templates need it). Needs root.
+# PostgreSQL (job store), RabbitMQ (broker) and nginx (in front of the API replicas in the
+# load test, benchmarks/load/), from Debian's packages, and espeak-ng (the SONIC_TextToSpeech
+# node's local voice; its tests and the text templates need it). Needs root.
 # Idempotent: does nothing when they are already installed. The packages' own system
 # services are not used (tests run their own instances in temp folders on free ports).
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -37,7 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stand-in-nodes", action="store_true", help="fixed stand-in node schemas, not the pack's"
     )
+    ap.add_argument(
+        "--job-times",
+        action="append",
+        metavar="TIER=SPEC",
+        help="per-tier job time per 10 s clip, e.g. '*=uniform:40:60' 'hq=lognormal:90:0.3+tail:0.02:3+oom:0.1' "
+        "(runner/capacity/jobtimes.py); replaces --run-seconds",
+    )
+    ap.add_argument("--time-scale", type=float, default=1.0, help="multiply --job-times by this (e.g. 0.01)")
+    ap.add_argument("--seed", type=int, default=None, help="seed of the job-time draws")
     args = ap.parse_args(argv)
+    clock = None
+    if args.job_times:
+        from .timing import JobClock
+
+        clock = JobClock(args.job_times, scale=args.time_scale, seed=args.seed)
 
     server = FakeComfy(
         args.root,
@@ -56,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         pack_nodes=not args.stand_in_nodes,
         die_mode="exit",
         faults=json.loads(args.faults),
+        job_times=clock,
     )
     server.start()
     print(f"fake_comfy listening on {server.url}", flush=True)

@@ -37,7 +37,8 @@ class FakeComfyProcess:
     """`python -m tests.fake_comfy` as a child process. kwargs map to the CLI flags of __main__.py.
 
     Options: run_seconds, progress_steps, history_lag, output_key, token, upload_limit_bytes,
-    vram_total_gb, vram_free_gb, model_files (list), faults (dict), lax_prompt_id (bool).
+    vram_total_gb, vram_free_gb, model_files (list), faults (dict), lax_prompt_id (bool),
+    job_times (list of TIER=SPEC), time_scale, seed.
     """
 
     def __init__(self, root: str | Path, port: int | None = None, **options: Any) -> None:
@@ -59,6 +60,9 @@ class FakeComfyProcess:
                 argv += [flag, json.dumps(value)]
             elif key == "model_files":
                 argv += [flag, ",".join(value)]
+            elif isinstance(value, (list, tuple)):  # repeatable flags (job_times)
+                for item in value:
+                    argv += [flag, str(item)]
             elif isinstance(value, bool):
                 argv += [flag] if value else []
             elif value is not None:

@@ -29,6 +29,7 @@ import json
 import logging
 import mimetypes
 import os
+import random as _random
 import re
 import shutil
 import ssl
@@ -51,6 +52,11 @@ EXECUTIONS_FILE = "_fake_executions.jsonl"  # TEST-ONLY probe that survives a pr
 _OOM_TIPS = (
     "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might "
     "have accidentally set the batch_size to a large number."
+)
+_CUDA_OOM = (
+    "torch.OutOfMemoryError",
+    "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 23.65 GiB "
+    "of which 1.10 GiB is free.",
 )
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ROUTE_KEYS = (
@@ -89,6 +95,8 @@ class Faults:
     input_error_marker: rule: a job with any string input containing this text (e.g. an uploaded
                        image named "noface.png") ends with SonicInputError.
     slow:              seconds per job, overrides the server's run_seconds when set.
+    oom_rate:          rule: this share of jobs (0..1, drawn at random) ends with torch.OutOfMemoryError
+                       half-way through (on top of the job-time model's own OOM rate).
     """
 
     http_500: dict[str, int] = field(default_factory=dict)
@@ -104,6 +112,7 @@ class Faults:
     oom_above: int | None = None
     input_error_marker: str | None = "noface"
     slow: float | None = None
+    oom_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -178,6 +187,8 @@ class FakeComfy:
       die_mode:        "stop" (in-thread: stop listening) or "exit" (process: os._exit(17)).
       faults:          a Faults instance (or dict) to start with.
       tls_certfile / tls_keyfile: serve https/wss (ComfyUI --tls-certfile/--tls-keyfile).
+      job_times:       TEST-ONLY a timing.JobClock: per-tier job-time distributions (tail, OOM rate) instead
+                       of run_seconds, for load tests (``faults.slow`` still overrides it).
       pack_nodes:      describe our nodes from comfyui_sonic.NODE_CLASS_MAPPINGS (their real required
                        inputs are then validated); False = the fixed stand-in schemas of catalog.py, for
                        protocol tests that must not change when the nodes gain inputs.
@@ -210,6 +221,7 @@ class FakeComfy:
         tls_certfile: str | Path | None = None,
         tls_keyfile: str | Path | None = None,
         pack_nodes: bool = True,
+        job_times: Any = None,
     ) -> None:
         if output_key not in ("auto", "images", "gifs", "both"):
             raise ValueError(f"output_key must be auto/images/gifs/both, not {output_key!r}")
@@ -241,6 +253,8 @@ class FakeComfy:
         self.auto_revive_after = auto_revive_after
         self.die_mode = die_mode
         self.pack_nodes = pack_nodes
+        self.job_times = job_times
+        self.busy_seconds = 0.0  # TEST-ONLY probe: time spent executing (a host's utilisation)
         self.tls = (str(tls_certfile), str(tls_keyfile)) if tls_certfile and tls_keyfile else None
         if isinstance(faults, dict):
             self.faults = Faults()
@@ -343,6 +357,9 @@ class FakeComfy:
             "requests": dict(self.requests),
             "faults": self.faults.to_dict(),
             "alive": self.alive,
+            "busy_seconds": self.busy_seconds,
+            "running": self.running is not None,
+            "queued": len(self.queue),
         }
 
     def _call(self, coro: Any, timeout: float = 20) -> Any:
@@ -473,9 +490,23 @@ class FakeComfy:
             app.router.add_route(method, "/api" + path, handler)
         app.router.add_get("/_fake/state", self._fake_state)
         app.router.add_post("/_fake/faults", self._fake_faults)
+        app.router.add_get("/_fake/stats", self._fake_stats)
 
     async def _fake_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
+
+    async def _fake_stats(self, request: web.Request) -> web.Response:
+        """TEST-ONLY: the counters a load test polls (cheap: no lists)."""
+        return web.json_response(
+            {
+                "busy_seconds": self.busy_seconds,
+                "running": self.running is not None,
+                "queued": len(self.queue),
+                "executions": len(self.executions),
+                "outputs_written": len(self.outputs_written),
+                "oom_rate": self.faults.oom_rate,
+            }
+        )
 
     async def _fake_faults(self, request: web.Request) -> web.Response:
         try:
@@ -891,11 +922,14 @@ class FakeComfy:
             item = heapq.heappop(self.queue)
             self.running = item
             await self._queue_updated()
+            began = time.monotonic()
             try:
                 await self._execute(item)
             except _Died:
                 await self._die()
                 return
+            finally:
+                self.busy_seconds += time.monotonic() - began
 
     async def _execute(self, item: tuple) -> None:
         number, prompt_id, prompt, extra_data, outputs = item
@@ -922,6 +956,13 @@ class FakeComfy:
         drop = self.faults.take("drop_socket")
         die = self.faults.take("die_mid_job")
         failure = self._planned_failure(prompt)
+        seconds = self.faults.slow if self.faults.slow is not None else self.run_seconds
+        if self.job_times is not None and self.faults.slow is None:
+            seconds, oom = self.job_times.plan(prompt, self.faults.oom_rate)
+            if oom and failure is None:
+                failure = ("heavy",) + _CUDA_OOM
+        elif failure is None and self.faults.oom_rate and _random.random() < self.faults.oom_rate:
+            seconds, failure = seconds / 2, ("heavy",) + _CUDA_OOM
         if failure and failure[0] == "loader":
             # TEST-ONLY: the weights vanished since a cached load; run the loader again so it fails.
             self.node_cache.pop(loader, None)
@@ -929,7 +970,6 @@ class FakeComfy:
         await add_message("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": now()})
         ui_outputs: dict[str, dict] = {}
         executed: list[str] = []
-        seconds = self.faults.slow if self.faults.slow is not None else self.run_seconds
         try:
             for nid in order:
                 node = prompt[nid]
@@ -1095,12 +1135,7 @@ class FakeComfy:
                 f"out of memory at min_resolution={resolution}; {hint}",
             )
         if self.faults.take("oom"):
-            return (
-                "heavy",
-                "torch.OutOfMemoryError",
-                "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 23.65 GiB "
-                "of which 1.10 GiB is free.",
-            )
+            return ("heavy",) + _CUDA_OOM
         if self.faults.take("exec_error"):
             return ("heavy", "RuntimeError", "Expected all tensors to be on the same device (injected)")
         return None

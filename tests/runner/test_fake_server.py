@@ -266,3 +266,44 @@ def test_object_info_describes_the_packs_own_nodes(monkeypatch):
     assert info["category"] == "Sonic" and info["output"] == ["SONIC_DATA"]
     assert refused.status_code == 400
     assert refused.json()["node_errors"]["4"]["errors"][0]["details"] == "fps"
+
+
+def test_job_clock_times_a_job_by_tier_length_and_resolution():
+    try:
+        from tests.fake_comfy.timing import JobClock, describe
+    except ImportError:
+        from ..fake_comfy.timing import JobClock, describe
+
+    clock = JobClock(["*=fixed:40", "hq=fixed:90+oom:1"], scale=0.01)
+    fast = graph("sonic/sonic_fast")
+    fast["4"]["inputs"]["duration"] = 5.0
+    assert describe(fast) == ("fast", 512, 5.0)
+    assert clock.plan(fast) == (pytest.approx(0.2), False)  # 40 s per 10 s clip, 5 s clip, scale 0.01
+    # hq at 768 always runs out of memory here, half-way (0.45 s of 0.9 s)
+    assert clock.plan(graph("sonic/sonic_hq", resolution=768)) == (pytest.approx(0.45), True)
+    # an hq job moved down to 512 after an OOM runs faster by the pixel count
+    seconds, _ = clock.plan(graph("sonic/sonic_hq", resolution=512))
+    assert seconds == pytest.approx(0.45 * (512 / 768) ** 2)
+    assert clock.plan(fast, oom_rate=1.0)[1] is True
+
+
+def test_job_times_and_oom_rate_on_the_server():
+    try:
+        from tests.fake_comfy.timing import JobClock
+    except ImportError:
+        from ..fake_comfy.timing import JobClock
+
+    with FakeHost(job_times=JobClock(["*=fixed:30"], scale=0.01)) as server:
+        pids = [
+            post_prompt(server.url, graph(f"sonic/lite_balanced{i}")).json()["prompt_id"] for i in range(2)
+        ]
+        until_idle(server.url)
+        assert all(history(server.url, p)[p]["status"]["status_str"] == "success" for p in pids)
+        stats = requests.get(server.url + "/_fake/stats", timeout=5).json()
+        assert stats["executions"] == 2 and stats["busy_seconds"] >= 0.6  # 2 x 0.3 s at least
+        requests.post(server.url + "/_fake/faults", json={"oom_rate": 1.0}, timeout=5)
+        pid = post_prompt(server.url, graph()).json()["prompt_id"]
+        until_idle(server.url)
+        status = history(server.url, pid)[pid]["status"]
+        error = next(m for m in status["messages"] if m[0] == "execution_error")[1]
+        assert status["status_str"] == "error" and error["exception_type"] == "torch.OutOfMemoryError"
