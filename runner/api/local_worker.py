@@ -91,7 +91,7 @@ class LocalWorker:
             self._run(job)
 
     def _take(self) -> JobRecord | None:
-        queued = sorted(self.store.jobs([QUEUED], limit=200), key=lambda j: (j.priority, j.created_at))
+        queued = self.store.jobs([QUEUED], limit=200, by_priority=True)  # (sorted in SQL, before the limit)
         for job in queued:
             try:
                 self.store.transition(job, UPLOADING, queued_seconds=time.time() - job.created_at)

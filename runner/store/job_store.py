@@ -246,6 +246,7 @@ class JobStore:
         owner: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        by_priority: bool = False,
     ) -> list[JobRecord]:
         stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
         if owner is not None:
@@ -258,7 +259,10 @@ class JobStore:
             stmt = stmt.where(jobs_t.c.state.in_(tuple(states)))
         if batch is not None:
             stmt = stmt.where(jobs_t.c.batch == batch)
-        stmt = stmt.order_by(jobs_t.c.row, jobs_t.c.job_id)
+        if by_priority:  # the most urgent first, oldest first within a priority
+            stmt = stmt.order_by(jobs_t.c.priority, jobs_t.c.created_at, jobs_t.c.job_id)
+        else:
+            stmt = stmt.order_by(jobs_t.c.row, jobs_t.c.job_id)
         with self._engine.connect() as conn:
             return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
 

@@ -160,3 +160,11 @@ def test_an_unreachable_database_is_one_line():
     message = str(err.value)
     assert "unreachable" in message and "--db" in message and "pw" not in message
     assert "\n" not in message
+
+
+def test_the_most_urgent_queued_job_comes_first_however_many_wait(store_url):
+    with JobStore(store_url) as store:
+        store.add_jobs([JobRecord(job_id=f"p2-{i:03d}", row=i, priority=2, spec={}) for i in range(250)])
+        store.add_jobs([JobRecord(job_id="urgent", row=999, priority=0, spec={})])
+        first = store.jobs(["queued"], limit=200, by_priority=True)
+        assert first[0].job_id == "urgent" and first[1].job_id == "p2-000"
