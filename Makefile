@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tts.py
 	$(BIN)/python benchmarks/bench_faces.py
 	$(BIN)/python benchmarks/bench_lite_lag.py
+	$(BIN)/python benchmarks/bench_fleet.py
 
 # The whole service on this machine under a stepped Locust ramp (benchmarks/load/README.md):
 # PostgreSQL, SeaweedFS S3, nginx, two `serve` replicas; report in results/load/<time>-run/report.md.
