@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import numpy as np
 import pytest
@@ -60,12 +59,10 @@ def test_threshold_is_validated() -> None:
         BlazeFaceAnalyzer(threshold=1.5)
 
 
-def test_a_2000_by_3000_photo_is_fast(analyzer: BlazeFaceAnalyzer) -> None:
+def test_a_2000_by_3000_photo_has_its_face_found(analyzer: BlazeFaceAnalyzer) -> None:
+    # (How fast: benchmarks/bench_faces.py prints it; speed targets live in benchmarks.)
     big = cv2.resize(skdata.astronaut(), (2000, 3000))
-    start = time.perf_counter()
-    found = analyzer.detect_scored(big)
-    assert time.perf_counter() - start < 2.0  # generous for shared CI; ~0.4 s measured here
-    assert found
+    assert analyzer.detect_scored(big)
 
 
 def test_prepare_selects_blazeface_by_name() -> None:
