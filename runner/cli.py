@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .fleet import commands as fleet_commands
+from .secrets import add_host_options
 
 EXIT_OK, EXIT_DEAD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_NO_HOST, EXIT_RUNNER_BUG, EXIT_BUSY = 3, 70, 75  # (the same values as runner/batch.py's)
@@ -110,15 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "manifest", type=Path, help="CSV or JSON-lines manifest: image, audio, id, priority, params"
     )
-    batch.add_argument(
-        "--host",
-        dest="hosts",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="ComfyUI host 'URL [name=.. max_resolution=.. vram_gb=.. token_env=..]' (repeatable)",
-    )
-    batch.add_argument("--hosts-file", type=Path, help="file listing hosts (JSON list or one host per line)")
+    add_host_options(batch, "file listing hosts (JSON list or one host per line)")
     batch.add_argument("--out", type=Path, required=True, help="output folder")
     batch.add_argument("--journal", type=Path, help="journal file (default OUT/journal.sqlite)")
     batch.add_argument("--resume", action="store_true", help="continue the batch recorded in the journal")

@@ -166,6 +166,19 @@ class HostSpec:
         )
 
 
+def add_host_options(parser: Any, hosts_file_help: str) -> None:
+    """``--host`` (repeatable) and ``--hosts-file``: what ``parse_hosts`` reads (batch, worker)."""
+    parser.add_argument(
+        "--host",
+        dest="hosts",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ComfyUI host 'URL [name=.. max_resolution=.. vram_gb=.. token_env=..]' (repeatable)",
+    )
+    parser.add_argument("--hosts-file", type=Path, help=hosts_file_help)
+
+
 def parse_hosts(args_hosts: list[str] | None, hosts_file: Path | None = None) -> list[HostSpec]:
     """HostSpecs from --host arguments ("URL [key=value ...]") and an optional hosts file."""
     specs = [_parse_line(arg, f"--host {i + 1}") for i, arg in enumerate(args_hosts or [])]

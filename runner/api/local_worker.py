@@ -20,6 +20,7 @@ from ..metrics import observe_job_end
 from ..storage import ObjectStore, job_key
 from ..store import AttemptTaken, JobStore, StaleJob, attempt_prompt_id
 from ..store.outbox import Outbox
+from ..store.progress import ProgressRecorder
 from ..workflow import apply_params, load_workflow
 from .settings import ServeSettings
 
@@ -214,17 +215,11 @@ class LocalWorker:
         return apply_params(template, params)
 
     def _progress(self, job: JobRecord):
-        last = [0.0]
+        recorder = ProgressRecorder(self.store, job.job_id)
 
         def sink(event: dict) -> None:
-            if event.get("event") != "progress" or not event.get("max"):
-                return
-            now = time.monotonic()
-            if now - last[0] < 0.25 and event.get("value") != event.get("max"):
-                return  # at most ~4 progress rows a second per job
-            last[0] = now
-            percent = round(100.0 * float(event["value"]) / float(event["max"]), 1)
-            self.store.add_event(job.job_id, "progress", {"node": event.get("title"), "percent": percent})
+            if event.get("event") == "progress":
+                recorder.record(event.get("value"), event.get("max"), node=event.get("title"))
 
         return sink
 

@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..secrets import add_host_options
+
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "workflows" / "api"
 
 
@@ -23,15 +25,7 @@ def add_worker_parser(sub) -> None:
     )
     worker.add_argument("--broker", required=True, metavar="URL", help="e.g. amqp://user:pass@rabbit:5672//")
     worker.add_argument("--db", required=True, metavar="URL", help="job store, e.g. postgresql://...")
-    worker.add_argument(
-        "--host",
-        dest="hosts",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="ComfyUI host 'URL [name=.. max_resolution=.. vram_gb=.. token_env=..]' (repeatable)",
-    )
-    worker.add_argument("--hosts-file", type=Path, help="hosts file: this worker's hosts")
+    add_host_options(worker, "hosts file: this worker's hosts")
     worker.add_argument(
         "--fleet-hosts-file",
         type=Path,

@@ -43,12 +43,10 @@ from ..jobs import JobRecord
 from ..retry import RetryPolicy
 from ..secrets import HostSpec
 from ..store import JobStore, StaleJob, attempt_prompt_id
+from ..store.progress import ProgressRecorder
 from .queues import JobMessage, MessageError, PoolError, pool_for
 
 log = logging.getLogger(__name__)
-
-#: Progress rows written per job and second, at most (followers poll them).
-_PROGRESS_PER_S = 4.0
 
 
 class HostRefused(Exception):
@@ -129,7 +127,6 @@ class JobHandler:
         self._on_host_failed = on_host_failed
         self._durations: dict[str, float] = {}
         self._templates: dict[str, dict] = {}
-        self._progress_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: JobMessage, redelivered: bool = False) -> None:
@@ -153,7 +150,6 @@ class JobHandler:
             log.info("job %s: %s; another worker has it now", job.job_id, exc)
         finally:
             self.active.discard(job.job_id)
-            self._progress_at.pop(job.job_id, None)
             shutil.rmtree(work, ignore_errors=True)
 
     def _handle(self, job: JobRecord, work: Path, redelivered: bool) -> None:
@@ -314,20 +310,18 @@ class JobHandler:
         self._on_job_end(job)
 
     # ------------------------------------------------------------------ events
-    def _attempt_event(self, kind: str, job: JobRecord, data: dict) -> None:
-        if kind != "progress":
-            return
-        value, total = data.get("value"), data.get("max")
-        if not total:
-            return
-        now = time.monotonic()
-        if now - self._progress_at.get(job.job_id, 0.0) < 1.0 / _PROGRESS_PER_S and value != total:
-            return
-        self._progress_at[job.job_id] = now
-        percent = round(100.0 * float(value or 0) / float(total), 1)
-        self.store.add_event(
-            job.job_id, "progress", {"node": data.get("node"), "percent": percent, "host": data.get("host")}
-        )
+    def _events_for(self, job: JobRecord) -> Callable[[str, JobRecord, dict], None]:
+        """The executor's event callback for this job: its progress, throttled, to the store
+        (state changes need nothing: the store records a "state" event with each)."""
+        recorder = ProgressRecorder(self.store, job.job_id)
+
+        def on_event(kind: str, job: JobRecord, data: dict) -> None:
+            if kind == "progress":
+                recorder.record(
+                    data.get("value"), data.get("max"), node=data.get("node"), host=data.get("host")
+                )
+
+        return on_event
 
     # ------------------------------------------------------------------ the attempt's parts
     def _executor(self, host: str, job: JobRecord, work: Path | None) -> AttemptExecutor:
@@ -348,7 +342,7 @@ class JobHandler:
                 verify_outputs=cfg.verify_outputs,
                 store_outputs=None if job.spec.get("out_dir") else self._store_outputs,
             ),
-            events=self._attempt_event,
+            events=self._events_for(job),
             on_host_ok=self._on_host_ok if own else None,
             on_host_failed=self._on_host_failed if own else None,
             prompt_id=lambda j: attempt_prompt_id(j.job_id, j.attempts + 1),

@@ -369,9 +369,7 @@ class Worker:
     def _probe(self, slot: HostSlot) -> None:
         try:
             slot.client.system_stats()
-        except HostError:
-            return
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:  # noqa: BLE001 - a HostError or anything else means "not yet"
             return
         self._health(slot, True)
 

@@ -77,6 +77,11 @@ def state_data(job: JobRecord, changes: dict[str, Any] | None = None) -> dict[st
     }
 
 
+def _select_jobs():
+    """SELECT of the columns a JobRecord holds (not the store's own bookkeeping)."""
+    return select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -238,6 +243,10 @@ class JobStore:
         row["batch"], row["owner"] = batch, owner
         return row
 
+    def _read_jobs(self, stmt) -> list[JobRecord]:
+        with self._engine.connect() as conn:
+            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+
     def jobs(
         self,
         states: Iterable[str] | None = None,
@@ -248,7 +257,7 @@ class JobStore:
         limit: int | None = None,
         by_priority: bool = False,
     ) -> list[JobRecord]:
-        stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+        stmt = _select_jobs()
         if owner is not None:
             stmt = stmt.where(jobs_t.c.owner == owner)
         if since is not None:
@@ -263,12 +272,11 @@ class JobStore:
             stmt = stmt.order_by(jobs_t.c.priority, jobs_t.c.created_at, jobs_t.c.job_id)
         else:
             stmt = stmt.order_by(jobs_t.c.row, jobs_t.c.job_id)
-        with self._engine.connect() as conn:
-            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+        return self._read_jobs(stmt)
 
     def job(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
         """The job, or None; with ``owner``, None too when another key owns it (ids do not leak)."""
-        stmt = select(*(jobs_t.c[c] for c in _JOB_COLUMNS)).where(jobs_t.c.job_id == job_id)
+        stmt = _select_jobs().where(jobs_t.c.job_id == job_id)
         if owner is not None:
             stmt = stmt.where(jobs_t.c.owner == owner)
         with self._engine.connect() as conn:
@@ -497,7 +505,7 @@ class JobStore:
         """Queued jobs of any batch or client whose message was never confirmed (a publisher or an
         API replica died between storing the job and publishing it)."""
         stmt = (
-            select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+            _select_jobs()
             .where(
                 jobs_t.c.state == QUEUED,
                 jobs_t.c.published_at.is_(None),
@@ -505,8 +513,7 @@ class JobStore:
             )
             .limit(limit)
         )
-        with self._engine.connect() as conn:
-            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+        return self._read_jobs(stmt)
 
     def is_published(self, job_id: str) -> bool:
         stmt = select(jobs_t.c.published_at).where(jobs_t.c.job_id == job_id)
@@ -516,7 +523,7 @@ class JobStore:
     def unpublished(self, batch: str) -> list[JobRecord]:
         """Waiting jobs of ``batch`` whose message was never confirmed (a publisher killed mid-way)."""
         stmt = (
-            select(*(jobs_t.c[c] for c in _JOB_COLUMNS))
+            _select_jobs()
             .where(
                 jobs_t.c.batch == batch,
                 jobs_t.c.state.in_((QUEUED, FAILED)),
@@ -524,8 +531,7 @@ class JobStore:
             )
             .order_by(jobs_t.c.row)
         )
-        with self._engine.connect() as conn:
-            return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
+        return self._read_jobs(stmt)
 
     # ------------------------------------------------------------------ attempts
     def attempts(self, job_id: str | None = None) -> list[dict]:
