@@ -141,7 +141,13 @@ class JobHandler:
         job = self.store.job(message.job_id)
         if job is None:
             raise MessageError(f"job {message.job_id} is not in the job store {self.store.url}")
-        if job.final or not self.active.add(job.job_id):
+        if job.final:
+            if redelivered:
+                # Its worker may have died between recording the end and acknowledging: do the
+                # end's follow-up again (the webhook outbox keeps one delivery per job and event).
+                self._on_job_end(job)
+            return
+        if not self.active.add(job.job_id):
             return
         work = Path(self.config.work_dir) / f"{job.job_id}-{os.getpid()}"
         try:
