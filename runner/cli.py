@@ -210,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=50)
     serve.add_argument("--max-audio-s", type=float, default=600)
     serve.add_argument(
+        "--lease",
+        type=float,
+        default=30.0,
+        help="embedded worker: seconds a rendering job stays held without renewal; after that another "
+        "replica queues it again (default 30)",
+    )
+    serve.add_argument(
         "--allow-private-webhooks", action="store_true", help="allow webhook URLs on private addresses"
     )
 
@@ -759,6 +766,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .api.app import create_app
     from .api.settings import ServeSettings
 
+    if args.lease < 1:
+        raise ValueError(
+            "serve --lease must be at least 1 second (the worker renews it three times per lease)"
+        )
     settings = ServeSettings(
         db_url=_db_url(args.db),
         storage=args.bucket,
@@ -767,6 +778,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth=not args.no_auth,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_s=args.max_audio_s,
+        lease_s=args.lease,
         allow_private_webhooks=args.allow_private_webhooks,
         webhook_secret=os.environ.get("SONIC_WEBHOOK_SECRET"),
     )

@@ -4,18 +4,26 @@
 host: it takes the most urgent queued job (compare-and-set, so several replicas or
 threads never take the same one), renders it in this process on the lite backend (or
 sonic with weights), stores the outputs, records the end and queues the webhook.
+
+A job is held with a lease the worker renews while it renders. A replica that dies
+(kill -9, the kernel's OOM killer, a lost machine) stops renewing; any other replica's
+worker then queues the job again, so a job is never left "running" with nobody running
+it. A job whose renders kill their server again and again is ended after ``MAX_LOST``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
-from ..jobs import DEAD, DONE, FETCHING, QUEUED, RUNNING, UPLOADING, JobRecord
+from ..jobs import DEAD, DONE, FETCHING, QUEUED, RUNNING, JobRecord
 from ..metrics import observe_job_end
 from ..storage import ObjectStore, job_key
 from ..store import AttemptTaken, JobStore, StaleJob, attempt_prompt_id
@@ -26,6 +34,10 @@ from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 HOST = "embedded"
+#: Holder names of the embedded workers start with this (the fleet's reaper has its own kind).
+HOLDER_PREFIX = "embedded:"
+#: Renders of one job that ended with their server gone before the job is given up.
+MAX_LOST = 3
 #: The embedded executor sets process-wide state (the nodes' output folder and progress hook),
 #: so one process renders one job at a time; run more `serve` replicas to use more cores.
 _RENDER_LOCK = threading.Lock()
@@ -42,19 +54,79 @@ class LocalWorker:
         self.storage = storage
         self.outbox = outbox
         self.metrics = metrics
+        self.name = f"{HOLDER_PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._cancel: set[str] = set()
-        self._thread: threading.Thread | None = None
+        self._lost: set[str] = set()  # jobs whose lease another replica found expired
+        self._current: str | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> LocalWorker:
-        self._thread = threading.Thread(target=self._loop, name="sonic-local-worker", daemon=True)
-        self._thread.start()
+        for target, name in ((self._loop, "sonic-local-worker"), (self._keep, "sonic-local-keeper")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _keep(self) -> None:
+        """Renew the running job's lease three times per lease; once per lease, queue again the jobs
+        of replicas that stopped renewing theirs."""
+        lease = self.settings.lease_s
+        last_reap = 0.0
+        while not self._stop.wait(lease / 3):
+            try:
+                self._renew()
+                if time.monotonic() - last_reap >= lease:
+                    last_reap = time.monotonic()
+                    self.reap()
+            except Exception:  # noqa: BLE001 - a database blip must not end the keeper
+                log.warning("local worker: cannot renew or reap leases; retrying", exc_info=True)
+
+    def _renew(self) -> None:
+        current = self._current
+        if current is not None and not self.store.renew(self.name, [current], self.settings.lease_s):
+            if current == self._current:
+                log.warning("job %s: its lease was taken by another replica; stopping its render", current)
+                self._lost.add(current)
+
+    def reap(self) -> int:
+        """Queue again (or end) the embedded jobs whose holder's lease ran out; how many it did.
+
+        The holder is gone (or so stuck that it stopped renewing): its render no longer counts.
+        ``mark_reaped`` makes exactly one replica act on each such job.
+        """
+        now, done = time.time(), 0
+        for job, _batch in self.store.expired_leases(now, holder_prefix=HOLDER_PREFIX):
+            if not self.store.mark_reaped(job, now, hold_s=self.settings.lease_s):
+                continue
+            try:
+                self._requeue_lost(job)
+                done += 1
+            except StaleJob:
+                continue  # its holder recorded an end meanwhile
+        return done
+
+    def _requeue_lost(self, job: JobRecord) -> None:
+        lost = 1 + sum(1 for a in self.store.attempts(job.job_id) if a["state"] == "lost")
+        why = "the server rendering it stopped (its lease ran out)"
+        if lost >= MAX_LOST:
+            self._end(
+                job,
+                DEAD,
+                f"{why} {lost} times; not tried again (is a render killing the server, e.g. out of memory?)",
+                "internal",
+                attempt_state="lost",
+            )
+            return
+        self.store.transition(
+            job, QUEUED, attempt_state="lost", error=f"{why}; queued again", error_kind="interrupted"
+        )
+        self.store.add_event(job.job_id, "state", {"state": QUEUED, "why": f"{why}; queued again"})
 
     def interrupt(self, job: JobRecord) -> None:
         """Cancel a running job: its render stops at the next step and the job ends cancelled."""
@@ -65,7 +137,7 @@ class LocalWorker:
         last = [0.0]
 
         def cancelled() -> bool:
-            if job.job_id in self._cancel:
+            if job.job_id in self._cancel or job.job_id in self._lost:
                 return True
             now = time.monotonic()
             if now - last[0] >= every_s:
@@ -95,7 +167,10 @@ class LocalWorker:
         queued = self.store.jobs([QUEUED], limit=200, by_priority=True)  # (sorted in SQL, before the limit)
         for job in queued:
             try:
-                self.store.transition(job, UPLOADING, queued_seconds=time.time() - job.created_at)
+                self.store.take(
+                    job, self.name, self.settings.lease_s, queued_seconds=time.time() - job.created_at
+                )
+                self._current = job.job_id
                 return job
             except StaleJob:
                 continue  # another worker took it (or it was cancelled)
@@ -126,6 +201,9 @@ class LocalWorker:
                 finally:
                     _RENDER_LOCK.release()
             run_s = time.time() - (job.started_at or time.time())
+            if job.job_id in self._lost:
+                log.warning("job %s was queued again by another replica; leaving it", job.job_id)
+                return
             if files is None and self._stop.is_set() and not self._client_cancelled(job):
                 self._requeue(job)
                 return
@@ -157,7 +235,9 @@ class LocalWorker:
                 kind,
             )
         finally:
+            self._current = None
             self._cancel.discard(job.job_id)
+            self._lost.discard(job.job_id)
             shutil.rmtree(work, ignore_errors=True)
 
     def _acquire_render(self) -> bool:
@@ -231,6 +311,7 @@ class LocalWorker:
         kind: str | None = None,
         outputs: list[str] | None = None,
         run_s: float | None = None,
+        attempt_state: str | None = None,
     ) -> None:
         now = time.time()
         changes: dict = {"finished_at": now}
@@ -241,7 +322,7 @@ class LocalWorker:
         if run_s is not None:
             changes["run_seconds"] = run_s
         ended = "cancelled" if kind == "cancelled" else ("done" if state == DONE else "dead")
-        attempt_state = ended if job.attempts else None
+        attempt_state = attempt_state or (ended if job.attempts else None)
         self.store.transition(job, state, attempt_state=attempt_state, **changes)
         status = "cancelled" if kind == "cancelled" else state
         self.store.add_event(job.job_id, "state", {"state": status})

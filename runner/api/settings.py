@@ -19,6 +19,7 @@ class ServeSettings:
     min_audio_s: float = 0.5
     max_audio_s: float = 600.0
     output_url_expiry_s: int = 3600
+    lease_s: float = 30.0  # an embedded worker renews its job's lease; others requeue it once it runs out
     cancel_wait_s: float = 10.0  # DELETE of a running job waits this long to answer with its end
     allow_private_webhooks: bool = False
     webhook_secret: str | None = None

@@ -478,14 +478,22 @@ class JobStore:
             row = conn.execute(stmt).first()
         return (row[0], row[1]) if row else (None, None)
 
-    def expired_leases(self, now: float | None = None, limit: int = 500) -> list[tuple[JobRecord, str]]:
-        """(job, batch) of in-flight jobs whose holder stopped renewing: the reaper re-publishes them."""
+    def expired_leases(
+        self, now: float | None = None, limit: int = 500, holder_prefix: str | None = None
+    ) -> list[tuple[JobRecord, str]]:
+        """(job, batch) of in-flight jobs whose holder stopped renewing: the reaper re-publishes them.
+
+        ``holder_prefix``: only jobs whose last holder's name starts with it (the embedded workers
+        of ``serve`` look after their own kind only).
+        """
         now = time.time() if now is None else now
         stmt = (
             select(jobs_t.c.batch, *(jobs_t.c[c] for c in _JOB_COLUMNS))
             .where(jobs_t.c.state.in_(tuple(IN_FLIGHT_STATES)), jobs_t.c.lease_until < now)
             .limit(limit)
         )
+        if holder_prefix is not None:
+            stmt = stmt.where(jobs_t.c.worker.startswith(holder_prefix, autoescape=True))
         with self._engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         return [(JobRecord(**{k: v for k, v in r.items() if k != "batch"}), r["batch"]) for r in rows]
