@@ -44,13 +44,9 @@ class Publisher:
 
     def publish(self, job: JobRecord, *, pool: int | None = None, delay: float = 0.0) -> None:
         """One job, confirmed by the broker before this returns."""
-        pool = pool if pool is not None else pool_for(job.resolution, self.pools)
-        message = JobMessage(job_id=job.job_id, batch=_batch_of(job))
         try:
             with self.app.producer_or_acquire() as producer:
-                publish_job(
-                    self.app, message, pool=pool, priority=job.priority, delay=delay, producer=producer
-                )
+                self._send(job, producer, pool=pool, delay=delay)
         except Exception as exc:  # noqa: BLE001
             raise broker_error(self.broker_url, exc) from None
 
@@ -60,9 +56,7 @@ class Publisher:
         try:
             with self.app.producer_or_acquire() as producer:
                 for job in jobs:
-                    message = JobMessage(job_id=job.job_id, batch=_batch_of(job))
-                    pool = pool_for(job.resolution, self.pools)
-                    publish_job(self.app, message, pool=pool, priority=job.priority, producer=producer)
+                    self._send(job, producer)
                     done.append(job.job_id)
                     count += 1
                     if on_published is not None and len(done) >= chunk:
@@ -74,6 +68,12 @@ class Publisher:
             if on_published is not None and done:
                 on_published(done)
         return count
+
+    def _send(self, job: JobRecord, producer, *, pool: int | None = None, delay: float = 0.0) -> None:
+        """The job's message to its pool (by its resolution unless ``pool`` is given), at its priority."""
+        pool = pool if pool is not None else pool_for(job.resolution, self.pools)
+        message = JobMessage(job_id=job.job_id, batch=_batch_of(job))
+        publish_job(self.app, message, pool=pool, priority=job.priority, delay=delay, producer=producer)
 
     def close(self) -> None:
         self.app.close()
