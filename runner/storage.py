@@ -18,6 +18,9 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlparse
 
+#: Files up to this size are written with one PUT (boto3's own multipart threshold is 8 MiB).
+SINGLE_PUT_BYTES = 8 * 1024 * 1024
+
 
 class StorageError(RuntimeError):
     """The store cannot be used as asked: one line naming the store and what to check."""
@@ -184,9 +187,16 @@ class S3Store:
         return StorageError(f"{self.description}: cannot {action} {key} ({why})")
 
     def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        """One PUT for a file under the multipart threshold (an API upload, a short clip): boto3's
+        ``upload_file`` starts a transfer manager and its threads per call, which cost more CPU
+        than the upload itself on a busy API replica. Larger files go multipart, in parallel."""
         extra = {"ContentType": content_type} if content_type else None
         try:
-            self._s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+            if path.stat().st_size <= SINGLE_PUT_BYTES:
+                with path.open("rb") as body:
+                    self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, **(extra or {}))
+            else:
+                self._s3.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
         except Exception as exc:  # noqa: BLE001 - mapped to one line
             raise self._fail("write", key, getattr(exc, "last_exception", None) or exc) from None
 

@@ -57,15 +57,6 @@ def _free_port() -> int:
     return free_port()
 
 
-def serve_has_broker() -> bool:
-    """Does this checkout's ``sonic-runner serve`` have fleet mode (``--broker``)? Until it does, the
-    fleet replicas are benchmarks/load/api_only.py, which publishes each job itself."""
-    import subprocess
-
-    done = subprocess.run(runner_argv("serve", "--help"), capture_output=True, text=True, timeout=60)
-    return "--broker" in done.stdout
-
-
 class Stack:
     """Starts, exposes and stops every component; ``inject`` applies a fault."""
 
@@ -97,10 +88,6 @@ class Stack:
         }
         if self.fleet:
             from tests.services.rabbitmq import start_rabbitmq
-
-            if not serve_has_broker():
-                print("load: `sonic-runner serve` has no --broker yet: the fleet replicas are "
-                      "benchmarks/load/api_only.py --broker (the same app, publishing each job)", flush=True)  # fmt: skip
 
             self.rabbit = start_service(start_rabbitmq, "RabbitMQ")
         self.api_key = self._create_key()
@@ -169,14 +156,10 @@ class Stack:
         port = _free_port()
         where = ["--bind", "127.0.0.1", "--port", str(port), "--db", self.db_url,
                  "--bucket", f"s3://{BUCKET}", "--s3-endpoint", self.s3.endpoint]  # fmt: skip
-        if self.args.api_only or (self.fleet and not serve_has_broker()):
+        if self.args.api_only:  # the app of `serve` without its in-process worker: jobs stay queued
             argv = [sys.executable, "-m", "benchmarks.load.api_only", *where]
-            if self.fleet:
-                argv += ["--pools", self.args.pools]
-        else:
-            argv = runner_argv("serve", *where)
-        if self.fleet:
-            argv += ["--broker", self.broker_url]
+        else:  # --fleet: the replicas publish each job to RabbitMQ and render nothing themselves
+            argv = runner_argv("serve", *where, *(["--broker", self.broker_url] if self.fleet else []))
         return Proc(
             f"api-{i}", "api", argv, self.out / "logs" / f"api-{i}.log",
             env={**self.env, "PORT": str(port)}, cwd=self.out / "run" / f"api-{i}",
@@ -535,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "target":
             return execute_target(args)
+        if getattr(args, "api_only", False) and args.fleet:
+            print("load: --api-only and --fleet exclude each other (no renderer vs. fleet renderers)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         if getattr(args, "api_only", False):
             args.follow, args.drain = "none", 0.0  # nothing renders: jobs stay queued
         if args.mode == "soak":

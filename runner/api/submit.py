@@ -68,6 +68,16 @@ class JobService:
             raise v.invalid("template", f"template {name!r} is unknown (was it removed?)", "unknown_template")
         return record.workflow
 
+    def _resolve_template(self, name: str | None, tier: str | None) -> str:
+        """The template a submission names. Among the shipped ones first: a name found there
+        resolves the same with the registered ones added, and most submissions are answered
+        without reading the registered templates from the database."""
+        default = self.settings.default_template
+        try:
+            return v.resolve_template(name, tier, v.template_names(self.settings), default)
+        except v.RequestError:
+            return v.resolve_template(name, tier, self.template_names(), default)
+
     def template_tier(self, name: str) -> str:
         """The tier a job of this template counts under in metrics (``custom`` when it has none)."""
         if (self.settings.templates_dir / f"{name}_api.json").is_file():
@@ -96,21 +106,24 @@ class JobService:
 
     # ------------------------------------------------------------------ submit
     def check_limits(self, key: ApiKey | None) -> None:
+        """429 when the key submitted ``per_minute`` jobs in the last minute or has ``max_queued``
+        unfinished: one query, each count stopped at its limit (runs on every submission)."""
         if key is None:
             return
-        recent = sum(self.store.counts(owner=key.key_id, since=time.time() - 60).values())
+        recent, unfinished = self.store.owner_load(
+            key.key_id, time.time() - 60, recent_cap=key.per_minute, open_cap=key.max_queued
+        )
         if recent >= key.per_minute:
             raise v.RequestError(
                 429,
                 "rate_limited",
                 f"at most {key.per_minute} submissions per minute for this key; retry later",
             )
-        open_jobs = sum(n for s, n in self.store.counts(owner=key.key_id).items() if s not in FINAL_STATES)
-        if open_jobs >= key.max_queued:
+        if unfinished >= key.max_queued:
             raise v.RequestError(
                 429,
                 "too_many_queued",
-                f"this key has {open_jobs} unfinished jobs (limit {key.max_queued}); retry later",
+                f"this key has {key.max_queued} unfinished jobs, its limit; retry when some have ended",
             )
 
     def submit(
@@ -131,9 +144,7 @@ class JobService:
                 self._publish_if_lost(existing)
                 return existing, False
         self.check_limits(key)
-        name = v.resolve_template(
-            fields.get("template"), fields.get("tier"), self.template_names(), self.settings.default_template
-        )
+        name = self._resolve_template(fields.get("template"), fields.get("tier"))
         if audio is None:
             name = text_template(name, self.settings)
         template = self.template(name)
@@ -187,8 +198,7 @@ class JobService:
                 notes=notes,
                 resolution=resolution_of(template),
             )
-            self.store.add_jobs([job], owner=owner)
-            self.store.add_event(job_id, "state", {"state": QUEUED})
+            self.store.add_jobs([job], owner=owner, state_events=True)  # (its "queued" event too)
             self._publish(job)
         except Exception:
             if idempotency_key:

@@ -19,7 +19,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from ..jobs import FAILED, IN_FLIGHT_STATES, ON_HOST_STATES, QUEUED, UPLOADING, JobRecord, check_transition
+from ..jobs import (
+    FAILED,
+    FINAL_STATES,
+    IN_FLIGHT_STATES,
+    ON_HOST_STATES,
+    QUEUED,
+    STATES,
+    UPLOADING,
+    JobRecord,
+    check_transition,
+)
 from ..journal import ATTEMPT_LIVE_STATES, strip_userinfo
 from . import migrate
 from .schema import attempts as attempts_t
@@ -214,11 +224,14 @@ class JobStore:
         batch: str = "",
         owner: str | None = None,
         skip_existing: bool = False,
+        state_events: bool = False,
     ) -> int:
         """Insert jobs (and meta) in one transaction; return how many rows were new.
 
         ``skip_existing``: a job id already in the store is left as it is, so publishing the
         same manifest twice never makes a second job (job ids are stable).
+        ``state_events``: each new job's first "state" event is written in the same transaction
+        (the API: a follower sees the job queued from its first read; one commit, not two).
         """
         rows = [self._job_row(job, batch, owner) for job in jobs]
         with self._engine.begin() as conn:
@@ -230,10 +243,17 @@ class JobStore:
             if skip_existing:
                 stmt = stmt.on_conflict_do_nothing(index_elements=["job_id"])
             stmt = stmt.returning(jobs_t.c.job_id)  # (rowcount is unreliable for executemany)
-            inserted = 0
+            inserted: list[str] = []
             for start in range(0, len(rows), 1000):
-                inserted += len(conn.execute(stmt, rows[start : start + 1000]).all())
-            return inserted
+                inserted += [r[0] for r in conn.execute(stmt, rows[start : start + 1000])]
+            if state_events and inserted:
+                state = {row["job_id"]: row["state"] for row in rows}
+                now = time.time()
+                events = [
+                    {"job_id": i, "at": now, "kind": "state", "data": {"state": state[i]}} for i in inserted
+                ]
+                conn.execute(insert(events_t), events)
+            return len(inserted)
 
     def _job_row(self, job: JobRecord, batch: str, owner: str | None) -> dict[str, Any]:
         row = {col: getattr(job, col) for col in _JOB_COLUMNS}
@@ -626,6 +646,27 @@ class JobStore:
             stmt = stmt.where(jobs_t.c.owner == owner)
         with self._engine.connect() as conn:
             return {state: n for state, n in conn.execute(stmt)}
+
+    def owner_load(self, owner: str, since: float, *, recent_cap: int, open_cap: int) -> tuple[int, int]:
+        """(jobs ``owner`` created since ``since``, its unfinished jobs), each counted up to its cap.
+
+        What an API key's limits need on every submission, in one round trip: both counts stop at
+        the limit (a LIMIT under each COUNT), and each walks an index of its own (owner, created_at)
+        and (owner, state), so the cost does not grow with the key's history of finished jobs.
+        """
+        open_states = tuple(s for s in STATES if s not in FINAL_STATES)
+
+        def capped(condition, cap: int):
+            rows = select(jobs_t.c.job_id).where(jobs_t.c.owner == owner, condition).limit(max(0, cap))
+            return select(func.count()).select_from(rows.subquery()).scalar_subquery()
+
+        stmt = select(
+            capped(jobs_t.c.created_at >= since, recent_cap),
+            capped(jobs_t.c.state.in_(open_states), open_cap),
+        )
+        with self._engine.connect() as conn:
+            recent, unfinished = conn.execute(stmt).one()
+        return int(recent), int(unfinished)
 
     def counts_by_host(self) -> dict[str, dict[str, int]]:
         """host -> {attempt state -> count} over every attempt ever made."""

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 #: Bumped with each Alembic revision; ``JobStore`` refuses a database that is newer.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -70,6 +70,7 @@ jobs = Table(
     Index("sonic_jobs_batch", "batch", "row"),
     Index("sonic_jobs_host", "host", "state"),
     Index("sonic_jobs_owner", "owner", "created_at"),
+    Index("sonic_jobs_owner_state", "owner", "state"),  # a key's unfinished jobs (its max_queued)
     Index("sonic_jobs_lease", "state", "lease_until"),
 )
 

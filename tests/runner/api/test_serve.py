@@ -203,6 +203,24 @@ def test_per_key_limits_answer_429_with_retry_after(tmp_path):
         assert "per minute" in third.json()["error"]["message"]
 
 
+def test_a_key_with_max_queued_unfinished_jobs_is_refused_until_one_ends(tmp_path):
+    app = create_app(_settings(tmp_path, auth=True), start_workers=False)
+    with TestClient(app) as client:
+        store = client.app.app.state.store
+        key, secret = ApiKeys(store).create("queue", per_minute=100, max_queued=2)
+        auth = {"authorization": f"Bearer {secret}"}
+        assert [client.post("/v1/jobs", files=_files(), headers=auth).status_code for _ in range(2)] == [
+            202,
+            202,
+        ]
+        refused = client.post("/v1/jobs", files=_files(), headers=auth)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_queued"
+        assert "2 unfinished jobs" in refused.json()["error"]["message"]
+        first = store.jobs(owner=key.key_id)[0]
+        store.transition(first, "dead", error="cancelled", error_kind="cancelled", finished_at=1.0)
+        assert client.post("/v1/jobs", files=_files(), headers=auth).status_code == 202
+
+
 def test_one_idempotency_key_makes_one_job_under_concurrent_requests(tmp_path):
     app = create_app(_settings(tmp_path), start_workers=False)
     with TestClient(app) as client:

@@ -168,3 +168,29 @@ def test_the_most_urgent_queued_job_comes_first_however_many_wait(store_url):
         store.add_jobs([JobRecord(job_id="urgent", row=999, priority=0, spec={})])
         first = store.jobs(["queued"], limit=200, by_priority=True)
         assert first[0].job_id == "urgent" and first[1].job_id == "p2-000"
+
+
+def test_a_keys_load_is_counted_in_one_query_up_to_each_limit(store_url):
+    """What the API checks on every submission: recent and unfinished jobs, each capped at its limit."""
+    with JobStore(store_url) as store:
+        old = [JobRecord(job_id=f"old-{i}", row=i, priority=1, spec={}, created_at=100.0) for i in range(6)]
+        new = [JobRecord(job_id=f"new-{i}", row=i, priority=1, spec={}, created_at=5000.0) for i in range(4)]
+        store.add_jobs([*old, *new], owner="k1")
+        store.add_jobs([JobRecord(job_id="other", row=0, priority=1, spec={}, created_at=5000.0)], owner="k2")
+        for job in store.jobs(owner="k1")[:5]:  # five of the old ones end
+            store.transition(job, "dead", error="x", finished_at=1.0)
+        assert store.owner_load("k1", 4000.0, recent_cap=100, open_cap=100) == (4, 5)
+        assert store.owner_load("k1", 0.0, recent_cap=3, open_cap=2) == (3, 2)  # stops at the caps
+        assert store.owner_load("k3", 0.0, recent_cap=10, open_cap=10) == (0, 0)
+
+
+def test_new_jobs_can_carry_their_first_state_event_in_the_same_commit(store_url):
+    with JobStore(store_url) as store:
+        assert store.add_jobs(_jobs(2), owner="k1", state_events=True) == 2
+        assert store.add_jobs(_jobs(3), skip_existing=True, state_events=True) == 1  # only job-2 is new
+        events = store.events()
+        assert [(e["job_id"], e["kind"], e["data"]) for e in events] == [
+            ("job-0", "state", {"state": "queued"}),
+            ("job-1", "state", {"state": "queued"}),
+            ("job-2", "state", {"state": "queued"}),
+        ]
