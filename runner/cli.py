@@ -228,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
     keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
+    keys.add_argument(
+        "--objects-prefix",
+        default=None,
+        metavar="FOLDER",
+        help="JSON submissions with this key may name only objects under FOLDER of the bucket "
+        "(e.g. uploads/acme/); default: any object outside jobs/",
+    )
 
     _add_templates_parser(sub)
 
@@ -809,7 +816,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "create":
             if not args.name_or_id:
                 raise ValueError("keys create NAME: give the key a name (who uses it)")
-            key, secret = keys.create(args.name_or_id, max_queued=args.max_queued, per_minute=args.per_minute)
+            key, secret = keys.create(
+                args.name_or_id,
+                max_queued=args.max_queued,
+                per_minute=args.per_minute,
+                objects_prefix=args.objects_prefix,
+            )
             print(secret)
             print(
                 f"key {key.key_id} ({key.name}) created; the secret above is shown only once", file=sys.stderr
@@ -817,8 +829,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
         elif args.action == "list":
             for key in keys.list():
                 state = "active" if key.active else "revoked"
+                where = f"\tobjects={key.objects_prefix}" if key.objects_prefix else ""
                 print(
-                    f"{key.key_id}\t{key.name}\t{state}\tmax_queued={key.max_queued}\tper_minute={key.per_minute}"
+                    f"{key.key_id}\t{key.name}\t{state}\tmax_queued={key.max_queued}"
+                    f"\tper_minute={key.per_minute}{where}"
                 )
         else:
             if not args.name_or_id:

@@ -251,6 +251,15 @@ class JobService:
             if existing is not None:
                 return existing, False
         image_key, audio_key, fields = v.check_named_request(body)
+        for field, object_key in (("image", image_key), ("audio", audio_key)):
+            if key is not None and not key.may_name(object_key):
+                raise v.RequestError(
+                    403,
+                    "forbidden_object",
+                    f"{field}: {object_key!r} is outside this API key's folder {key.objects_prefix}; "
+                    f"upload under {key.objects_prefix} and name that object",
+                    field,
+                )
         image = self._fetch("image", image_key, tmp)
         audio = self._fetch("audio", audio_key, tmp)
         fields = {**fields, "image_key": image_key, "audio_key": audio_key}

@@ -27,10 +27,26 @@ class ApiKey:
     revoked_at: float | None
     max_queued: int
     per_minute: int
+    objects_prefix: str | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def may_name(self, object_key: str) -> bool:
+        """Whether a JSON submission with this key may name ``object_key`` (no prefix: any object)."""
+        return self.objects_prefix is None or object_key.startswith(self.objects_prefix)
+
+
+def check_objects_prefix(prefix: str) -> str:
+    """A folder of the object store, as ``uploads/acme/`` (a trailing "/" is added)."""
+    parts = prefix.strip("/").split("/")
+    if not prefix.strip("/") or prefix.startswith("/") or ".." in parts or "" in parts or parts[0] == "jobs":
+        raise ValueError(
+            f"--objects-prefix {prefix!r}: give a folder of the bucket such as uploads/acme/ "
+            "(relative, no '..', not jobs/)"
+        )
+    return "/".join(parts) + "/"
 
 
 def _hash(secret: str) -> str:
@@ -44,8 +60,17 @@ class ApiKeys:
         self._store = store
         self._engine = store.engine
 
-    def create(self, name: str, *, max_queued: int = 100, per_minute: int = 60) -> tuple[ApiKey, str]:
-        """A new key and its secret (shown once; only its hash is stored)."""
+    def create(
+        self, name: str, *, max_queued: int = 100, per_minute: int = 60, objects_prefix: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret (shown once; only its hash is stored).
+
+        ``objects_prefix`` (e.g. ``uploads/acme/``) confines the objects its JSON submissions may
+        name: a service that gives each of its clients a key and a folder of the bucket keeps one
+        client from naming another's uploads.
+        """
+        if objects_prefix is not None:
+            objects_prefix = check_objects_prefix(objects_prefix)
         key_id = secrets.token_hex(6)
         secret = f"sk_{key_id}_{secrets.token_urlsafe(24)}"
         row = {
@@ -56,6 +81,7 @@ class ApiKeys:
             "revoked_at": None,
             "max_queued": int(max_queued),
             "per_minute": int(per_minute),
+            "objects_prefix": objects_prefix,
         }
         with self._engine.begin() as conn:
             conn.execute(keys_t.insert().values(**row))

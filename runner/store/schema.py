@@ -137,6 +137,7 @@ api_keys = Table(
     Column("revoked_at", Float),
     Column("max_queued", Integer, nullable=False),
     Column("per_minute", Integer, nullable=False),
+    Column("objects_prefix", String(512)),  # JSON submissions may name only objects under it
     UniqueConstraint("secret_hash", name="sonic_api_keys_hash"),
 )
 

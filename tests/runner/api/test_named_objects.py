@@ -146,3 +146,46 @@ def test_named_objects_in_an_s3_bucket(tmp_path, monkeypatch):
         assert keys[-2:] == ["uploads/face.jpg", "uploads/speech.wav"]
     finally:
         seaweed.stop()
+
+
+def test_a_key_with_its_own_folder_names_only_objects_in_it(tmp_path):
+    """A service gives each client a key confined to its folder: no client renders another's uploads."""
+    from comfyui_sonic.runner.store.api_keys import ApiKeys
+
+    settings = _settings(tmp_path, auth=True)
+    _upload(
+        settings,
+        {
+            "uploads/acme/face.jpg": FACE,
+            "uploads/acme/speech.wav": SPEECH,
+            "uploads/globex/face.jpg": FACE,
+        },
+    )
+    with TestClient(create_app(settings, start_workers=False)) as client:
+        keys = ApiKeys(client.app.app.state.store)
+        acme_key, acme = keys.create("acme", objects_prefix="uploads/acme")
+        assert acme_key.objects_prefix == "uploads/acme/"  # a folder, so uploads/acme2/ is not inside
+        _, anyone = keys.create("operator")
+
+        def post(secret: str, image: str) -> object:
+            body = {"image": image, "audio": "uploads/acme/speech.wav"}
+            return client.post("/v1/jobs", json=body, headers={"authorization": f"Bearer {secret}"})
+
+        assert post(acme, "uploads/acme/face.jpg").status_code == 202
+        refused = post(acme, "uploads/globex/face.jpg")
+        assert refused.status_code == 403
+        error = refused.json()["error"]
+        assert error["field"] == "image" and "outside this API key's folder uploads/acme/" in error["message"]
+        missing = post(acme, "uploads/globex/nope.jpg")  # refused the same way: no hint of what exists
+        assert missing.status_code == 403
+        assert post(anyone, "uploads/globex/face.jpg").status_code == 202  # a key with no folder
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "/abs/", "uploads/../x/", "jobs/"])
+def test_a_key_folder_must_be_a_plain_folder_of_the_bucket(tmp_path, prefix):
+    from comfyui_sonic.runner.store import JobStore
+    from comfyui_sonic.runner.store.api_keys import ApiKeys
+
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}") as store:
+        with pytest.raises(ValueError, match="--objects-prefix"):
+            ApiKeys(store).create("acme", objects_prefix=prefix)

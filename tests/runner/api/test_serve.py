@@ -326,6 +326,11 @@ def test_keys_are_managed_from_the_command_line(tmp_path, capsys):
     assert main(["keys", "revoke", key_id, "--db", db]) == 0
     assert main(["keys", "revoke", key_id, "--db", db]) == 2
     assert "no active key" in capsys.readouterr().err
+    assert main(["keys", "create", "acme", "--db", db, "--objects-prefix", "uploads/acme"]) == 0
+    assert main(["keys", "list", "--db", db]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("\tobjects=uploads/acme/")
+    assert main(["keys", "create", "x", "--db", db, "--objects-prefix", "../up"]) == 2
+    assert "--objects-prefix '../up': give a folder of the bucket" in capsys.readouterr().err
 
 
 def test_two_replicas_on_one_postgresql_run_every_job_exactly_once(tmp_path, postgres_server):
