@@ -316,7 +316,8 @@ class BlazeFaceAnalyzer:
         face in a mirror too, and the two readings err independently, so their mean is steadier:
         the round logo with lettering reads 0.63 as drawn but 0.18 mirrored (mean 0.40), drawn and
         painted faces stay >= 0.66 (benchmarks/bench_faces.py). The mirror reading is skipped when
-        the first one is too low for any mean to reach MESH_MIN.
+        the first one is too low for any mean to reach MESH_MIN (the score is then first / 2, as if
+        the mirror had read 0).
         """
         first = self._mesh.mesh(image, box, angle)[1]
         if first < 2 * MESH_MIN - 1:
