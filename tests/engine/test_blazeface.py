@@ -83,3 +83,88 @@ def test_three_88_px_faces_in_a_1536_px_scene_are_all_found(analyzer: BlazeFaceA
     assert len(found) == 3
     for x, y in spots:
         assert any(b[0] < x + 44 < b[2] and b[1] < y + 41 < b[3] for b in found)
+
+
+def _drawn(palette: int) -> np.ndarray:
+    from tests import faceset
+
+    skin, hair, iris = [
+        ((250, 220, 200), (60, 40, 90), (60, 120, 200)),
+        ((255, 230, 215), (230, 200, 90), (40, 160, 90)),
+    ][palette]
+    return faceset.drawn_anime_face(512, skin, hair, iris)
+
+
+def test_a_pale_painted_drawn_face_is_found_by_the_mirror_look(analyzer: BlazeFaceAnalyzer) -> None:
+    # BlazeFace is 0.37 sure of it as painted and 0.69 of its mirror image (a face is one both ways).
+    painted = cv2.stylization(_drawn(1), sigma_s=60, sigma_r=0.45)
+    found = analyzer.detect_scored(painted)
+    assert found, "no face found"
+    (x0, y0, x1, y1), score = found[0]
+    assert x0 < 256 < x1 and y0 < 325 < y1 and score >= analyzer.threshold
+
+
+def test_the_mirrored_reading_maps_back_to_the_same_box_and_eyes() -> None:
+    from nodes.engine.blazeface import _mirrored
+
+    det = np.array([[0.1, 0.2, 0.4, 0.6, 0.2, 0.3, 0.35, 0.31, 0.28, 0.4, 0.27, 0.5, 0.12, 0.35, 0.38, 0.36]])
+    twice = _mirrored(_mirrored(det))
+    np.testing.assert_allclose(twice, det, atol=1e-7)
+    once = _mirrored(det)[0]
+    assert once[0] == pytest.approx(0.6) and once[2] == pytest.approx(0.9)
+    # The image-left eye of the mirror is the image-right eye of the original, still left of it.
+    assert once[4] < once[6] and once[4] == pytest.approx(1 - 0.35)
+
+
+def test_a_48_px_drawn_face_in_a_scene_is_found(analyzer: BlazeFaceAnalyzer) -> None:
+    # Its readings from several tiles and anchors are a few px apart; the face mesh reads the
+    # face in their score-weighted mean (0.49 in the most confident box alone).
+    from tests import faceset
+
+    scene, (x, y) = faceset.paste_small(
+        _drawn(0), (256, 325), 250, 48, faceset.landscape(1536, 1024, seed=10)
+    )
+    found = [box for box, _ in analyzer.detect_scored(scene)]
+    assert any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in found)
+
+
+def test_a_round_logo_the_mesh_reads_as_a_face_one_way_is_refused(analyzer: BlazeFaceAnalyzer) -> None:
+    from nodes.engine.blazeface import MESH_MIN
+    from tests import faceset
+
+    logo = faceset.drawn_logo()
+    (box, score, angle), *_ = analyzer._detections(logo)
+    assert score >= analyzer.threshold  # BlazeFace alone takes it for a face
+    assert analyzer._mesh.mesh(logo, box, angle)[1] >= MESH_MIN  # so does one mesh reading
+    assert analyzer.mesh_score(logo, box, angle) < MESH_MIN  # not its mirror image: refused
+    assert analyzer.detect_scored(logo) == []
+
+
+def test_flat_tiles_are_not_searched(analyzer: BlazeFaceAnalyzer, monkeypatch) -> None:
+    # A 64 px face on a flat wall of a 2000 x 3000 image: found, and most tiles are never run.
+    from tests import faceset
+
+    portrait = skdata.astronaut()
+    wall = np.full((3000, 2000, 3), 180, np.uint8)
+    scene, (x, y) = faceset.paste_small(portrait, (225, 124), 88, 64, wall)
+    runs = []
+    real = analyzer._full.run
+    monkeypatch.setattr(analyzer._full, "run", lambda sq: runs.append(1) or real(sq))
+    found = [box for box, _ in analyzer.detect_scored(scene)]
+    assert any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in found)
+    assert len(runs) < 30  # 55 without the skip: 54 tiles and the whole image
+
+
+def test_a_large_image_is_shrunk_from_full_size_once(analyzer: BlazeFaceAnalyzer, monkeypatch) -> None:
+    # The tile levels and the whole-image pass are each shrunk from the level before: one resize
+    # of the 6 MP image instead of five (a third of the time of a search that finds nothing).
+    from tests import faceset
+
+    empty = faceset.landscape(2000, 3000, seed=2)
+    full_size = []
+    real = cv2.resize
+    monkeypatch.setattr(
+        cv2, "resize", lambda src, *a, **k: full_size.append(src.shape == empty.shape) or real(src, *a, **k)
+    )
+    assert analyzer.detect_scored(empty) == []
+    assert sum(full_size) == 1

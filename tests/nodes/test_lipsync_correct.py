@@ -158,8 +158,8 @@ def test_the_progress_bar_shows_before_the_face_model_loads(clip, comfy_bar, mon
     import comfyui_sonic.nodes.engine.lipsync as engine
 
     frames, audio = clip
-    real = engine.default_analyzer
-    monkeypatch.setattr(engine, "default_analyzer", lambda: comfy_bar.append(("model",)) or real())
+    real = engine.mouth_analyzer
+    monkeypatch.setattr(engine, "mouth_analyzer", lambda: comfy_bar.append(("model",)) or real())
     LipSyncCorrect().correct(images=as_image(frames[:30]), audio=audio, fps=FPS, mode="auto")
     assert comfy_bar[0] == ("bar", 0, 30)
     assert comfy_bar[1] == ("model",)
