@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy import create_engine, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
@@ -682,7 +682,7 @@ class JobStore:
         open_states = tuple(s for s in STATES if s not in FINAL_STATES)
 
         def capped(condition, cap: int):
-            rows = select(jobs_t.c.job_id).where(jobs_t.c.owner == owner, condition).limit(max(0, cap))
+            rows = select(literal_column("1")).where(jobs_t.c.owner == owner, condition).limit(max(0, cap))
             return select(func.count()).select_from(rows.subquery()).scalar_subquery()
 
         stmt = select(
