@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from .settings import ServeSettings
 from .speech import text_template
 
 ANONYMOUS = "anonymous"
+#: Threads that write a submission's inputs side by side (boto3 clients are thread-safe).
+_PUTS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sonic-put")
 #: Form fields that are not template inputs.
 RESERVED_FIELDS = {"template", "tier", "priority", "webhook_url", "duration", "image_key", "audio_key"}
 
@@ -170,16 +173,13 @@ class JobService:
                 if existing is not None:
                     return existing, False
         try:
+            stored = self._put_inputs(job_id, {"image": image, "audio": audio})
             spec = {
                 "template": name,
                 "tier": self.template_tier(name),
                 "params": params,
-                "image": self._put(job_id, "image", image),
-                **(
-                    {"audio": self._put(job_id, "audio", audio)}
-                    if audio is not None
-                    else {"text": fields["text"]}
-                ),
+                "image": stored["image"],
+                **({"audio": stored["audio"]} if audio is not None else {"text": fields["text"]}),
                 "duration": round(seconds, 3) if seconds is not None else None,
                 "webhook_url": webhook,
             }
@@ -286,6 +286,15 @@ class JobService:
         dest = tmp / field / name
         self.storage.get_file(object_key, dest)
         return Upload(dest, name)
+
+    def _put_inputs(self, job_id: str, uploads: dict[str, Upload | None]) -> dict[str, str]:
+        """Write the inputs to the object store at once (kind -> key): a submission waits for one
+        round trip to the bucket, not one per file. The first failure is raised."""
+        wanted = {kind: upload for kind, upload in uploads.items() if upload is not None}
+        if len(wanted) < 2:
+            return {kind: self._put(job_id, kind, upload) for kind, upload in wanted.items()}
+        futures = {kind: _PUTS.submit(self._put, job_id, kind, upload) for kind, upload in wanted.items()}
+        return {kind: future.result() for kind, future in futures.items()}
 
     def _put(self, job_id: str, kind: str, upload: Upload) -> str:
         suffix = Path(upload.filename or "").suffix.lower()[:8] or ".bin"

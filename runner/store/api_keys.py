@@ -91,12 +91,12 @@ class ApiKeys:
     def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None (unknown or revoked)."""
         stmt = select(keys_t).where(keys_t.c.secret_hash == _hash(secret), keys_t.c.revoked_at.is_(None))
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             row = conn.execute(stmt).first()
         return self._key(row) if row else None
 
     def list(self) -> list[ApiKey]:
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             return [self._key(r) for r in conn.execute(select(keys_t).order_by(keys_t.c.created_at))]
 
     def revoke(self, key_id: str) -> bool:
@@ -121,16 +121,19 @@ class ApiKeys:
         The insert is the arbiter: of many concurrent requests with one key (on any replica)
         exactly one insert wins, and every other request gets the winner's job id.
         """
-        stmt = self._store.dialect.insert(idem_t).values(
-            owner=owner, key=key, job_id=job_id, created_at=time.time()
+        stmt = (
+            self._store.dialect.insert(idem_t)
+            .values(owner=owner, key=key, job_id=job_id, created_at=time.time())
+            .on_conflict_do_nothing(index_elements=["owner", "key"])
+            .returning(idem_t.c.job_id)
         )
         with self._engine.begin() as conn:
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["owner", "key"]))
-            return self._bound(conn, owner, key)
+            won = conn.execute(stmt).scalar_one_or_none()  # the usual case: no second statement
+            return won if won is not None else self._bound(conn, owner, key)
 
     def bound_job(self, owner: str, key: str) -> str | None:
         """The job id ``key`` is bound to for ``owner``, if any."""
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             return self._bound(conn, owner, key)
 
     @staticmethod

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, select, update
+from sqlalchemy import create_engine, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 
 from ..jobs import (
     FAILED,
@@ -47,6 +47,8 @@ _STORE_ONLY = ("batch", "owner", "worker", "lease_until", "published_at")
 REAPER = "(reaper)"
 #: PostgreSQL advisory lock key held while checking / migrating the schema.
 _MIGRATION_LOCK = 0x50_4E_49_43  # "SONIC"-ish; any fixed 64-bit number
+#: A pooled connection idle longer than this is pinged before use (see _engine).
+PING_AFTER_IDLE_S = 10.0
 _JOB_COLUMNS = tuple(c.name for c in jobs_t.columns if c.name not in _STORE_ONLY)
 _ATTEMPT_COLUMNS = tuple(c.name for c in attempts_t.columns)
 
@@ -112,7 +114,26 @@ def _engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+
+    # A connection back from a request is fine moments later: ping only one that sat idle (a
+    # restarted server or a dropped idle connection), not on every checkout as pool_pre_ping
+    # does, a round trip that was a fifth of an API submission's database time. A server that
+    # goes away under load fails the statements in flight once; SQLAlchemy then renews the pool.
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("idle_since", time.monotonic()) <= PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - the pool replaces the connection and tries again
+            raise DisconnectionError(f"idle connection is gone: {exc}") from exc
+
+    return engine
 
 
 def _describe(url: str) -> str:
@@ -142,6 +163,13 @@ class JobStore:
         self._record_events = record_events
         self._redact = redact or (lambda s: s)
         self._engine = _engine(url)
+        # One-statement reads need no transaction: on PostgreSQL they run in autocommit, which
+        # saves the BEGIN and ROLLBACK round trips (SQLite's engine begins its own way, above).
+        self._reads = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._engine.dialect.name == "postgresql"
+            else self._engine
+        )
         try:
             with self._engine.begin() as conn:
                 self._check_schema(conn, upgrade)
@@ -181,6 +209,11 @@ class JobStore:
         """For the store's other tables (the webhook outbox) on the same database."""
         return self._engine
 
+    def reading(self) -> Connection:
+        """A connection for one read statement (``with store.reading() as conn``): no transaction
+        on PostgreSQL. A read of several statements that must agree uses ``engine.begin()``."""
+        return self._reads.connect()
+
     @property
     def dialect(self):
         """``insert`` of this database's dialect (for its ON CONFLICT clauses)."""
@@ -212,7 +245,7 @@ class JobStore:
             conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
     def meta(self) -> dict[str, object]:
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return {k: v for k, v in conn.execute(select(meta_t.c.key, meta_t.c.value))}
 
     # ------------------------------------------------------------------ jobs
@@ -264,7 +297,7 @@ class JobStore:
         return row
 
     def _read_jobs(self, stmt) -> list[JobRecord]:
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return [JobRecord(**dict(r._mapping)) for r in conn.execute(stmt)]
 
     def jobs(
@@ -299,7 +332,7 @@ class JobStore:
         stmt = _select_jobs().where(jobs_t.c.job_id == job_id)
         if owner is not None:
             stmt = stmt.where(jobs_t.c.owner == owner)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(stmt).first()
         return JobRecord(**dict(row._mapping)) if row else None
 
@@ -494,7 +527,7 @@ class JobStore:
     def holder(self, job_id: str) -> tuple[str | None, float | None]:
         """(worker, lease_until) of a job: who holds it and until when."""
         stmt = select(jobs_t.c.worker, jobs_t.c.lease_until).where(jobs_t.c.job_id == job_id)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(stmt).first()
         return (row[0], row[1]) if row else (None, None)
 
@@ -514,7 +547,7 @@ class JobStore:
         )
         if holder_prefix is not None:
             stmt = stmt.where(jobs_t.c.worker.startswith(holder_prefix, autoescape=True))
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         return [(JobRecord(**{k: v for k, v in r.items() if k != "batch"}), r["batch"]) for r in rows]
 
@@ -545,7 +578,7 @@ class JobStore:
 
     def is_published(self, job_id: str) -> bool:
         stmt = select(jobs_t.c.published_at).where(jobs_t.c.job_id == job_id)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return conn.execute(stmt).scalar() is not None
 
     def unpublished(self, batch: str) -> list[JobRecord]:
@@ -567,7 +600,7 @@ class JobStore:
         if job_id is not None:
             stmt = stmt.where(attempts_t.c.job_id == job_id)
         stmt = stmt.order_by(attempts_t.c.job_id, attempts_t.c.attempt)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def attempt(self, job_id: str, attempt: int) -> dict | None:
@@ -577,7 +610,7 @@ class JobStore:
     def attempts_in_state(self, state: str) -> list[dict]:
         cols = ("job_id", "attempt", "host", "prompt_id", "client_id", "state")
         stmt = select(*(attempts_t.c[c] for c in cols)).where(attempts_t.c.state == state)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def abandoned_attempts(self) -> list[dict]:
@@ -590,7 +623,7 @@ class JobStore:
         if job_id is not None:
             stmt = stmt.where(attempts_t.c.job_id == job_id)
         stmt = stmt.group_by(attempts_t.c.job_id)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return {job_id: n for job_id, n in conn.execute(stmt)}
 
     # ------------------------------------------------------------------ events
@@ -615,7 +648,7 @@ class JobStore:
         if prefix is not None:
             stmt = stmt.where(events_t.c.job_id.startswith(prefix, autoescape=True))
         stmt = stmt.order_by(events_t.c.id).limit(limit)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def request_cancel(self, job_id: str) -> None:
@@ -630,7 +663,7 @@ class JobStore:
         stmt = select(events_t.c.job_id).where(
             events_t.c.job_id.in_(ids), events_t.c.kind == "cancel_requested"
         )
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return {row[0] for row in conn.execute(stmt)}
 
     # ------------------------------------------------------------------ summaries
@@ -644,7 +677,7 @@ class JobStore:
             stmt = stmt.where(jobs_t.c.batch == batch)
         if owner is not None:
             stmt = stmt.where(jobs_t.c.owner == owner)
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             return {state: n for state, n in conn.execute(stmt)}
 
     def owner_load(self, owner: str, since: float, *, recent_cap: int, open_cap: int) -> tuple[int, int]:
@@ -657,14 +690,14 @@ class JobStore:
         open_states = tuple(s for s in STATES if s not in FINAL_STATES)
 
         def capped(condition, cap: int):
-            rows = select(jobs_t.c.job_id).where(jobs_t.c.owner == owner, condition).limit(max(0, cap))
+            rows = select(literal_column("1")).where(jobs_t.c.owner == owner, condition).limit(max(0, cap))
             return select(func.count()).select_from(rows.subquery()).scalar_subquery()
 
         stmt = select(
             capped(jobs_t.c.created_at >= since, recent_cap),
             capped(jobs_t.c.state.in_(open_states), open_cap),
         )
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             recent, unfinished = conn.execute(stmt).one()
         return int(recent), int(unfinished)
 
@@ -676,7 +709,7 @@ class JobStore:
             .order_by(attempts_t.c.host)
         )
         out: dict[str, dict[str, int]] = {}
-        with self._engine.connect() as conn:
+        with self.reading() as conn:
             for host, state, n in conn.execute(stmt):
                 out.setdefault(host, {})[state] = n
         return out
@@ -688,7 +721,7 @@ class JobStore:
     def ping(self) -> None:
         """Raise ``StoreError`` unless the database answers (for readiness checks)."""
         try:
-            with self._engine.connect() as conn:
+            with self.reading() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.url} is unreachable ({type(exc).__name__})") from None

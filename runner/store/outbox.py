@@ -88,7 +88,7 @@ class Outbox:
     def claim(self, limit: int = 20, lease_s: float = 60.0, now: float | None = None) -> list[Delivery]:
         """Take up to ``limit`` due deliveries for ``lease_s`` seconds (then they are due again)."""
         now = time.time() if now is None else now
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             rows = conn.execute(
                 select(webhooks_t)
                 .where(webhooks_t.c.state == PENDING, webhooks_t.c.next_at <= now)
@@ -147,9 +147,9 @@ class Outbox:
 
     def backlog(self) -> int:
         """Deliveries not yet made (the ``webhook backlog`` metric)."""
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             return int(conn.execute(select(func.count()).where(webhooks_t.c.state == PENDING)).scalar_one())
 
     def rows(self) -> list[dict]:
-        with self._engine.connect() as conn:
+        with self._store.reading() as conn:
             return [dict(r._mapping) for r in conn.execute(select(webhooks_t).order_by(webhooks_t.c.id))]

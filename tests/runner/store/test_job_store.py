@@ -194,3 +194,26 @@ def test_new_jobs_can_carry_their_first_state_event_in_the_same_commit(store_url
             ("job-1", "state", {"state": "queued"}),
             ("job-2", "state", {"state": "queued"}),
         ]
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(store_url, monkeypatch):
+    """No ping on every checkout (a round trip per query), but one for a connection that sat idle."""
+    if store_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL only: SQLite has no server connection to lose")
+    from comfyui_sonic.runner.store import job_store
+    from sqlalchemy import create_engine, text
+
+    with JobStore(store_url) as store:
+        store.add_jobs(_jobs(1))
+        assert store.job("job-0") is not None  # the pool now holds a connection
+        killer = create_engine(store_url)
+        with killer.begin() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        killer.dispose()
+        monkeypatch.setattr(job_store, "PING_AFTER_IDLE_S", 0.0)  # every pooled connection counts as idle
+        assert store.job("job-0").job_id == "job-0"
