@@ -196,13 +196,18 @@ def test_new_jobs_can_carry_their_first_state_event_in_the_same_commit(store_url
         ]
 
 
-def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(store_url, monkeypatch):
-    """No ping on every checkout (a round trip per query), but one for a connection that sat idle."""
-    if store_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL only: SQLite has no server connection to lose")
+def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(postgres_server, monkeypatch):
+    """No ping on every checkout (a round trip per query), but one for a connection that sat idle.
+
+    PostgreSQL only: SQLite has no server connection to lose."""
     from comfyui_sonic.runner.store import job_store
     from sqlalchemy import create_engine, text
 
+    store_url = postgres_server.url
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
     with JobStore(store_url) as store:
         store.add_jobs(_jobs(1))
         assert store.job("job-0") is not None  # the pool now holds a connection
