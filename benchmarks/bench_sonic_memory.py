@@ -7,7 +7,12 @@ in the temp folder). Prints the peak resident memory (ru_maxrss) of each process
 one float32 IMAGE of the clip would have had (what each node held, per copy, before frames
 streamed). The compute is a toy; what matters is that the peak does not grow with the clip.
 
-Run: .venv/bin/python benchmarks/bench_sonic_memory.py [--durations 10 60] [--size 256]
+Frames are 128x128 by default: 10 s and 60 s take about two minutes together on the 2-core
+machine (2 denoising steps; the toy UNet costs ~1.5 s per second of clip at 128, ~5 s at 256),
+and a float32 IMAGE of the 60 s clip would still be 281 MB per copy, so a clip-length-bound
+buffer anywhere on the path would show. `--size 256` takes ~6 minutes for both.
+
+Run: .venv/bin/python benchmarks/bench_sonic_memory.py [--durations 10 60] [--size 128]
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--durations", type=float, nargs="+", default=[10.0, 60.0])
-    parser.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
+    parser.add_argument("--size", type=int, default=128, help="frame side in pixels (default 128)")
     args = parser.parse_args()
     print(
         f"sonic node path, tiny random weights on the CPU (cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f})"
