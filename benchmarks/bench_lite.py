@@ -8,8 +8,8 @@ Prints measured numbers (targets from issue 3 in brackets):
 Each line has the stage breakdown (load, prepare, animate, encode), the CPU
 seconds the clip used (user + system, all threads: less sensitive than wall time
 to other work on a shared machine) and the peak resident memory (ru_maxrss) of a
-fresh child process that ran only that clip. The one-time landmark-model load
-(ComfyUI keeps it between prompts) is timed apart.
+fresh child process that ran only that clip. The one-time load of the face
+detector prepare() uses (ComfyUI keeps it between prompts) is timed apart.
 
 Frames stream: each chunk of 16 frames is encoded as soon as it is rendered and
 then dropped. `--pipeline` (default) renders the next chunk on a second thread
@@ -56,17 +56,18 @@ def run_clip(seconds: float, resolution: int, preset: str, pipeline: bool) -> di
     import numpy as np
     from comfyui_sonic.nodes.engine.audio_input import load_audio
     from comfyui_sonic.nodes.engine.encode import VideoWriter
-    from comfyui_sonic.nodes.engine.face import default_analyzer
     from comfyui_sonic.nodes.engine.image_input import load_image
     from comfyui_sonic.nodes.engine.lite.backend import LiteBackend
-    from comfyui_sonic.nodes.engine.prepare import prepare
+    from comfyui_sonic.nodes.engine.prepare import DEFAULT_DETECTOR, _analyzer_for, prepare
     from comfyui_sonic.nodes.engine.progress import NullProgress
     from comfyui_sonic.nodes.engine.types import Audio, GenerationParams
 
     image_path, audio_path = inputs()
     m0 = time.perf_counter()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    default_analyzer()  # loaded once per process (ComfyUI keeps it between prompts): timed on its own
+    # the detector prepare() uses, loaded once per process (ComfyUI keeps it between prompts): timed
+    # on its own. (dlib's, loaded here before, is not used by prepare's default detector or by lite.)
+    _analyzer_for(DEFAULT_DETECTOR, None)
     t0 = time.perf_counter()
     image = load_image(image_path)
     speech = load_audio(audio_path)
@@ -174,7 +175,7 @@ def line(r: dict, target: str = "") -> str:
         f"{r['seconds']:>5.0f} s {r['resolution']:>9} {r['preset']:>9}: total {r['total']:6.2f} s = {rtf:5.1f}x real time"
         f"  [load {r['load']:.2f}, prepare {r['prepare']:.2f}, animate {r['animate']:.2f}, encode {r['encode']:.2f}]"
         f"  cpu {r['cpu']:.2f} s, peak {r['peak_mb']:.0f} MB, file {r['mb_file']:.1f} MB {target}"
-        f"  (+{r['models']:.2f} s one-time landmark model load)"
+        f"  (+{r['models']:.2f} s one-time face detector load)"
     )
 
 

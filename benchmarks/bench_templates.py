@@ -19,7 +19,10 @@ Cases (targets from issue 16 in brackets):
 Inputs: ../shared/assets/{portrait.jpg,speech_10s.wav} when present, else demo/; the speech is
 looped to the clip length.
 
-Run: .venv/bin/python benchmarks/bench_templates.py [--long] [--embedded] [--only balanced]
+`--repeat N` runs each case N times, template and engine alternating (so a burst of other work
+on a shared machine hits both), and prints the run with the median wall time of each.
+
+Run: .venv/bin/python benchmarks/bench_templates.py [--long] [--embedded] [--only balanced] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -151,6 +154,12 @@ def engine_run(seconds: float, resolution: int, preset: str) -> dict:
     return r
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def line(label: str, seconds: float, r: dict) -> str:
     return (
         f"{label:<28} total {r['wall']:7.2f} s = {seconds / r['wall']:5.1f}x real time, cpu {r['cpu']:7.2f} s, "
@@ -164,22 +173,36 @@ def main() -> int:
     parser.add_argument("--embedded", action="store_true", help="also through run_embedded() from Python")
     parser.add_argument("--only", choices=["balanced", "hq"], help="only this template")
     parser.add_argument("--no-engine", action="store_true", help="skip the engine-only comparison")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per case, alternating; the median-wall run is printed"
+    )
     args = parser.parse_args()
     cases = [c for c in CASES + ([LONG] if args.long else []) if args.only in (None, c[0])]
-    print(f"lite templates, whole process (cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"lite templates, whole process (cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}, "
+        f"median of {max(1, args.repeat)})"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for tier, seconds, resolution, target in cases:
             audio = looped_speech(seconds, folder)
             settings = template_values(tier)
             head = f"sonic_lite_{tier} {seconds:>4.0f} s at {resolution}"
-            r = template_run(tier, audio, resolution, folder / "out", embedded=False)
+            runs: dict[str, list[dict]] = {"runner": [], "embedded": [], "engine": []}
+            for _ in range(max(1, args.repeat)):
+                runs["runner"].append(template_run(tier, audio, resolution, folder / "out", embedded=False))
+                if args.embedded:
+                    runs["embedded"].append(
+                        template_run(tier, audio, resolution, folder / "out", embedded=True)
+                    )
+                if not args.no_engine:
+                    runs["engine"].append(engine_run(seconds, resolution, settings["preset"]))
+            r = median_run(runs["runner"])
             print(line(f"{head} runner", seconds, r), target)
             if args.embedded:
-                e = template_run(tier, audio, resolution, folder / "out", embedded=True)
-                print(line(f"{head} embedded", seconds, e))
+                print(line(f"{head} embedded", seconds, median_run(runs["embedded"])))
             if not args.no_engine:
-                eng = engine_run(seconds, resolution, settings["preset"])
+                eng = median_run(runs["engine"])
                 print(line("  engine-only (bench_lite)", seconds, eng), f"(preset {settings['preset']})")
                 print(
                     f"{'  template / engine':<28} wall {r['wall'] / eng['wall']:.2f}x, "

@@ -24,6 +24,8 @@ PACK_ROOT = Path(__file__).resolve().parent.parent
 _progress_factory: Callable[[int, str], Progress] | None = None
 _output_dir: Path | None = None
 _model_dirs: list[Path] = []
+# Set by the embedded executor: IMAGE / AUDIO values between nodes as numpy arrays (see array_values).
+_array_values = False
 
 
 def _folder_paths() -> Any | None:
@@ -128,6 +130,23 @@ def throw_if_interrupted() -> None:
     except ImportError:
         return
     mm.throw_exception_if_processing_interrupted()
+
+
+def set_array_values(on: bool) -> None:
+    """The embedded executor: the IMAGE and AUDIO values our nodes make are numpy arrays, not torch.
+
+    Inside ComfyUI they must be torch tensors (every other node expects them). The embedded
+    executor runs only our nodes and its own LoadImage / LoadAudio twins, and all of them read
+    numpy as well as torch; with arrays, a lite render never imports torch, which costs most of
+    a second of start-up, as much as rendering a few seconds of a 512 clip on two cores.
+    """
+    global _array_values
+    _array_values = bool(on)
+
+
+def array_values() -> bool:
+    """True when IMAGE / AUDIO values are to be numpy arrays (the embedded executor), else torch."""
+    return _array_values
 
 
 def set_output_dir(path: Path | None) -> None:

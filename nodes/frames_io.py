@@ -96,32 +96,65 @@ def _same_audio(a: Audio, b: Audio | None) -> bool:
 
 
 def audio_to_comfy(audio: Audio) -> dict:
-    """Engine Audio -> ComfyUI AUDIO dict {"waveform": [1, C, T], "sample_rate"}."""
+    """Engine Audio -> ComfyUI AUDIO dict {"waveform": [1, C, T], "sample_rate"}.
+
+    The waveform is a torch tensor inside ComfyUI and a numpy array in the embedded executor
+    (comfy_bridge.array_values: no torch import for a render that needs none).
+    """
     import numpy as np
-    import torch
+
+    from . import comfy_bridge
 
     samples = np.asarray(audio.samples, dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[None]
-    return {
-        "waveform": torch.from_numpy(np.ascontiguousarray(samples)).unsqueeze(0),
-        "sample_rate": int(audio.sample_rate),
-    }
+    waveform = np.ascontiguousarray(samples)[None]
+    if not comfy_bridge.array_values():
+        import torch
+
+        waveform = torch.from_numpy(waveform)
+    return {"waveform": waveform, "sample_rate": int(audio.sample_rate)}
 
 
-def to_image(source: FrameSource) -> Any:
-    """The whole clip as a core IMAGE float32 tensor (the one place it is whole in memory)."""
-    import torch
+def image_to_comfy(rgb: Any) -> tuple[Any, Any]:
+    """One uint8 RGB picture [H, W, 3] -> (IMAGE [1, H, W, 3] float32 in 0..1, MASK [1, H, W] zeros).
+
+    What ComfyUI's LoadImage gives for an opaque picture; numpy in the embedded executor, torch
+    otherwise (see audio_to_comfy).
+    """
+    import numpy as np
 
     from . import comfy_bridge
 
-    out = torch.empty(source.shape, dtype=torch.float32)
+    image = (np.asarray(rgb, dtype=np.float32) / np.float32(255.0))[None]
+    mask = np.zeros(image.shape[:3], dtype=np.float32)
+    if comfy_bridge.array_values():
+        return image, mask
+    import torch
+
+    return torch.from_numpy(image), torch.from_numpy(mask)
+
+
+def to_image(source: FrameSource) -> Any:
+    """The whole clip as a core IMAGE float32 batch (the one place it is whole in memory).
+
+    A torch tensor, or a numpy array in the embedded executor (see audio_to_comfy).
+    """
+    import numpy as np
+
+    from . import comfy_bridge
+
+    out = np.empty(source.shape, dtype=np.float32)
     done = 0
     for chunk in source.chunks():
         comfy_bridge.throw_if_interrupted()
-        out[done : done + len(chunk)] = torch.from_numpy(chunk).float().div_(255.0)
+        np.divide(chunk, np.float32(255.0), out=out[done : done + len(chunk)], dtype=np.float32)
         done += len(chunk)
-    return out
+    if comfy_bridge.array_values():
+        return out
+    import torch
+
+    return torch.from_numpy(out)
 
 
 class SONIC_FramesToImage:

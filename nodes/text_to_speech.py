@@ -140,11 +140,10 @@ class SONIC_TextToSpeech:
         concurrency: int = 1,
     ) -> dict[str, Any]:
         """Returns {"ui": {"text": [...]}, "result": (AUDIO,)}; the text says what was spoken and cached."""
-        import torch
-
         from . import comfy_bridge
         from .engine.errors import SonicInputError
         from .engine.tts import EspeakBackend, HttpBackend, HttpOptions, SpeechRequest, synthesize
+        from .frames_io import audio_to_comfy
         from .input_check import check_numbers
 
         check_numbers(
@@ -174,12 +173,11 @@ class SONIC_TextToSpeech:
         )
         speech = synthesize(request, engine, concurrency=concurrency, on_sentence=on_sentence)
         audio = speech.audio
-        waveform = torch.from_numpy(audio.samples.copy()).unsqueeze(0)  # [1, C, N]
         summary = (
             f"{audio.duration:.2f} s of speech from {speech.sentences} sentence(s) with {backend} "
             f"voice {request.voice}" + (f"; {speech.cached} from the cache" if speech.cached else "")
         )
         return {
             "ui": {"text": [*speech.notes, summary]},
-            "result": ({"waveform": waveform, "sample_rate": int(audio.sample_rate)},),
+            "result": (audio_to_comfy(audio),),  # waveform [1, C, N]
         }

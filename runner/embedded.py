@@ -7,7 +7,10 @@ order, each output computed once; links are `[source_id, slot]`. Core
 LoadImage / LoadAudio are replaced by twins that read a file path directly.
 
 This module is imported by the runner only when it has no host, and it is the
-only runner module that loads the node pack (and therefore torch).
+only runner module that loads the node pack. It never imports torch itself: while
+it runs, IMAGE and AUDIO values are numpy arrays (comfy_bridge.set_array_values),
+so torch is loaded only by a backend that computes with it (sonic), not by a lite
+render.
 """
 
 from __future__ import annotations
@@ -59,14 +62,9 @@ class LoadImage:
         return {"required": {"image": ("STRING", {"tooltip": "Path of the portrait image."})}}
 
     def load(self, image: str):
-        import numpy as np
-        import torch
-
         engine = importlib.import_module(_pack().__name__ + ".nodes.engine.image_input")
-        rgb = engine.load_image(_existing(image, "image"))
-        tensor = torch.from_numpy(rgb.astype(np.float32) / 255.0).unsqueeze(0)
-        mask = torch.zeros((1, rgb.shape[0], rgb.shape[1]), dtype=torch.float32)
-        return (tensor, mask)
+        frames_io = importlib.import_module(_pack().__name__ + ".nodes.frames_io")
+        return frames_io.image_to_comfy(engine.load_image(_existing(image, "image")))
 
 
 class LoadAudio:
@@ -80,13 +78,9 @@ class LoadAudio:
         return {"required": {"audio": ("STRING", {"tooltip": "Path of the speech clip."})}}
 
     def load(self, audio: str):
-        import torch
-
         engine = importlib.import_module(_pack().__name__ + ".nodes.engine.audio_input")
-        clip = engine.load_audio(_existing(audio, "audio"))
-        return (
-            {"waveform": torch.from_numpy(clip.samples).unsqueeze(0), "sample_rate": int(clip.sample_rate)},
-        )
+        frames_io = importlib.import_module(_pack().__name__ + ".nodes.frames_io")
+        return (frames_io.audio_to_comfy(engine.load_audio(_existing(audio, "audio"))),)
 
 
 CORE_TWINS: dict[str, type] = {"LoadImage": LoadImage, "LoadAudio": LoadAudio}
@@ -260,6 +254,7 @@ def run_embedded(
     order = execution_order(prompt, classes)
     out_dir = Path(out_dir)
     bridge.set_output_dir(out_dir)
+    bridge.set_array_values(True)  # only our nodes and the twins read them: no torch for a lite render
     if models_dir is not None:
         bridge.set_model_dirs([Path(models_dir)])  # before validation: the loader's choices come from it
     results: dict[str, tuple] = {}
@@ -281,6 +276,7 @@ def run_embedded(
     finally:  # leave no process-wide setting behind for the next run in this process
         bridge.set_progress_factory(None)
         bridge.set_output_dir(None)
+        bridge.set_array_values(False)
         bridge.set_model_dirs([])
     return files
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,85 @@ def test_runs_the_lite_template_to_an_mp4(tmp_path, face_file, speech_file):
     assert frames == 50  # 2.0 s at 25 fps
     assert any(e["event"] == "progress" for e in events)
     assert [e["title"] for e in events if e["event"] == "node"][-1] == "Save MP4"
+
+
+# What the lite template loads, seen from a fresh interpreter (this one has torch from other tests).
+NO_TORCH = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import tests.conftest  # noqa: F401  (the pack importable as comfyui_sonic)
+from tests.runner.test_embedded import lite_prompt
+from comfyui_sonic.runner.embedded import run_embedded
+files = run_embedded(lite_prompt(sys.argv[2], sys.argv[3]), Path(sys.argv[4]))
+heavy = ("torch", "diffusers", "transformers", "dlib", "comfyui_sonic.nodes.engine.sonic.backend")
+print(len(files), *sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_a_lite_render_never_imports_torch_or_the_sonic_backend(tmp_path, face_file, speech_file):
+    """Start-up of every lite job: torch alone costs most of a second and ~200 MB (issue 16)."""
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(ROOT), str(face_file), str(speech_file), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1"], result.stdout  # one MP4, none of the heavy modules
+
+
+def test_core_values_are_arrays_while_it_runs_and_torch_again_after(
+    tmp_path, face_file, speech_file, monkeypatch
+):
+    """Inside ComfyUI other nodes need torch IMAGE/AUDIO; the embedded setting must not leak out."""
+    import numpy as np
+    import torch
+    from comfyui_sonic.nodes import comfy_bridge
+    from comfyui_sonic.nodes.lipsync_correct import LipSyncCorrect
+    from comfyui_sonic.runner import embedded
+
+    seen = {}
+    real = LipSyncCorrect.correct
+
+    def spy(self, **kwargs):
+        out = real(self, **kwargs)
+        seen["lipsync_audio"] = out["result"][1]["waveform"]
+        return out
+
+    twins = embedded.LoadImage().load(str(face_file)), embedded.LoadAudio().load(str(speech_file))
+    assert isinstance(twins[0][0], torch.Tensor) and isinstance(twins[1][0]["waveform"], torch.Tensor)
+    monkeypatch.setattr(LipSyncCorrect, "correct", spy)
+    run_embedded(lite_prompt(face_file, speech_file), tmp_path / "out")
+    assert type(seen["lipsync_audio"]) is np.ndarray and seen["lipsync_audio"].shape[:2] == (1, 1)
+    assert not comfy_bridge.array_values()
+    with pytest.raises(FileNotFoundError):
+        run_embedded(lite_prompt(tmp_path / "missing.png", speech_file), tmp_path / "out")
+    assert not comfy_bridge.array_values()  # reset after a failed run too
+
+
+def test_the_twins_give_what_core_loadimage_gives_in_either_form(face_file, speech_file, face_image):
+    import numpy as np
+    from comfyui_sonic.nodes import comfy_bridge
+    from comfyui_sonic.runner import embedded
+
+    tensor, mask = embedded.LoadImage().load(str(face_file))
+    comfy_bridge.set_array_values(True)
+    try:
+        array, array_mask = embedded.LoadImage().load(str(face_file))
+        audio = embedded.LoadAudio().load(str(speech_file))[0]
+    finally:
+        comfy_bridge.set_array_values(False)
+    torch_audio = embedded.LoadAudio().load(str(speech_file))[0]
+    assert array.dtype == np.float32 and array.shape == (1, *face_image.shape)
+    np.testing.assert_array_equal(array, tensor.numpy())
+    np.testing.assert_array_equal(array[0], face_image.astype(np.float32) / 255.0)
+    assert array_mask.shape == array.shape[:3] and not array_mask.any()
+    np.testing.assert_array_equal(array_mask, mask.numpy())
+    assert audio["sample_rate"] == torch_audio["sample_rate"] == 22050
+    np.testing.assert_array_equal(audio["waveform"], torch_audio["waveform"].numpy())
 
 
 # Prepare, and Save MP4: lite frames stream, rendered while Save MP4 reads them, so Animate itself
