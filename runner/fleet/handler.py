@@ -49,6 +49,10 @@ from .queues import JobMessage, MessageError, PoolError, pool_for
 log = logging.getLogger(__name__)
 
 
+class HeldHere(Exception):
+    """The message's job is still being worked on in this process: requeue the message."""
+
+
 class HostRefused(Exception):
     """The host cannot run this job's workflow (nodes or weights missing): stop consuming for it."""
 
@@ -136,7 +140,8 @@ class JobHandler:
         job's holder may have just died, so its lease is waited out before the job is left.
 
         Raises MessageError (dead-letter the message), HostRefused (requeued; stop consuming
-        for this host) or StoreError / broker errors (requeue and try again later).
+        for this host), HeldHere (requeue: this process still works on the job) or StoreError /
+        broker errors (requeue and try again later).
         """
         job = self.store.job(message.job_id)
         if job is None:
@@ -148,7 +153,11 @@ class JobHandler:
                 self._on_job_end(job)
             return
         if not self.active.add(job.job_id):
-            return
+            # Still held here. Not always a duplicate to drop: an OOM'd attempt's retry, published
+            # to a lower pool, can reach this process's consumer of that pool before the attempt's
+            # handler has let go of the job; dropped, that retry was lost and the job stayed
+            # "failed" for good. Back to the queue: once the holder is done it is taken normally.
+            raise HeldHere(f"job {job.job_id} is still being handled in this process")
         work = Path(self.config.work_dir) / f"{job.job_id}-{os.getpid()}"
         try:
             self._handle(job, work, redelivered)

@@ -35,7 +35,7 @@ from ..secrets import HostSpec
 from ..store import JobStore, StoreError
 from . import dlq
 from .errors import BrokerError, broker_error
-from .handler import ActiveJobs, HandlerConfig, HostRefused, JobHandler
+from .handler import ActiveJobs, HandlerConfig, HeldHere, HostRefused, JobHandler
 from .queues import MessageError, job_kwargs, parse_job_message, pool_queue, pools_for_host
 
 log = logging.getLogger(__name__)
@@ -325,6 +325,9 @@ class Worker:
         except HostRefused as exc:
             slot.refused = str(exc)  # (the job went back to the queue for other hosts)
             log.error("%s; not consuming for this host any more", exc)
+        except HeldHere as exc:
+            log.info("%s; its message goes back to the queue", exc)
+            verdict = REQUEUE
         except (StoreError, BrokerError) as exc:
             log.warning("job %s: %s; it goes back to the queue", job_message.job_id, exc)
             verdict = REQUEUE
