@@ -95,25 +95,34 @@ def _same_audio(a: Audio, b: Audio | None) -> bool:
     )
 
 
+def _comfy_value(array: Any) -> Any:
+    """A float32 array as a value between nodes: a torch tensor (sharing its memory) inside
+    ComfyUI, the array itself in the embedded executor (comfy_bridge.array_values: no torch
+    import for a render that needs none)."""
+    from . import comfy_bridge
+
+    if comfy_bridge.array_values():
+        return array
+    import torch
+
+    return torch.from_numpy(array)
+
+
 def audio_to_comfy(audio: Audio) -> dict:
     """Engine Audio -> ComfyUI AUDIO dict {"waveform": [1, C, T], "sample_rate"}.
 
     The waveform is a torch tensor inside ComfyUI and a numpy array in the embedded executor
-    (comfy_bridge.array_values: no torch import for a render that needs none).
+    (_comfy_value).
     """
     import numpy as np
-
-    from . import comfy_bridge
 
     samples = np.asarray(audio.samples, dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[None]
-    waveform = np.ascontiguousarray(samples)[None]
-    if not comfy_bridge.array_values():
-        import torch
-
-        waveform = torch.from_numpy(waveform)
-    return {"waveform": waveform, "sample_rate": int(audio.sample_rate)}
+    return {
+        "waveform": _comfy_value(np.ascontiguousarray(samples)[None]),
+        "sample_rate": int(audio.sample_rate),
+    }
 
 
 def image_to_comfy(rgb: Any) -> tuple[Any, Any]:
@@ -124,15 +133,8 @@ def image_to_comfy(rgb: Any) -> tuple[Any, Any]:
     """
     import numpy as np
 
-    from . import comfy_bridge
-
     image = (np.asarray(rgb, dtype=np.float32) / np.float32(255.0))[None]
-    mask = np.zeros(image.shape[:3], dtype=np.float32)
-    if comfy_bridge.array_values():
-        return image, mask
-    import torch
-
-    return torch.from_numpy(image), torch.from_numpy(mask)
+    return _comfy_value(image), _comfy_value(np.zeros(image.shape[:3], dtype=np.float32))
 
 
 def to_image(source: FrameSource) -> Any:
@@ -150,11 +152,7 @@ def to_image(source: FrameSource) -> Any:
         comfy_bridge.throw_if_interrupted()
         np.divide(chunk, np.float32(255.0), out=out[done : done + len(chunk)], dtype=np.float32)
         done += len(chunk)
-    if comfy_bridge.array_values():
-        return out
-    import torch
-
-    return torch.from_numpy(out)
+    return _comfy_value(out)
 
 
 class SONIC_FramesToImage:

@@ -108,12 +108,17 @@ def _mirrored(dets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(intersection, area of a, area of b) of two (x0, y0, x1, y1, ...) boxes."""
     ix0, iy0 = max(a[0], b[0]), max(a[1], b[1])
     ix1, iy1 = min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, ix1 - ix0) * max(0.0, iy1 - iy0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / max(1e-6, union))
+    return inter, (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter, area_a, area_b = _overlap(a, b)
+    return float(inter / max(1e-6, area_a + area_b - inter))
 
 
 def _starts(length: int, size: int, stride: int) -> list[int]:
@@ -133,11 +138,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[list[int]]:
         keep.append([i])
         rest = []
         for j in order:
-            ix0, iy0 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
-            ix1, iy1 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
-            inter = max(0.0, ix1 - ix0) * max(0.0, iy1 - iy0)
-            a_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
-            a_j = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+            inter, a_i, a_j = _overlap(boxes[i], boxes[j])
             # Overlap measured against the smaller box too: a tile's partial view of a face is dropped.
             if inter / max(1e-6, a_i + a_j - inter) <= iou and inter / max(1e-6, min(a_i, a_j)) <= 0.6:
                 rest.append(j)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +344,7 @@ def _cached_yoloface(path: str) -> FaceAnalyzer:
     return _YOLO_CACHE[path]
 
 
-@lru_cache(maxsize=1)
 def _cached_blazeface() -> FaceAnalyzer:
-    """BlazeFace + face mesh (find stylised faces dlib's HOG misses); models load once per process."""
+    """BlazeFace + face mesh (find stylised faces dlib's HOG misses); models load once per process
+    (face.mesh_analyzer, shared with LipSyncCorrect)."""
     return mesh_analyzer()

@@ -123,10 +123,7 @@ class LocalWorker:
                 attempt_state="lost",
             )
             return
-        self.store.transition(
-            job, QUEUED, attempt_state="lost", error=f"{why}; queued again", error_kind="interrupted"
-        )
-        self.store.add_event(job.job_id, "state", {"state": QUEUED, "why": f"{why}; queued again"})
+        self._requeue(job, f"{why}; queued again")
 
     def interrupt(self, job: JobRecord) -> None:
         """Cancel a running job: its render stops at the next step and the job ends cancelled."""
@@ -205,7 +202,7 @@ class LocalWorker:
                 log.warning("job %s was queued again by another replica; leaving it", job.job_id)
                 return
             if files is None and self._stop.is_set() and not self._client_cancelled(job):
-                self._requeue(job)
+                self._requeue(job, "the server stopped during the render; the job was queued again")
                 return
             if files is None or cancelled():
                 why = "while it was rendering" if files is None else "as it finished rendering"
@@ -253,13 +250,11 @@ class LocalWorker:
         except Exception:  # noqa: BLE001 - then it was not asked for as far as we can tell
             return job.job_id in self._cancel
 
-    def _requeue(self, job: JobRecord) -> None:
-        """The server is stopping: the render this process stopped goes back to the queue.
-
-        The attempt surely no longer runs (it ran in this process), so the job is queued again
-        for the next worker, instead of being left "running" with no one running it.
+    def _requeue(self, job: JobRecord, why: str) -> None:
+        """A render that no longer runs (this server is stopping, or the one running it died) goes
+        back to the queue for the next worker, its attempt "lost", instead of being left "running"
+        with no one running it.
         """
-        why = "the server stopped during the render; the job was queued again"
         self.store.transition(job, QUEUED, attempt_state="lost", error=why, error_kind="interrupted")
         self.store.add_event(job.job_id, "state", {"state": QUEUED, "why": why})
 
