@@ -87,3 +87,36 @@ def test_an_image_has_no_audio_stream(tmp_path):
     Image.new("RGB", (32, 32), "white").save(picture)
     with pytest.raises(ProbeError, match=r"portrait\.png: the file has no audio stream"):
         audio_duration(picture)
+
+
+def test_a_pcm_wav_is_measured_from_its_header_without_ffmpeg(tmp_path, monkeypatch):
+    # Opening a file with FFmpeg probes it (~8 ms of CPU, most of an API submission's);
+    # a PCM WAV's header already holds its exact sample count.
+    import av
+
+    path = write_wav(tmp_path / "speech.wav", 1.5)
+    monkeypatch.setattr(av, "open", lambda *a, **k: pytest.fail("a PCM WAV was opened with FFmpeg"))
+    assert audio_duration(path, exact=True) == pytest.approx(1.5, abs=1 / RATE)
+
+
+def test_a_wav_cut_short_of_its_header_counts_the_samples_it_has(tmp_path):
+    path = write_wav(tmp_path / "speech.wav", 2.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - RATE * 2])  # the last second is missing; the header says 2 s
+    assert audio_duration(path, exact=True) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_float_wav_is_measured_by_ffmpeg(tmp_path):
+    import av
+    import numpy as np
+
+    path = tmp_path / "speech.wav"
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_f32le", rate=RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, RATE * 3 // 4), np.float32), format="flt", layout="mono"
+        )
+        frame.sample_rate = RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    assert audio_duration(path, exact=True) == pytest.approx(0.75, abs=1e-3)
