@@ -226,8 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--db", default=None, metavar="URL", help="job store (default sqlite:///sonic-data/jobs.sqlite)"
     )
-    keys.add_argument("--max-queued", type=int, default=100, help="unfinished jobs a key may have")
-    keys.add_argument("--per-minute", type=int, default=60, help="submissions a key may make per minute")
+    keys.add_argument(
+        "--max-queued", type=int, default=100, help="unfinished jobs a key may have (0: no limit)"
+    )
+    keys.add_argument(
+        "--per-minute", type=int, default=60, help="submissions a key may make per minute (0: no limit)"
+    )
     keys.add_argument(
         "--objects-prefix",
         default=None,
@@ -830,10 +834,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             for key in keys.list():
                 state = "active" if key.active else "revoked"
                 where = f"\tobjects={key.objects_prefix}" if key.objects_prefix else ""
-                print(
-                    f"{key.key_id}\t{key.name}\t{state}\tmax_queued={key.max_queued}"
-                    f"\tper_minute={key.per_minute}{where}"
-                )
+                limits = (f"{name}={value or 'unlimited'}" for name, value in
+                          (("max_queued", key.max_queued), ("per_minute", key.per_minute)))  # fmt: skip
+                print(f"{key.key_id}\t{key.name}\t{state}\t" + "\t".join(limits) + where)
         else:
             if not args.name_or_id:
                 raise ValueError("keys revoke ID: give the key id (see keys list)")

@@ -51,20 +51,21 @@ class JobService:
         self.keys = keys
         self.publisher = publisher  # fleet mode: jobs go to the broker's pools (None: in-process worker)
         self._templates: dict[str, dict] = {}
+        #: The shipped templates (the package's own folder: read once, not on every submission).
+        self.shipped = v.template_names(settings)
         self.templates = Templates(store)
         self.outbox = Outbox(store)
 
     # ------------------------------------------------------------------ templates
     def template_names(self) -> list[str]:
         """Shipped and registered templates (read each time: another replica may add one)."""
-        return sorted(set(v.template_names(self.settings)) | set(self.templates.names()))
+        return sorted(set(self.shipped) | set(self.templates.names()))
 
     def template(self, name: str) -> dict:
         """The workflow of a shipped template (cached) or a registered one (from the database)."""
-        shipped = self.settings.templates_dir / f"{name}_api.json"
-        if name in self._templates or shipped.is_file():
+        if name in self.shipped:
             if name not in self._templates:
-                self._templates[name] = load_workflow(shipped)
+                self._templates[name] = load_workflow(self.settings.templates_dir / f"{name}_api.json")
             return self._templates[name]
         record = self.templates.get(name)
         if record is None:
@@ -77,13 +78,13 @@ class JobService:
         without reading the registered templates from the database."""
         default = self.settings.default_template
         try:
-            return v.resolve_template(name, tier, v.template_names(self.settings), default)
+            return v.resolve_template(name, tier, self.shipped, default)
         except v.RequestError:
             return v.resolve_template(name, tier, self.template_names(), default)
 
     def template_tier(self, name: str) -> str:
         """The tier a job of this template counts under in metrics (``custom`` when it has none)."""
-        if (self.settings.templates_dir / f"{name}_api.json").is_file():
+        if name in self.shipped:
             return name.rsplit("_", 1)[-1]
         record = self.templates.get(name)
         return (record.tier if record else None) or tier_of(name) or "custom"
@@ -91,7 +92,7 @@ class JobService:
     def describe_templates(self) -> list[dict]:
         """What ``GET /v1/templates`` lists: each template's settable inputs and tiers."""
         names = self.template_names()
-        shipped = set(v.template_names(self.settings))
+        shipped = set(self.shipped)
         out = []
         for name in names:
             own = self.template_tier(name)
@@ -110,19 +111,20 @@ class JobService:
     # ------------------------------------------------------------------ submit
     def check_limits(self, key: ApiKey | None) -> None:
         """429 when the key submitted ``per_minute`` jobs in the last minute or has ``max_queued``
-        unfinished: one query, each count stopped at its limit (runs on every submission)."""
-        if key is None:
+        unfinished: one query, each count stopped at its limit (runs on every submission). A limit
+        of 0 is none: a key with neither (a trusted service's) costs no query at all."""
+        if key is None or not (key.per_minute or key.max_queued):
             return
         recent, unfinished = self.store.owner_load(
             key.key_id, time.time() - 60, recent_cap=key.per_minute, open_cap=key.max_queued
         )
-        if recent >= key.per_minute:
+        if key.per_minute and recent >= key.per_minute:
             raise v.RequestError(
                 429,
                 "rate_limited",
                 f"at most {key.per_minute} submissions per minute for this key; retry later",
             )
-        if unfinished >= key.max_queued:
+        if key.max_queued and unfinished >= key.max_queued:
             raise v.RequestError(
                 429,
                 "too_many_queued",
@@ -183,7 +185,7 @@ class JobService:
                 "duration": round(seconds, 3) if seconds is not None else None,
                 "webhook_url": webhook,
             }
-            if not (self.settings.templates_dir / f"{name}_api.json").is_file():
+            if name not in self.shipped:
                 # A registered template travels with the job: a worker needs no lookup, and a
                 # later `templates remove` or replace does not change a job already queued.
                 spec["workflow"] = template

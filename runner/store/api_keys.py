@@ -67,8 +67,11 @@ class ApiKeys:
 
         ``objects_prefix`` (e.g. ``uploads/acme/``) confines the objects its JSON submissions may
         name: a service that gives each of its clients a key and a folder of the bucket keeps one
-        client from naming another's uploads.
+        client from naming another's uploads. A limit of 0 is no limit (a trusted service of your own).
         """
+        for flag, value in (("--max-queued", max_queued), ("--per-minute", per_minute)):
+            if int(value) < 0:
+                raise ValueError(f"{flag} {value}: give a number of jobs, or 0 for no limit")
         if objects_prefix is not None:
             objects_prefix = check_objects_prefix(objects_prefix)
         key_id = secrets.token_hex(6)

@@ -13,6 +13,7 @@ import pytest
 from comfyui_sonic.runner.api.app import create_app
 from comfyui_sonic.runner.api.settings import ServeSettings
 from comfyui_sonic.runner.storage import S3Store
+from comfyui_sonic.runner.store import JobStore
 from comfyui_sonic.runner.store.api_keys import ApiKeys
 from fastapi.testclient import TestClient
 
@@ -207,7 +208,7 @@ def test_a_key_with_max_queued_unfinished_jobs_is_refused_until_one_ends(tmp_pat
     app = create_app(_settings(tmp_path, auth=True), start_workers=False)
     with TestClient(app) as client:
         store = client.app.app.state.store
-        key, secret = ApiKeys(store).create("queue", per_minute=100, max_queued=2)
+        key, secret = ApiKeys(store).create("queue", per_minute=0, max_queued=2)  # (0: no rate limit)
         auth = {"authorization": f"Bearer {secret}"}
         assert [client.post("/v1/jobs", files=_files(), headers=auth).status_code for _ in range(2)] == [
             202,
@@ -219,6 +220,25 @@ def test_a_key_with_max_queued_unfinished_jobs_is_refused_until_one_ends(tmp_pat
         first = store.jobs(owner=key.key_id)[0]
         store.transition(first, "dead", error="cancelled", error_kind="cancelled", finished_at=1.0)
         assert client.post("/v1/jobs", files=_files(), headers=auth).status_code == 202
+
+
+def test_a_key_without_limits_is_never_refused_and_costs_no_count(tmp_path):
+    app = create_app(_settings(tmp_path, auth=True), start_workers=False)
+    with TestClient(app) as client:
+        store = client.app.app.state.store
+        _, secret = ApiKeys(store).create("our own batch service", per_minute=0, max_queued=0)
+        counted = []
+        real = store.owner_load
+        store.owner_load = lambda *a, **k: counted.append(1) or real(*a, **k)
+        auth = {"authorization": f"Bearer {secret}"}
+        assert {client.post("/v1/jobs", files=_files(), headers=auth).status_code for _ in range(4)} == {202}
+        assert counted == []
+
+
+def test_a_negative_limit_is_refused_when_the_key_is_made(tmp_path):
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}") as store:
+        with pytest.raises(ValueError, match="--per-minute -1: give a number of jobs, or 0 for no limit"):
+            ApiKeys(store).create("typo", per_minute=-1)
 
 
 def test_one_idempotency_key_makes_one_job_under_concurrent_requests(tmp_path):
