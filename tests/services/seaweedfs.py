@@ -88,7 +88,10 @@ def start_seaweedfs() -> SeaweedServer:
         # No fixed default ports (Iceberg 8181, Lance 9101, IAM 8111): two test servers, or a
         # user's own SeaweedFS, must not collide.
         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-iam.port={iam}",
-        "-master.volumeSizeLimitMB=16", "-volume.max=200",
+        # Volumes of 1 GB (not preallocated: the folder holds only what is written). Small ones
+        # fill every few seconds under load, and each new volume stalls writes for ~1 s (16 MB
+        # volumes: a PUT in a thousand took 1 s at 200 PUT/s, the load test's p99 spikes).
+        "-master.volumeSizeLimitMB=1024", "-volume.max=200",
     ]  # fmt: skip
     log = open(root / "log", "ab")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
