@@ -145,8 +145,8 @@ class Stack:
     def _create_key(self) -> str:
         import subprocess
 
-        argv = runner_argv("keys", "create", "load-test", "--db", self.db_url, "--max-queued", "100000000",
-                           "--per-minute", "100000000")  # fmt: skip
+        argv = runner_argv("keys", "create", "load-test", "--db", self.db_url, "--max-queued", "0",
+                           "--per-minute", "0")  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=self.out)
         if done.returncode:
             raise StackError(f"sonic-runner keys create failed: {done.stderr.strip()[-400:]}")
@@ -298,6 +298,7 @@ def locust_proc(out: Path, url: str, args: argparse.Namespace, api_key: str | No
     env = {
         "SONIC_LOAD_STEPS": args.steps,
         "SONIC_LOAD_PACE_S": str(args.pace),
+        "SONIC_LOAD_ARRIVALS": args.arrivals,
         "SONIC_LOAD_FOLLOW": args.follow,
         "SONIC_LOAD_POLL_S": str(args.poll),
         "SONIC_LOAD_JOB_TIMEOUT_S": str(args.job_timeout),
@@ -428,6 +429,12 @@ def _load_options(p: argparse.ArgumentParser, steps: str) -> None:
     p.add_argument("--steps", default=steps, help=f"USERS:SECONDS per step (default {steps})")
     p.add_argument(
         "--pace", type=float, default=1.0, help="seconds between a user's submissions (0: closed loop)"
+    )
+    p.add_argument(
+        "--arrivals",
+        choices=("poisson", "paced"),
+        default="poisson",
+        help="with --pace: random gaps of mean PACE (independent clients; default) or exactly PACE",
     )
     p.add_argument("--follow", choices=("poll", "events", "none"), default="poll")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
