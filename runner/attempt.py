@@ -13,6 +13,7 @@ call it and apply their retry policy to the outcome. Host health goes out throug
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from .host_errors import (
     one_line,
 )
 from .jobs import JobRecord
+
+log = logging.getLogger(__name__)
 
 _STARTED_EVENTS = {"execution_start", "executing", "progress", "executed", "execution_cached"}
 
@@ -52,6 +55,10 @@ class AttemptConfig:
     #: Called with the verified files before the job is recorded done; returns what the job's
     #: ``outputs`` list (a fleet worker copies them to the object store and lists its keys).
     store_outputs: Callable[[JobRecord, list[Path]], list[str]] | None = None
+    #: Once a job is recorded done, delete its prompt from the host's history. A render host
+    #: keeps every finished prompt (graph and outputs) in memory up to ComfyUI's 10,000, so a
+    #: fleet host's memory grows for days; a desktop ComfyUI's user may want to see them.
+    forget_history: bool = False
 
 
 @dataclass
@@ -456,6 +463,16 @@ class AttemptExecutor:
             download_seconds=job.download_seconds + (now - finished_on_host),
             notes=job.notes,
         )
+        if self.config.forget_history:
+            self._forget(job.prompt_id)
+
+    def _forget(self, prompt_id: str) -> None:
+        """After the end is recorded nothing asks the host about the prompt again (a resumed or
+        redelivered job that is done stops at the record). A failure costs only host memory."""
+        try:
+            self.client.delete_history([prompt_id])
+        except HostError as exc:
+            log.info("host %s kept prompt %s in its history: %s", self.host, prompt_id, exc.message)
 
     @staticmethod
     def _download(client: Any, ref: dict, dest: Path, tries: int = 3) -> None:

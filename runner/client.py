@@ -416,6 +416,10 @@ class ComfyClient:
         """Remove prompts that have not started yet from the host's queue."""
         self._json_ok("POST", "/queue", json={"delete": list(prompt_ids)})
 
+    def delete_history(self, prompt_ids: list[str]) -> None:
+        """Drop finished prompts from the host's history (ComfyUI keeps up to 10,000 in memory)."""
+        self._json_ok("POST", "/history", json={"delete": list(prompt_ids)})
+
     def _json_ok(self, method: str, path: str, **kwargs: Any) -> None:
         response = self._request(method, path, **kwargs)
         if response.status_code != 200:

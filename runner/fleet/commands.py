@@ -50,6 +50,12 @@ def add_worker_parser(sub) -> None:
         help="SIGTERM: seconds to let running jobs finish before handing them back (default 120)",
     )
     worker.add_argument("--poll-interval", type=float, default=2.0)
+    worker.add_argument(
+        "--keep-history",
+        action="store_true",
+        help="leave done prompts in the host's history (default: deleted once recorded, so a "
+        "render host's memory does not grow with every job)",
+    )
     worker.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     worker.add_argument("--name", default=None, help="this worker's name in the job store (default host-pid)")
     worker.add_argument("--templates-dir", type=Path, default=DEFAULT_TEMPLATES, help=argparse.SUPPRESS)
@@ -116,6 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         poll_interval=args.poll_interval,
         failover_grace=args.failover_grace,
+        forget_history=not args.keep_history,
     )
     publisher = Publisher(args.broker, pools)
     outbox = Outbox(store)

@@ -72,6 +72,7 @@ class HandlerConfig:
     submit_settle: float = 3.0
     failover_grace: float = 30.0
     verify_outputs: bool = True
+    forget_history: bool = True  # a render host's ComfyUI keeps no history of done jobs
 
 
 class ActiveJobs:
@@ -356,6 +357,7 @@ class JobHandler:
                 failover_grace=cfg.failover_grace,
                 verify_outputs=cfg.verify_outputs,
                 store_outputs=None if job.spec.get("out_dir") else self._store_outputs,
+                forget_history=cfg.forget_history,
             ),
             events=self._events_for(job),
             on_host_ok=self._on_host_ok if own else None,

@@ -58,6 +58,8 @@ _CUDA_OOM = (
     "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 23.65 GiB "
     "of which 1.10 GiB is free.",
 )
+#: execution.py MAXIMUM_HISTORY_SIZE: ComfyUI keeps this many finished prompts in memory.
+MAXIMUM_HISTORY_SIZE = 10000
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 ROUTE_KEYS = (
     "/prompt",
@@ -1065,6 +1067,8 @@ class FakeComfy:
             },
             "meta": {nid: {"node_id": nid, "display_node": nid, "parent_node": None} for nid in ui_outputs},
         }
+        if len(self.history) > MAXIMUM_HISTORY_SIZE:  # PromptQueue.task_done: the oldest goes first
+            self.history.pop(next(iter(self.history)))
         self.running = None
         self.last_node_id = None
         if not self.end_before_history and self.client_id is not None:

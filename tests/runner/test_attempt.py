@@ -128,3 +128,30 @@ def test_a_bad_input_returns_dead_without_submitting(srv, tmp_path):
     assert srv.state()["executions"] == []
     (attempt,) = a.journal.attempts(job.job_id)  # counted, with its error, never POSTed
     assert attempt["state"] == "failed" and not attempt["prompt_id"]
+
+
+def test_a_host_keeps_the_done_prompt_in_its_history_unless_told_to_forget_it(srv, tmp_path):
+    kept = Attempt(srv, tmp_path / "kept")  # (the local batch: a desktop user may look at it)
+    job = kept.job()
+    assert kept.executor.run(job).done
+    assert ComfyClient(srv.url).history(job.prompt_id) is not None
+
+    forgot = Attempt(srv, tmp_path / "forgot", forget_history=True)  # (a fleet worker's render host)
+    job = forgot.job()
+    assert forgot.executor.run(job).done and job.state == J.DONE
+    assert ComfyClient(srv.url).history(job.prompt_id) is None
+    assert ComfyClient(srv.url).prompt_status(job.prompt_id) == "unknown"
+
+
+def test_a_host_that_cannot_forget_still_leaves_the_job_done(srv, tmp_path):
+    from comfyui_sonic.runner.host_errors import TransientHostError
+
+    a = Attempt(srv, tmp_path, forget_history=True)
+
+    def refuse(prompt_ids):
+        raise TransientHostError(f"{srv.url}/history: HTTP 500", kind="http_5xx")
+
+    a.executor.client.delete_history = refuse
+    job = a.job()
+    outcome = a.executor.run(job)
+    assert outcome.done and job.state == J.DONE and job.outputs

@@ -34,6 +34,11 @@ def _metrics(port: int) -> dict[str, float]:
     }
 
 
+def _history(host: FakeComfy) -> dict:
+    with urllib.request.urlopen(f"{host.url}/history", timeout=10) as resp:
+        return json.load(resp)
+
+
 @pytest.fixture
 def hosts(tmp_path):
     started = []
@@ -70,6 +75,9 @@ def test_a_manifest_runs_through_the_broker_exactly_once(fleet, hosts):
     with fleet.store() as store:
         check_exactly_once(store, h1.executions + h2.executions, 12)
     assert h1.executions and h2.executions  # both hosts took work
+    # Each done prompt was deleted from its host's history once recorded (a render host's memory
+    # does not grow with every job; ComfyUI itself keeps 10,000).
+    assert [_history(h) for h in (h1, h2)] == [{}, {}]
     scraped = [_metrics(port) for port in ports]
     assert sum(m.get('sonic_jobs_finished_total{reason="",state="done"}', 0) for m in scraped) == 12
     assert {m[f'sonic_host_healthy{{host="{h.url}"}}'] for m, h in zip(scraped, (h1, h2), strict=True)} == {
