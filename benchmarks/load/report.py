@@ -27,6 +27,9 @@ KINDS = ("api", "worker", "host", "nginx", "postgres", "rabbitmq", "s3", "load")
 #: Servers whose memory follows the data they hold (PostgreSQL's shared buffers, SeaweedFS's needle
 #: index, RabbitMQ's queues): their growth is shown next to the database and bucket growth, not judged.
 DATA_STORES = {"postgres", "s3", "rabbitmq"}
+#: Shown, not judged either: the load generator is the test's own client (Locust's connection pool
+#: and the greenlets following jobs grow with the jobs in flight), not a part of the service.
+NOT_JUDGED = DATA_STORES | {"load"}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -179,7 +182,7 @@ def soak_analysis(resources: list[dict], storage: list[dict], accepted: int, max
         fd_last = sum(p[2] for p in after[-k:]) / k
         growth = (last - first) / first if first else 0.0
         fd_growth = fd_last - fd_first
-        judged = kinds.get(name) not in DATA_STORES
+        judged = kinds.get(name) not in NOT_JUDGED
         leak = judged and (growth > max_growth or (fd_growth > 10 and fd_growth > 0.2 * fd_first))
         out[name] = {"rss_first_mb": first, "rss_last_mb": last, "growth": growth,
                      "fds_first": fd_first, "fds_last": fd_last, "leak": leak, "judged": judged}  # fmt: skip

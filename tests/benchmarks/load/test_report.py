@@ -95,6 +95,7 @@ def test_soak_flags_a_component_whose_memory_keeps_growing():
         rows.append(
             {"t": i * 2.0, "name": "postgres", "kind": "postgres", "rss_mb": 100 + i * 0.2, "fds": 12}
         )
+        rows.append({"t": i * 2.0, "name": "locust", "kind": "load", "rss_mb": 70, "fds": 30 + i})
     storage = [
         {"db_mb": "10", "objects": "0", "bucket_mb": "0"},
         {"db_mb": "12", "objects": "300", "bucket_mb": "3"},
@@ -102,6 +103,7 @@ def test_soak_flags_a_component_whose_memory_keeps_growing():
     soak = report.soak_analysis(rows, storage, accepted=100, max_growth=0.05)
     assert soak["leaks"] == ["worker-1"]  # PostgreSQL grows as much, but its buffers follow its data
     assert soak["components"]["postgres"]["judged"] is False
+    assert soak["components"]["locust"]["judged"] is False  # the clients, not the service
     assert abs(soak["components"]["api-1"]["growth"]) < 0.01
     assert soak["db_kb_per_job"] == 2 * 1024 / 100 and soak["bucket_objects"] == [0, 300]
 
