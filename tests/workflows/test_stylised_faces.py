@@ -3,7 +3,8 @@
 What a user runs, `sonic-runner run workflows/api/sonic_lite_fast_api.json --image FACE --audio
 SPEECH -o DIR`, here through the runner's own entry point in this process (tests/faceset.render),
 on faces of the detection set that a photo-trained detector misses: a drawn anime face, a
-clay/3D-render-like photo, a cel-shaded photo and a 48 px drawn face in a 1536 x 1024 landscape.
+clay/3D-render-like photo, a cel-shaded photo, a 48 px drawn face in a 1536 x 1024 landscape and
+a grainy pencil sketch.
 Each must give an MP4 of 25 frames for 1 s of speech, cropped around that face (the crop that
 SONIC_PreData reports contains the face centre, the first frame is that crop) with the face
 moving in it. benchmarks/bench_faces.py --render runs every stylised face of the set this way.
@@ -25,6 +26,7 @@ FACES = {
     "astronaut-3d-like": "a photo made clay-like: smoothed, relit, a specular highlight",
     "hopper-cel-anime": "a photo cel-shaded: six flat colours and ink lines",
     "drawn-anime0-small": "a 48 px drawn face in a 1536 x 1024 landscape",
+    "hopper-pencil": "a grainy pencil sketch (found by BlazeFace's smoothed look)",
 }
 
 
