@@ -8,17 +8,28 @@ time per image and the time for one 2000 x 3000 photo (the issue's target: < 0.3
 A last block checks landmarks on every face the detector found: the share whose 68 points have
 a face's layout (eyes above nose above mouth; see prepare._face_layout).
 
+`--render` then runs every stylised face through the shipped lite template the way users do,
+`sonic-runner run workflows/api/sonic_lite_fast_api.json --image FACE --audio SPEECH -o DIR` (the
+runner's own entry point, in this process, so the detector loads once; 1 s of speech; the
+template's default detector), and prints rendered/total, the time per face and each failure in
+one line. A render counts when the MP4 has a frame per 1/25 s of speech, the face crop that
+SONIC_PreData reported contains the face centre, the first frame is that crop and the face is
+what moves (tests/faceset.render). The fast template: the lite backend ignores inference_steps,
+so the tiers differ only in the encoder, and fast's is the cheapest.
+
 Detectors: dlib (HOG), blazeface (MediaPipe BlazeFace TFLite), and yoloface (the official
 yoloface_v5m.pt) when that file is in $SONIC_MODELS_DIR. Times are wall clock on whatever else
 the machine runs; compare detectors within one run.
 
 Run: .venv/bin/python benchmarks/bench_faces.py [--lfw N] [--threshold T] [--detectors dlib,blazeface]
+     [--misses] [--render [--template workflows/api/sonic_lite_balanced_api.json]]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,8 +40,22 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nodes.engine.prepare import _analyzer_for, _face_layout, plausible_faces  # noqa: E402
-from tests.faceset import Sample, detection_set, hit, landscape, portraits  # noqa: E402
+import tests.conftest  # noqa: E402, F401  (the pack importable as comfyui_sonic from a checkout)
+
+# isort: split
+# One copy of the pack, the one sonic-runner imports: the detector loads once for the table and the renders.
+from comfyui_sonic.nodes.engine.prepare import _analyzer_for, _face_layout, plausible_faces  # noqa: E402
+
+from tests.faceset import (  # noqa: E402
+    LITE_FAST,
+    Sample,
+    detection_set,
+    hit,
+    landscape,
+    portraits,
+    render,
+    speech_clip,
+)
 
 
 def _analyzers(names: list[str], threshold: float | None) -> dict:
@@ -67,7 +92,13 @@ def main() -> None:
     parser.add_argument(
         "--render",
         action="store_true",
-        help="also render every stylised face through lite (default detector)",
+        help="also render every stylised face through the shipped lite template (sonic-runner run)",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=LITE_FAST,
+        help=f"the template --render runs (default {LITE_FAST.relative_to(ROOT)})",
     )
     args = parser.parse_args()
 
@@ -132,38 +163,30 @@ def main() -> None:
         for n in names:
             print(f"\n{n} wrong on: {', '.join(misses[n]) or 'nothing'}")
     if args.render:
-        _render_stylised([s for s in samples if s.stylised])
+        _render_stylised([s for s in samples if s.stylised and s.face is not None], args.template.resolve())
 
 
-def _render_stylised(samples: list[Sample]) -> None:
-    """SONIC_PreData's engine with its defaults, then 1 s of the lite backend, for each stylised face."""
-    from nodes.engine.errors import SonicInputError
-    from nodes.engine.lite.backend import LiteBackend
-    from nodes.engine.prepare import DEFAULT_DETECTOR, prepare
-    from nodes.engine.progress import NullProgress
-    from nodes.engine.types import Audio, GenerationParams
+def _render_stylised(samples: list[Sample], template: Path) -> None:
+    """Each stylised face through a shipped template as `sonic-runner run` runs it (tests/faceset.render)."""
+    from comfyui_sonic.nodes.engine.prepare import DEFAULT_DETECTOR
 
-    t = np.arange(16000) / 16000
-    voice = (0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
-    speech = Audio(samples=voice[None], sample_rate=16000)
-    rendered, failed = 0, []
-    for sample in samples:
-        try:
-            data = prepare(sample.image, speech, min_resolution=256)
-            frames = np.concatenate(list(LiteBackend().generate(data, GenerationParams(), NullProgress())))
-            x, y = sample.face
-            inside = data.crop_box[0] <= x <= data.crop_box[2] and data.crop_box[1] <= y <= data.crop_box[3]
-            if len(frames) == 25 and inside:
-                rendered += 1
-            else:
-                failed.append(f"{sample.name} (crop misses the face)")
-        except SonicInputError as exc:
-            failed.append(f"{sample.name} ({exc})")
+    with tempfile.TemporaryDirectory(prefix="bench-faces-") as tmp:
+        folder = Path(tmp)
+        speech = speech_clip(folder / "speech.wav", seconds=1.0)
+        renders = [render(s, speech, folder, template) for s in samples]
+    done = [r for r in renders if r.problem is None]
+    seconds = [r.seconds for r in renders]
     print(
-        f"\nlite render with detector={DEFAULT_DETECTOR}: {rendered}/{len(samples)} stylised faces rendered"
+        f"\nsonic-runner run {template.relative_to(ROOT)} (in-process; detector {DEFAULT_DETECTOR}, "
+        f"1 s of speech): {len(done)}/{len(renders)} stylised faces rendered"
     )
-    for line in failed:
-        print(f"  not rendered: {line}")
+    print(
+        f"s per face (load, Prepare, Animate, Lip Sync, Save MP4): mean {np.mean(seconds):.2f}, "
+        f"median {np.median(seconds):.2f}, max {max(seconds):.2f} ({max(renders, key=lambda r: r.seconds).sample.name})"
+    )
+    for r in renders:
+        if r.problem is not None:
+            print(f"  not rendered: {r.sample.name}: {r.problem}")
 
 
 def _timed(analyzer, image: np.ndarray) -> float:

@@ -469,7 +469,8 @@ class NodeProgressDisplay(_GuardedSink):
     """Progress of one in-process run (`sonic-runner run` without --host): a bar per node that reports steps.
 
     In a terminal it is a rich progress bar; elsewhere one plain line per node and
-    per quarter of its steps, so logs stay short.
+    per quarter of its steps, so logs stay short. Either way the text a node shows in ComfyUI
+    (the face crop and any warning, the lip-sync offset, the saved file) is printed as one line.
     """
 
     def __init__(self, console: Any = None) -> None:
@@ -489,6 +490,14 @@ class NodeProgressDisplay(_GuardedSink):
             self._advance(
                 str(event.get("node")), str(event.get("title")), int(event["value"]), int(event["max"])
             )
+        elif kind == "executed":  # what ComfyUI shows on the node: the face crop, warnings, the offset
+            for line in (event.get("output") or {}).get("text") or ():
+                self.console.print(
+                    f"{event.get('title')}: {redact(str(line))}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
 
     def _advance(self, node: str, title: str, value: int, total: int) -> None:
         if self.live_mode:

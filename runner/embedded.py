@@ -242,6 +242,10 @@ def run_embedded(
 ) -> list[Path]:
     """Run the graph; return the files its output nodes saved (under out_dir).
 
+    ``progress_sink`` gets ``{"event": "node"}`` as each node starts, ``{"event": "progress"}`` at
+    its steps and ``{"event": "executed", "output": ui}`` after a node that reports a ui (its text,
+    e.g. SONIC_PreData's face crop and warnings, and any saved file).
+
     ``cancel`` is how a server stops a render it no longer wants (``DELETE /v1/jobs/{id}``):
     it is asked before each node and at each progress step of the engine's loops (the same
     places ComfyUI's interrupt is honoured), and a True answer raises ``RenderCancelled``.
@@ -273,6 +277,8 @@ def run_embedded(
             ui = raw.get("ui", {}) if isinstance(raw, dict) else {}
             results[node_id] = tuple(raw.get("result", ())) if isinstance(raw, dict) else tuple(raw)
             files += _ui_files(ui, out_dir)
+            if ui:  # ComfyUI's `executed` message: what the node shows (the face crop, the offset, the file)
+                _emit(progress_sink, {"event": "executed", "node": node_id, "title": title, "output": ui})
     finally:  # leave no process-wide setting behind for the next run in this process
         bridge.set_progress_factory(None)
         bridge.set_output_dir(None)

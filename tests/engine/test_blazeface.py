@@ -168,3 +168,50 @@ def test_a_large_image_is_shrunk_from_full_size_once(analyzer: BlazeFaceAnalyzer
     )
     assert analyzer.detect_scored(empty) == []
     assert sum(full_size) == 1
+
+
+def test_a_grainy_pencil_sketch_is_found_by_the_smoothed_look(
+    analyzer: BlazeFaceAnalyzer, monkeypatch
+) -> None:
+    # matplotlib's Grace Hopper through cv2.pencilSketch: the grain hides her face from BlazeFace
+    # (0.25) and from the face mesh (0.001); on the image smoothed, 0.70 and 0.99.
+    from nodes.engine.prepare import _face_layout
+    from tests import faceset
+
+    sketch = {s.name: s for s in faceset.faces(lfw=0)}.get("hopper-pencil")
+    if sketch is None:
+        pytest.skip("needs matplotlib's Grace Hopper photo")
+    found = [box for box, _ in analyzer.detect_scored(sketch.image) if faceset.hit(box, sketch)]
+    assert found, "the sketch's face was not found"
+    # Her landmarks come from the smoothed reading too: eyes above the nose above the mouth.
+    assert _face_layout(analyzer.landmarks(sketch.image, found[0]), found[0])
+    monkeypatch.setattr(analyzer, "_smoothed_look", lambda image, shrunk: [])
+    assert analyzer.detect_scored(sketch.image) == []  # without the smoothed look: missed
+
+
+def test_the_smoothed_look_runs_only_on_a_grainy_image_with_no_face(
+    analyzer: BlazeFaceAnalyzer, monkeypatch
+) -> None:
+    from tests import faceset
+
+    runs: list[int] = []
+    for model in (analyzer._short, analyzer._full):
+        monkeypatch.setattr(model, "run", lambda square, real=model.run: runs.append(1) or real(square))
+
+    def model_runs(image: np.ndarray) -> tuple[int, list]:
+        runs.clear()
+        found = analyzer.detect_scored(image)
+        return len(runs), found
+
+    images = {
+        "clean, no face": faceset.landscape(1024, 640, seed=0),
+        "clean face": skdata.astronaut(),
+        "grainy, no face": np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8),
+    }
+    looked = {name: model_runs(image) for name, image in images.items()}
+    monkeypatch.setattr(analyzer, "_smoothed_look", lambda image, shrunk: [])
+    plain = {name: model_runs(image) for name, image in images.items()}
+    assert looked["clean, no face"] == plain["clean, no face"] == (plain["clean, no face"][0], [])
+    assert looked["clean face"] == plain["clean face"] and plain["clean face"][1]
+    assert looked["grainy, no face"][0] > plain["grainy, no face"][0]  # it looked again, smoothed
+    assert looked["grainy, no face"][1] == []  # and still found no face

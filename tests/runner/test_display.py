@@ -5,7 +5,13 @@ from __future__ import annotations
 import io
 import json
 
-from comfyui_sonic.runner.display import BatchTally, JsonLinesSink, QuietSink, RichProgressDisplay
+from comfyui_sonic.runner.display import (
+    BatchTally,
+    JsonLinesSink,
+    NodeProgressDisplay,
+    QuietSink,
+    RichProgressDisplay,
+)
 from rich.console import Console
 
 
@@ -148,6 +154,24 @@ def test_json_lines_mode_writes_one_object_per_event():
     sink.close()
     decoded = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert decoded == events
+
+
+def test_a_run_in_process_prints_what_each_node_shows_in_comfyui():
+    """`sonic-runner run` without --host: the face crop and any warning, one line each, never wrapped."""
+    out = io.StringIO()
+    display = NodeProgressDisplay(console=Console(file=out, width=60))
+    display({"event": "node", "node": "4", "title": "Prepare"})
+    crop = (
+        "face crop (130, 31, 322, 223) -> 512x512; 1.00 s of audio (25 frames at 25 fps); detector blazeface"
+    )
+    warning = (
+        "another face candidate at (10, 10, 40, 40) was not used (low detector confidence: 0.10 vs 0.90)"
+    )
+    display({"event": "executed", "node": "4", "title": "Prepare", "output": {"text": [warning, crop]}})
+    display(
+        {"event": "executed", "node": "7", "title": "Save MP4", "output": {"images": [{"filename": "a.mp4"}]}}
+    )
+    assert out.getvalue().splitlines() == ["running Prepare", f"Prepare: {warning}", f"Prepare: {crop}"]
 
 
 class BrokenStream(io.StringIO):

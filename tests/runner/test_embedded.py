@@ -37,6 +37,10 @@ def test_runs_the_lite_template_to_an_mp4(tmp_path, face_file, speech_file):
     assert frames == 50  # 2.0 s at 25 fps
     assert any(e["event"] == "progress" for e in events)
     assert [e["title"] for e in events if e["event"] == "node"][-1] == "Save MP4"
+    # What ComfyUI shows on each node comes as its `executed` event: the face crop, the saved file.
+    shown = {e["title"]: e["output"] for e in events if e["event"] == "executed"}
+    assert shown["Prepare"]["text"][-1].startswith("face crop (")
+    assert shown["Save MP4"]["images"][0]["filename"] == files[0].name
 
 
 # What the lite template loads, seen from a fresh interpreter (this one has torch from other tests).
