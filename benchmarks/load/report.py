@@ -158,6 +158,10 @@ def fault_effects(
     return out
 
 
+def _not_judged(component: dict) -> str:
+    return "not judged (the clients)" if component.get("kind") == "load" else "not judged (a data store)"
+
+
 def soak_analysis(resources: list[dict], storage: list[dict], accepted: int, max_growth: float) -> dict:
     """Memory and fd growth of each component after warm-up (the first 20%, at least 60 s)."""
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
@@ -184,8 +188,8 @@ def soak_analysis(resources: list[dict], storage: list[dict], accepted: int, max
         fd_growth = fd_last - fd_first
         judged = kinds.get(name) not in NOT_JUDGED
         leak = judged and (growth > max_growth or (fd_growth > 10 and fd_growth > 0.2 * fd_first))
-        out[name] = {"rss_first_mb": first, "rss_last_mb": last, "growth": growth,
-                     "fds_first": fd_first, "fds_last": fd_last, "leak": leak, "judged": judged}  # fmt: skip
+        out[name] = {"rss_first_mb": first, "rss_last_mb": last, "growth": growth, "fds_first": fd_first,
+                     "fds_last": fd_last, "leak": leak, "judged": judged, "kind": kinds.get(name)}  # fmt: skip
         if leak:
             leaks.append(name)
     result = {"components": out, "leaks": leaks, "max_growth": max_growth}
@@ -376,7 +380,7 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
         for name, c in soak["components"].items():
             lines.append(f"| {name} | {c['rss_first_mb']:.0f} | {c['rss_last_mb']:.0f} | {c['growth']:+.1%} | "
                          f"{c['fds_first']:.0f} | {c['fds_last']:.0f} | "
-                         f"{'**LEAK**' if c['leak'] else ('no' if c.get('judged', True) else 'not judged (a data store)')} |")  # fmt: skip
+                         f"{'**LEAK**' if c['leak'] else ('no' if c.get('judged', True) else _not_judged(c))} |")  # fmt: skip
         if "db_kb_per_job" in soak:
             lines.append("")
             lines.append(f"Database {soak['db_mb'][0]:.1f} -> {soak['db_mb'][1]:.1f} MB ({soak['db_kb_per_job']:.1f} kB per job); "
