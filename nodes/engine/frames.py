@@ -282,9 +282,10 @@ def _new_folder(root: Path, need_bytes: int) -> Path:
     except OSError as exc:
         raise _storage_error(root, exc, "opening the temp folder") from exc
     if free < need_bytes:
+        need, have = _sizes(need_bytes, free)
         raise SonicStorageError(
             str(root),
-            f"needs {need_bytes / 1e9:.1f} GB for the frames but has {free / 1e9:.1f} GB free",
+            f"needs {need} for the frames but has {have} free",
             f"free space there or set {ENV_DIR} to a folder with more room",
         )
     folder = root / f"{STORE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -293,6 +294,16 @@ def _new_folder(root: Path, need_bytes: int) -> Path:
     except OSError as exc:
         raise _storage_error(root, exc, "creating a folder for the frames") from exc
     return folder
+
+
+def _sizes(need: int, free: int) -> tuple[str, str]:
+    """Both sizes in the largest unit that tells them apart ("9.8 MB" / "6.0 MB", not "0.0 GB")."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if need >= scale:
+            a, b = f"{need / scale:.1f} {unit}", f"{free / scale:.1f} {unit}"
+            if a != b:
+                return a, b
+    return f"{need} bytes", f"{free} bytes"
 
 
 def _storage_error(root: Path, exc: OSError, doing: str) -> SonicStorageError:

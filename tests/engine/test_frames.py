@@ -79,6 +79,27 @@ def test_a_clip_larger_than_the_free_space_is_refused_before_any_frame(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "need_frames, free, said",
+    [
+        # 2 s of 256 px sonic frames (9.8 MB), 6 MB free: this said "needs 0.0 GB ... has 0.0 GB free"
+        (50, 6_000_000, r"needs 9\.8 MB for the frames but has 6\.0 MB free"),
+        (20_000, 2_500_000_000, r"needs 3\.9 GB for the frames but has 2\.5 GB free"),
+        # a few frames short of a big clip: the sizes still differ where they are shown
+        (13_230, 2_600_000_000, r"needs 2601\.1 MB for the frames but has 2600\.0 MB free"),
+    ],
+)
+def test_the_space_message_gives_sizes_a_user_can_compare(tmp_path, monkeypatch, need_frames, free, said):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, free))
+    with pytest.raises(SonicStorageError, match=said):
+        FrameStoreWriter(256, 256, need_frames, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_running_out_of_space_while_storing_is_one_error_and_removes_the_store(tmp_path):
     # A real refusal by the kernel: a file-size limit (EFBIG, what a full quota or disk looks
     # like to the writer) in a child process, so this test's own files are not limited.

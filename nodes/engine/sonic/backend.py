@@ -24,7 +24,7 @@ from ..errors import SonicInputError, SonicModelError, SonicOutOfMemoryError, ne
 from ..progress import Progress
 from ..types import GenerationParams, SonicData
 from .attention import AudioAttentionContext
-from .audio_features import audio_windows, frame_conditioning
+from .audio_features import audio_windows, frame_conditioning, generated_frame_count
 from .config import CLIP_MEAN, CLIP_STD, SonicConfig, get_config
 from .decode import decode_chunks, to_uint8
 from .interpolate import Retimer, interpolate_stream
@@ -199,8 +199,12 @@ class SonicBackend:
         return fps * 2 if self.rife_active else fps
 
     def progress_total(self, data: SonicData, params: GenerationParams) -> int:
-        """progress.update() is called once per denoising step."""
-        return int(params.inference_steps)
+        """progress.update() counts one per UNet call (each window of each denoising step), then
+        the output frames as they are decoded: the bar moves, and a cancel is seen, every window."""
+        cfg = self.models.config
+        frames = generated_frame_count(len(data.audio_16k), cfg)
+        windows = -(-frames // cfg.window)
+        return int(params.inference_steps) * windows + data.frame_count(params.fps)
 
     # ---------------------------------------------------------------- generate
 
@@ -299,9 +303,11 @@ class SonicBackend:
                 out = retimer.push(to_uint8(chunk))
             del chunk
             if out is not None:
+                progress.update(len(out))
                 yield out
         tail = retimer.finish()
         if tail is not None:
+            progress.update(len(tail))
             yield tail
 
 

@@ -89,12 +89,14 @@ def denoise(
     embeds = torch.cat([torch.zeros_like(cond.image_embeds), cond.image_embeds, cond.image_embeds])
     shift = 0
     for i, t in enumerate(schedule.timesteps):
-        progress.check_cancel()
         sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]
         c_in = 1.0 / (sigma * sigma + 1.0) ** 0.5
         total = torch.zeros_like(latents)
         count = torch.zeros(frames, device=device)
         for idx in window_indices(frames, config.window, shift):
+            # per window, not per step: a step over a minute of speech is 30 UNet calls, and
+            # a user's cancel (ComfyUI's interrupt) must not wait for all of them
+            progress.check_cancel()
             idx = idx.to(device)
             x = latents[idx]
             n = idx.shape[0]
@@ -127,7 +129,7 @@ def denoise(
             total.index_add_(0, idx, euler_step(x, v, sigma, sigma_next))
             count.index_add_(0, idx, torch.ones(n, device=device))
             del out, v, model_in
+            progress.update(1)
         latents = total / count[:, None, None, None]
         shift += config.window_shift
-        progress.update(1)
     return latents

@@ -60,11 +60,25 @@ def test_same_seed_same_frames_and_seed_zero_is_a_seed(tiny_backend, make_data):
     assert not np.array_equal(a, c)
 
 
-def test_progress_advances_once_per_step(tiny_backend, make_data):
-    progress = NullProgress()
-    data = make_data(0.5)
-    list(tiny_backend.generate(data, GenerationParams(inference_steps=3), progress))
-    assert progress.done == 3 == tiny_backend.progress_total(data, GenerationParams(inference_steps=3))
+class RecordingProgress(NullProgress):
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates: list[int] = []
+
+    def update(self, n: int = 1) -> None:
+        super().update(n)
+        self.updates.append(n)
+
+
+def test_progress_counts_every_window_of_every_step_then_every_frame(tiny_backend, make_data):
+    progress = RecordingProgress()
+    data = make_data(2.0)  # 25 generated frames: 4 windows of 8 per step in the tiny config
+    params = GenerationParams(inference_steps=3)
+    list(tiny_backend.generate(data, params, progress))
+    frames = data.frame_count(params.fps)
+    assert progress.updates[:12] == [1] * 12  # 3 steps x 4 windows, one UNet call each
+    assert sum(progress.updates[12:]) == frames  # then the decoded frames, chunk by chunk
+    assert progress.done == 3 * 4 + frames == tiny_backend.progress_total(data, params)
 
 
 class Cancelled(Exception):
@@ -72,7 +86,7 @@ class Cancelled(Exception):
 
 
 class CancelAfter:
-    """A progress whose user presses cancel after `k` steps."""
+    """A progress whose user presses cancel after `k` units of work (UNet calls)."""
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -85,6 +99,20 @@ class CancelAfter:
     def check_cancel(self) -> None:
         if self.done >= self.k:
             raise Cancelled
+
+
+def test_cancel_stops_within_a_step_at_the_next_window(tiny_backend, make_data):
+    # A step runs the UNet once per window of the clip: a minute of speech is 30 windows of
+    # the full model, minutes of GPU time. ComfyUI's cancel must not wait for the whole step.
+    calls = []
+    hook = tiny_backend.models.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        data = make_data(duration=2.0)  # 25 generated frames: 4 windows per step
+        with pytest.raises(Cancelled):
+            list(tiny_backend.generate(data, GenerationParams(inference_steps=5), CancelAfter(2)))
+    finally:
+        hook.remove()
+    assert len(calls) == 2
 
 
 def test_cancel_stops_between_steps(tiny_backend, make_data):
