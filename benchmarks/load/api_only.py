@@ -15,6 +15,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from comfyui_sonic.runner.api.malloc_arenas import cap_malloc_arenas
+
+    cap_malloc_arenas()  # as `serve` does
     import uvicorn
     from comfyui_sonic.runner.api.app import create_app
     from comfyui_sonic.runner.api.settings import ServeSettings

@@ -1,0 +1,52 @@
+"""Two glibc malloc arenas for a ``serve`` process, so its resident memory stays flat under load.
+
+glibc gives a thread that finds the main arena busy an arena of its own, up to eight per core.
+A replica's request bodies, S3 calls and database rows are allocated and freed across
+Starlette's thread pool (up to 40 threads), so each of those arenas keeps pages that it freed
+but cannot hand back while a few live blocks sit among them. Measured on this project's 2-core
+machine, one replica at 25 submissions/s for 20 minutes: glibc's memory in use stayed at
+~29 MB while its retained free memory grew 15 -> 55 MB, and the resident size 144 -> 177 MB
+in steps (a soak reads that as a leak). With two arenas the same run held 144 MB, and the
+submit latency did not change (the threads mostly wait on I/O, not on malloc's locks).
+
+``MALLOC_ARENA_MAX`` in the environment wins: an operator who set it keeps what they chose.
+Elsewhere than glibc (macOS, musl, Windows) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+DEFAULT_ARENAS = 2
+
+
+def cap_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
+    """Cap glibc's arenas at ``arenas``; True when the cap was set.
+
+    Call it first thing in the process, before threads start: arenas already made stay.
+    """
+    if arenas < 1:
+        raise ValueError(f"malloc arenas must be at least 1, got {arenas}")
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl has mallopt as a stub that does nothing
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    return libc
