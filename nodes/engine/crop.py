@@ -67,7 +67,12 @@ def map_box(box: Box, crop_box: Box, size: tuple[int, int]) -> Box:
 
 
 def face_mask(face_box: Box, size: tuple[int, int], grow: float = MASK_GROW) -> np.ndarray:
-    """float32 [H, W] mask, 1 inside the face box grown `grow`x about its centre (clamped), 0 elsewhere."""
+    """float32 [H, W] mask, 1 inside the face box grown `grow`x about its centre (clamped), 0 elsewhere.
+
+    Deviation from the official `area` rule, kept on purpose: its edges are truncated to int,
+    ours are floored (start) and ceiled (end), so the mask covers the whole grown box and can be
+    up to 1 px larger on an edge (README, "Differences from the official Sonic preprocessing").
+    """
     width, height = size
     x0, y0, x1, y1 = (float(v) for v in face_box)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

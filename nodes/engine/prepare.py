@@ -278,7 +278,13 @@ def choose_face(boxes: list[Box], face_select: str, face_index: int, image_size:
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area averaging when shrinking (no aliasing), Lanczos when enlarging."""
+    """Area averaging when shrinking (no aliasing), Lanczos when enlarging.
+
+    Deviation from the official preprocessing, kept on purpose: it resizes with one filter both
+    ways (Lanczos), which aliases fine texture when a large photo is shrunk to 512. Pixel values
+    differ by a few levels at edges; the crop's geometry is the same (README, "Differences from
+    the official Sonic preprocessing").
+    """
     import cv2
 
     w, h = size

