@@ -66,15 +66,22 @@ def draw(
     names.append(_save(fig, folder / "throughput.png"))
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    ended = [r["e2e_s"].get("n", 1) > 0 for r in rows]
     for q in ("p50", "p95", "p99"):
         a1.plot(x, [r["submit_ms"][q] for r in rows], "o-", label=q)
-        a2.plot(x, [r["e2e_s"][q] for r in rows], "o-", label=q)
+        a2.plot(
+            x, [r["e2e_s"][q] if e else float("nan") for r, e in zip(rows, ended, strict=True)], "o-", label=q
+        )
     a1.axhline(summary["bounds"]["p99_submit_ms"], color="tab:red", ls=":", label="p99 bound")
     a1.set_title("submit latency (ms)")
     a2.set_title("end-to-end latency (s)")
     for ax in (a1, a2):
         ax.set_xlabel("users")
         ax.legend()
+    if not any(ended):
+        a2.clear()
+        a2.set_axis_off()
+        a2.text(0.5, 0.5, "end-to-end latency: no job ended\n(API only: nothing renders)", ha="center")
     if summary["knee"]["step"] is not None:
         a1.axvline(summary["knee"]["step"], color="tab:red", lw=6, alpha=0.15)
     names.append(_save(fig, folder / "latency.png"))

@@ -282,6 +282,15 @@ def _fmt(value, spec: str = ".0f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def _pct(p: dict, q: str, spec: str) -> str:
+    """One percentile, or "-" when nothing was measured (API only: no job ends; a percentile of none is not 0)."""
+    return format(p[q], spec) if p.get("n", 1) else "-"
+
+
+def _triple(p: dict, spec: str) -> str:
+    return "-" if not p.get("n", 1) else " / ".join(_pct(p, q, spec) for q in ("p50", "p95", "p99"))
+
+
 def step_lines(rows: list[dict]) -> list[str]:
     lines = [
         "| step | users | accepted/s | completed/s | submit p50/p95/p99 ms | end-to-end p50/p95/p99 s (client) "
@@ -293,8 +302,7 @@ def step_lines(rows: list[dict]) -> list[str]:
         errs = ", ".join(f"{k} x{n}" for k, n in sorted(r["errors"].items())) or "0"
         lines.append(
             f"| {r['step']} | {r['users']} | {r['submit_rate']:.1f} | {r['completed_rate']:.1f} | "
-            f"{s['p50']:.0f} / {s['p95']:.0f} / {s['p99']:.0f} | {e['p50']:.1f} / {e['p95']:.1f} / {e['p99']:.1f} | "
-            f"{g['p50']:.1f} / {g['p95']:.1f} / {g['p99']:.1f} | "
+            f"{_triple(s, '.0f')} | {_triple(e, '.1f')} | {_triple(g, '.1f')} | "
             f"{errs} | {_fmt(r['queue_mean'])} / {_fmt(r['queue_max'])} | {_fmt(r['utilisation'], '.0%')} | "
             f"{_fmt(r.get('loadavg'), '.1f')} |"
         )
@@ -412,7 +420,7 @@ def compare(old: Path, new: Path) -> str:
     for ra, rb in zip(a["steps"], b["steps"], strict=False):
         lines.append(
             f"| {rb['step']} | {ra['users']} -> {rb['users']} | {ra['submit_rate']:.1f} -> {rb['submit_rate']:.1f} | "
-            f"{ra['submit_ms']['p99']:.0f} -> {rb['submit_ms']['p99']:.0f} | {ra['e2e_s']['p99']:.1f} -> {rb['e2e_s']['p99']:.1f} | "
+            f"{ra['submit_ms']['p99']:.0f} -> {rb['submit_ms']['p99']:.0f} | {_pct(ra['e2e_s'], 'p99', '.1f')} -> {_pct(rb['e2e_s'], 'p99', '.1f')} | "
             f"{ra['error_rate']:.1%} -> {rb['error_rate']:.1%} |"
         )
 

@@ -11,7 +11,7 @@ from benchmarks.load import report
 from benchmarks.load.accounting import simulator_check, tally
 
 
-def fake_run(folder, slow_from_step: int, name="run", errors_in_step: int | None = None):
+def fake_run(folder, slow_from_step: int, name="run", errors_in_step: int | None = None, ends: bool = True):
     """Files of a 3-step run (10 s each, 1/2/4 users): submit latency jumps at ``slow_from_step``."""
     folder.mkdir()
     t0 = 1000.0
@@ -35,7 +35,7 @@ def fake_run(folder, slow_from_step: int, name="run", errors_in_step: int | None
                 rec = {**rec, "code": 502, "error": "502:nginx"}
                 rec.pop("id")
             lines.append(rec)
-            if "id" in rec:
+            if "id" in rec and ends:
                 lines.append(
                     {
                         "ev": "end",
@@ -68,6 +68,16 @@ def test_the_knee_is_the_first_step_out_of_bounds(tmp_path):
     page = (tmp_path / "a" / "report.md").read_text()
     assert "**Knee: step 2**" in page and "charts/latency.png" in page
     assert (tmp_path / "a" / "charts" / "latency.png").stat().st_size > 1000
+
+
+def test_with_no_job_ended_the_end_to_end_latencies_are_dashes_not_zeros(tmp_path):
+    # API only: nothing renders, so no job ends; a percentile of no values is no number.
+    summary = report.build(fake_run(tmp_path / "api", slow_from_step=9, ends=False))
+    assert all(r["e2e_s"]["n"] == 0 for r in summary["steps"])
+    rows = [
+        line for line in (tmp_path / "api" / "report.md").read_text().splitlines() if line.startswith("| 0 |")
+    ]
+    assert rows[0].split(" | ")[4:7] == ["40 / 40 / 40", "-", "-"]
 
 
 def test_errors_move_the_knee_and_fail_a_smoke_run(tmp_path):
