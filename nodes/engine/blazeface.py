@@ -445,6 +445,12 @@ class BlazeFaceAnalyzer:
         side = max(image.shape[:2])
         return _SMALLEST_FACE if side > _TILE else max(24, side // 8)
 
+    def follow(self, image: np.ndarray, previous: np.ndarray) -> np.ndarray | None:
+        """68 points of the face in a clip's next frame, from the last frame's (FaceMesh.follow);
+        None when the mesh no longer reads a face there (the caller looks again with `landmarks`)."""
+        points, score = self._mesh.follow(image, previous)
+        return points if score >= MESH_MIN else None
+
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
         """68 iBUG points from the face mesh (works on stylised faces, unlike dlib's predictor).
 

@@ -92,9 +92,20 @@ class FaceTracker:
             points = self._landmarks(frame, box)
             self.relation = _box_relation(box, points)
         else:
-            points = self._landmarks(frame, _box_from(self.relation, self.previous))
+            points = self._follow(frame)
+            if points is None:
+                points = self._landmarks(frame, _box_from(self.relation, self.previous))
         self.previous = points
         return points
+
+    def _follow(self, frame: np.ndarray) -> np.ndarray | None:
+        """The analyzer's own frame-to-frame reading, where it has one (the face mesh: one look
+        instead of up to seven); None when it has none or lost the face."""
+        follow = getattr(self.analyzer, "follow", None)
+        if follow is None:
+            return None
+        points = follow(_rgb8(frame), self.previous)
+        return None if points is None else np.asarray(points, dtype=np.float32)
 
     def _landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
         """Landmarks from a crop of `frame` around `box` (grown by a quarter of its size on each side)."""
