@@ -32,6 +32,7 @@ from .host_errors import (
     one_line,
 )
 from .jobs import JobRecord
+from .lru import LruCache
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class AttemptExecutor:
         on_host_ok: Callable[[str], None] | None = None,
         on_host_failed: Callable[[str, HostError], None] | None = None,
         prompt_id: Callable[[JobRecord], str] = _new_prompt_id,
-        durations: dict[str, float] | None = None,
+        durations: LruCache[str, float] | None = None,
     ) -> None:
         self.client = client
         self.host = host
@@ -132,7 +133,7 @@ class AttemptExecutor:
         self._on_host_ok = on_host_ok or (lambda host: None)
         self._on_host_failed = on_host_failed or (lambda host, exc: None)
         self._prompt_id = prompt_id
-        self._durations = durations if durations is not None else {}
+        self._durations = durations if durations is not None else LruCache()
 
     # ------------------------------------------------------------------ entry points
     def run(self, job: JobRecord) -> AttemptOutcome:
@@ -271,11 +272,13 @@ class AttemptExecutor:
 
     def _duration(self, audio: Path) -> float:
         key = str(audio)
-        if key not in self._durations:
+        seconds = self._durations.get(key)
+        if seconds is None:
             from .probe import audio_duration
 
-            self._durations[key] = float(audio_duration(audio))
-        return self._durations[key]
+            seconds = float(audio_duration(audio))
+            self._durations[key] = seconds
+        return seconds
 
     def _on_event(self, job: JobRecord, prompt_id: str) -> Callable[[dict], None]:
         def handle(event: dict) -> None:

@@ -46,6 +46,7 @@ from .host_errors import (
 )
 from .jobs import JobRecord, parse_priority
 from .journal import Journal
+from .lru import LruCache
 from .retry import Decision, RetryPolicy
 from .scheduler import HostState, Scheduler
 
@@ -230,7 +231,7 @@ class Batch:
         self._workers: set[threading.Thread] = set()
         self._free_attempts: dict[str, int] = {}  # attempts not counted (the host could not run the workflow)
         self._enqueued_at: dict[str, float] = {}
-        self._durations: dict[str, float] = {}  # audio path -> seconds (shared by the executors)
+        self._durations: LruCache[str, float] = LruCache()  # audio path -> seconds (shared by the executors)
         self._executors: dict[str, AttemptExecutor] = {}
         self._cancel_pending: set[str] = set()  # hosts holding abandoned attempts to cancel
         self._cancelling: set[str] = set()  # hosts whose cancel pass runs now (one thread each)

@@ -770,7 +770,7 @@ def _db_url(value: str | None) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .api.malloc_arenas import cap_malloc_arenas
+    from .malloc_arenas import cap_malloc_arenas
 
     cap_malloc_arenas()  # before any thread starts: see the module for the measured reason
     import os

@@ -43,6 +43,7 @@ from .host_errors import (
     classify_execution_error,
     one_line,
 )
+from .lru import DEFAULT_SIZE, LruCache
 
 __all__ = ["ComfyClient", "names_missing_upload", "safe_url"]
 
@@ -171,6 +172,7 @@ class ComfyClient:
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
         verify: bool | str = True,
+        cache_entries: int = DEFAULT_SIZE,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.safe_url = safe_url(self.base_url)
@@ -178,8 +180,11 @@ class ComfyClient:
         self.timeout = timeout
         self.verify = verify
         self._session: Any = None
-        self._uploads: dict[tuple[str, str], str] = {}  # (sha256, subfolder) -> graph value
-        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+        # Bounded: a fleet worker's inputs are new temp files every job (runner/lru.py).
+        self._uploads: LruCache[tuple[str, str], str] = LruCache(cache_entries)  # (sha256, subfolder) -> name
+        self._digests: LruCache[tuple[str, int, int], str] = LruCache(
+            cache_entries
+        )  # (path, size, mtime) -> sha256
         self._unreachable = False  # a call failed to connect; the next answer may come from a restart
         self._sockets: dict[str, Any] = {}  # opened by connect(), taken over by wait()
         self._lock = threading.Lock()
@@ -305,18 +310,16 @@ class ComfyClient:
             st = path.stat()
             size = st.st_size
             version = (str(path), size, st.st_mtime_ns)
-            with self._lock:
-                digest = self._digests.get(version)
+            digest = self._digests.get(version)
             if digest is None:  # hashed once per file version: a portrait shared by 1,000 rows
                 digest = _sha256(path)
-                with self._lock:
-                    self._digests[version] = digest
+                self._digests[version] = digest
         except OSError as exc:
             raise ValueError(f"{path}: cannot read the file to upload ({exc.strerror or exc})") from exc
         key = (digest, subfolder)
-        with self._lock:
-            if key in self._uploads:
-                return self._uploads[key]
+        cached = self._uploads.get(key)
+        if cached is not None:
+            return cached
         try:
             with open(path, "rb") as fh:
                 response = self._request(
@@ -341,8 +344,7 @@ class ComfyClient:
         body = response.json()
         name, sub = body["name"], body.get("subfolder") or ""
         value = f"{sub}/{name}" if sub else name
-        with self._lock:
-            self._uploads[key] = value
+        self._uploads[key] = value
         return value
 
     def forget_uploads(self) -> None:
@@ -351,8 +353,7 @@ class ComfyClient:
         Called by the client itself when the host answers after being unreachable, when it
         no longer knows a prompt, and on a 400 naming a missing LoadImage/LoadAudio file.
         """
-        with self._lock:
-            self._uploads.clear()
+        self._uploads.clear()
 
     def submit(self, prompt: dict, prompt_id: str, client_id: str, front: bool = False) -> dict:
         """POST /prompt with our own prompt_id (use a UUID: newer ComfyUI rejects anything else).

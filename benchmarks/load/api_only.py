@@ -15,7 +15,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from comfyui_sonic.runner.api.malloc_arenas import cap_malloc_arenas
+    from comfyui_sonic.runner.malloc_arenas import cap_malloc_arenas
 
     cap_malloc_arenas()  # as `serve` does
     import uvicorn

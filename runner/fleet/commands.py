@@ -83,6 +83,9 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace) -> int:
+    from ..malloc_arenas import cap_malloc_arenas
+
+    cap_malloc_arenas()  # before any thread starts (runner/malloc_arenas.py)
     from ..metrics import HostGauges, Metrics, observe_job_end
     from ..retry import RetryPolicy
     from ..secrets import parse_hosts

@@ -40,6 +40,7 @@ from ..host_errors import (
     one_line,
 )
 from ..jobs import JobRecord
+from ..lru import LruCache
 from ..retry import RetryPolicy
 from ..secrets import HostSpec
 from ..store import JobStore, StaleJob, attempt_prompt_id
@@ -130,7 +131,7 @@ class JobHandler:
         self._on_job_end = on_job_end or (lambda job: None)
         self._on_host_ok = on_host_ok
         self._on_host_failed = on_host_failed
-        self._durations: dict[str, float] = {}
+        self._durations: LruCache[str, float] = LruCache()  # per job's speech file: bounded
         self._templates: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ entry point

@@ -127,6 +127,21 @@ def test_upload_reuses_identical_bytes_and_renames_different_ones(srv, tmp_path)
     assert srv.uploads[-1]["reused"] is True
 
 
+def test_a_long_running_client_remembers_only_its_most_recent_files(srv, tmp_path):
+    # A fleet worker's inputs are new temp files every job: its caches must not keep them all.
+    client = ComfyClient(srv.url, cache_entries=3)
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"job{i}.wav")
+        files[-1].write_bytes(f"speech {i}".encode())
+        client.upload(files[-1])
+    assert len(client._uploads) == 3 and len(client._digests) == 3
+    client.upload(files[4])  # recent: not sent again
+    assert len(srv.uploads) == 5
+    client.upload(files[0])  # forgotten: sent again (the host recognises the bytes)
+    assert len(srv.uploads) == 6 and srv.uploads[-1]["reused"] is True
+
+
 def test_a_host_restarted_on_fresh_storage_refuses_a_cached_upload_and_the_client_sends_it_again(srv, inputs):
     client = ComfyClient(srv.url)
     image, audio = inputs

@@ -1,4 +1,5 @@
-"""Two glibc malloc arenas for a ``serve`` process, so its resident memory stays flat under load.
+"""Two glibc malloc arenas for the long-running processes (``serve``, ``worker``), so their resident
+memory stays flat under load.
 
 glibc gives a thread that finds the main arena busy an arena of its own, up to eight per core.
 A replica's request bodies, S3 calls and database rows are allocated and freed across
@@ -8,6 +9,9 @@ machine, one replica at 25 submissions/s for 20 minutes: glibc's memory in use s
 ~29 MB while its retained free memory grew 15 -> 55 MB, and the resident size 144 -> 177 MB
 in steps (a soak reads that as a leak). With two arenas the same run held 144 MB, and the
 submit latency did not change (the threads mostly wait on I/O, not on malloc's locks).
+
+A fleet worker runs the same pattern (a consumer, lease renewals, a host's websocket and HTTP
+calls on their own threads), so it is capped the same way.
 
 ``MALLOC_ARENA_MAX`` in the environment wins: an operator who set it keeps what they chose.
 Elsewhere than glibc (macOS, musl, Windows) this does nothing.

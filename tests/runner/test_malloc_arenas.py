@@ -1,4 +1,4 @@
-"""A serve process keeps glibc to two malloc arenas, however many threads allocate at once."""
+"""serve and worker processes keep glibc to two malloc arenas, however many threads allocate at once."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 PROBE = textwrap.dedent(
     """
     import ctypes, sys, tempfile, threading
-    from comfyui_sonic.runner.api.malloc_arenas import cap_malloc_arenas
+    from comfyui_sonic.runner.malloc_arenas import cap_malloc_arenas
     print("capped" if (sys.argv[1] == "cap" and cap_malloc_arenas()) else "not capped")
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -62,7 +62,7 @@ def test_an_operators_malloc_arena_max_wins():
 
 
 def test_a_cap_below_one_is_refused():
-    from comfyui_sonic.runner.api.malloc_arenas import cap_malloc_arenas
+    from comfyui_sonic.runner.malloc_arenas import cap_malloc_arenas
 
     with pytest.raises(ValueError, match="at least 1"):
         cap_malloc_arenas(0)
