@@ -128,7 +128,8 @@ def knee(rows: list[dict], p99_ms: float, max_errors: float) -> dict:
 def fault_effects(
     faults: list[dict], records: list[dict], trace: list[dict], t0: float, window_s: float = 30.0
 ) -> list[dict]:
-    """Per fault: client errors in the ``window_s`` after it, and how long completions took to recover.
+    """Per fault: client errors in the ``window_s`` after it (or until the next fault, whose errors
+    are its own), and how long completions took to recover.
 
     Recovery: from the fault until completions over a 10 s window are back to 80% of their rate
     in the ``window_s`` before it (None: they never were during the run, or nothing completed before).
@@ -137,12 +138,16 @@ def fault_effects(
         t0 + float(r["t"]) + float(r["wait_s"]) + float(r["job_s"]) for r in trace if r["state"] == "done"
     )
     out = []
+    starts = sorted(f["t"] for f in faults)
     for f in faults:
         t = f["t"]
-        errors = Counter(
+        end = min([t + window_s, *(s for s in starts if s > t)])
+        errors = Counter(  # by when the answer came: a request sent just before a fault fails by it
             r["error"]
             for r in records
-            if r.get("ev") == "submit" and r.get("error") and t <= r["t"] < t + window_s
+            if r.get("ev") == "submit"
+            and r.get("error")
+            and t <= r["t"] + r.get("submit_ms", 0.0) / 1000 < end
         )
         before = sum(1 for d in done_at if t - window_s <= d < t) / window_s
         recovered = None
@@ -153,8 +158,8 @@ def fault_effects(
                     recovered = probe - t
                     break
                 probe += 1.0
-        out.append({"fault": f["fault"], "at_s": t - t0, "errors_after": dict(errors), "completed_per_s_before": before,
-                    "recovery_s": recovered})  # fmt: skip
+        out.append({"fault": f["fault"], "at_s": t - t0, "errors_after": dict(errors), "errors_window_s": end - t,
+                    "completed_per_s_before": before, "recovery_s": recovered})  # fmt: skip
     return out
 
 
@@ -379,7 +384,7 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
             lines.append(
                 f"- t+{f['t'] - summary['started']:.0f} s `{f['fault']}`: {f['detail']}"
                 + ("" if f["ok"] else " (FAILED)")
-                + f"; next 30 s: {after or 'no client errors'}; {recovery}"
+                + f"; next {e.get('errors_window_s', 30.0):.0f} s: {after or 'no client errors'}; {recovery}"
             )
     soak = summary.get("soak")
     if soak:

@@ -172,3 +172,15 @@ def test_fault_effects_show_errors_and_recovery():
     (effect,) = report.fault_effects([{"t": 100.0, "fault": "stop-replica@100:20"}], records, trace, t0)
     assert effect["errors_after"] == {"502:nginx": 1} and effect["completed_per_s_before"] == 1.0
     assert 10 <= effect["recovery_s"] <= 20
+
+
+def test_a_faults_errors_stop_where_the_next_fault_begins():
+    # A worker killed at 60 s, the broker restarted at 90 s: the 503s at 90 s are the broker's.
+    faults = [{"t": 60.0, "fault": "kill-worker@60"}, {"t": 90.0, "fault": "restart-broker@90"}]
+    records = [{"ev": "submit", "t": t, "error": "503:broker_unavailable"} for t in (89.5, 90.1, 90.2)]
+    records.append(
+        {"ev": "submit", "t": 89.8, "submit_ms": 4800.0, "error": "503:broker_unavailable"}
+    )  # sent before
+    worker, broker = report.fault_effects(faults, records, [], 0.0)
+    assert worker["errors_after"] == {"503:broker_unavailable": 1} and worker["errors_window_s"] == 30.0
+    assert broker["errors_after"] == {"503:broker_unavailable": 3}
