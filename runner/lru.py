@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-DEFAULT_SIZE = 4096
+DEFAULT_SIZE = 512  # the recent files: a portrait reused by every row stays; ~0.3 MB at most
 
 
 class LruCache(Generic[K, V]):
