@@ -64,8 +64,10 @@ class FaceTracker:
     The face is found once - from the box the frames come with (SONIC_FRAMES carry the face box
     SONIC_PreData detected) or, for frames of unknown origin, by detecting it - then each frame's
     box follows the previous frame's nose and eyes (keeping the shape the detector gave it), and
-    the landmark model only sees a crop a little larger than that box. Steadier and far cheaper
-    than detecting faces in every frame, and the cost does not grow with the frame size.
+    the landmark model only sees a crop a little larger than that box; an analyzer that can read
+    the next frame from the last frame's points (the face mesh's `follow`) does that instead, and
+    the box is the fallback when it loses the face. Steadier and far cheaper than detecting faces
+    in every frame, and the cost does not grow with the frame size.
     """
 
     def __init__(self, analyzer: FaceAnalyzer | None = None, face_box: Box | None = None) -> None:
@@ -100,26 +102,44 @@ class FaceTracker:
 
     def _follow(self, frame: np.ndarray) -> np.ndarray | None:
         """The analyzer's own frame-to-frame reading, where it has one (the face mesh: one look
-        instead of up to seven); None when it has none or lost the face."""
+        instead of up to seven), in a crop that holds the region it reads; None when it has none
+        or lost the face."""
         follow = getattr(self.analyzer, "follow", None)
         if follow is None:
             return None
-        points = follow(_rgb8(frame), self.previous)
-        return None if points is None else np.asarray(points, dtype=np.float32)
+        lo, hi = np.floor(self.previous.min(axis=0)), np.ceil(self.previous.max(axis=0))
+        region, origin = _crop(frame, (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])), _FOLLOW_REACH)
+        points = follow(region, self.previous - origin)
+        return None if points is None else np.asarray(points, dtype=np.float32) + origin
 
     def _landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
         """Landmarks from a crop of `frame` around `box` (grown by a quarter of its size on each side)."""
-        h, w = frame.shape[:2]
+        region, origin = _crop(frame, box, 0.25)
         x0, y0, x1, y1 = box
-        gx, gy = (x1 - x0) // 4 + 2, (y1 - y0) // 4 + 2
-        rx0, ry0 = max(0, x0 - gx), max(0, y0 - gy)
-        rx1, ry1 = min(w, x1 + gx), min(h, y1 + gy)
-        if rx1 - rx0 < 8 or ry1 - ry0 < 8:  # the box left the picture: read the whole frame
-            rx0, ry0, rx1, ry1 = 0, 0, w, h
-        region = _rgb8(frame[ry0:ry1, rx0:rx1])
-        local = (x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0)
-        points = np.asarray(self.analyzer.landmarks(region, local), dtype=np.float32)
-        return points + np.float32([rx0, ry0])
+        local = (x0 - int(origin[0]), y0 - int(origin[1]), x1 - int(origin[0]), y1 - int(origin[1]))
+        return np.asarray(self.analyzer.landmarks(region, local), dtype=np.float32) + origin
+
+
+# FaceMesh.follow reads a square of 1.6 x the points' extent about their centre, turned by the
+# eye line: up to 1.13 x the extent from the centre, 0.63 beyond the points' box on each side.
+_FOLLOW_REACH = 0.65
+
+
+def _crop(frame: np.ndarray, box: Box, grow: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB crop of `frame` around `box` grown by `grow` x its size on each side (the whole
+    frame when the box left the picture), and the crop's top left corner as float32 (x, y).
+
+    Why a crop: only those pixels are converted (a core IMAGE is float), so the cost of reading
+    a face does not grow with the frame size.
+    """
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = box
+    gx, gy = int((x1 - x0) * grow) + 2, int((y1 - y0) * grow) + 2
+    rx0, ry0 = max(0, x0 - gx), max(0, y0 - gy)
+    rx1, ry1 = min(w, x1 + gx), min(h, y1 + gy)
+    if rx1 - rx0 < 8 or ry1 - ry0 < 8:
+        rx0, ry0, rx1, ry1 = 0, 0, w, h
+    return _rgb8(frame[ry0:ry1, rx0:rx1]), np.float32([rx0, ry0])
 
 
 class NoFaceInFrames(SonicInputError):

