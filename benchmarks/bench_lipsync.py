@@ -26,18 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-from scipy.ndimage import gaussian_filter1d  # noqa: E402
-
 import tests.conftest  # noqa: E402, F401  (the pack importable as comfyui_sonic from a checkout)
 
 # isort: split
 from comfyui_sonic.nodes.engine.face import default_analyzer, mesh_analyzer  # noqa: E402
-from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStoreWriter, RemappedSource  # noqa: E402
 from comfyui_sonic.nodes.engine.lipsync import correct_source  # noqa: E402
-from comfyui_sonic.nodes.engine.lite.backend import mouth_frame  # noqa: E402
 
-from tests.engine.lite.lite_clips import prepared, render, speech_envelope  # noqa: E402
+from tests.engine.lite.lite_clips import late_by, prepared, render, syllable_mouth_store  # noqa: E402
 
 LATE_S = 0.08
 
@@ -60,16 +55,10 @@ def main() -> None:
 
     fps = 25.0
     data = prepared(args.seconds, seed=5, resolution=args.resolution)
-    opening = gaussian_filter1d(speech_envelope(args.seconds, fps, seed=5), 1.0) * 0.9
-    h, w = data.image.shape[:2]
     with tempfile.TemporaryDirectory() as folder:
-        with FrameStoreWriter(w, h, len(opening), root=folder) as writer:
-            for o in opening:
-                writer.write(mouth_frame(data.image, data.landmarks, float(o)))
-            info = ClipInfo(w, h, len(opening), fps, audio=data.audio, face_box=data.face_box, origin="bench")
-            store = writer.finish(info)
-        frames = len(store)
-        late = RemappedSource(store, np.clip(np.arange(frames) - round(LATE_S * fps), 0, frames - 1))
+        store = syllable_mouth_store(data, seed=5, root=Path(folder), fps=fps)
+        w, h, frames = store.info.width, store.info.height, len(store)
+        late = late_by(store, round(LATE_S * fps))
         print(f"{args.seconds:g} s clip at {w}x{h}, {frames} frames, video {LATE_S * 1000:.0f} ms late")
         for name, analyzer in (("face mesh", mesh_analyzer()), ("dlib", default_analyzer())):
             correct_source(late, mode="auto", analyzer=analyzer)  # models loaded, caches warm

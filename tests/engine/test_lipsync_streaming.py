@@ -13,12 +13,9 @@ import importlib.util
 import numpy as np
 import pytest
 from comfyui_sonic.nodes.engine.face import default_analyzer, mouth_analyzer
-from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStoreWriter, RemappedSource
 from comfyui_sonic.nodes.engine.lipsync import FaceTracker, correct_source
-from comfyui_sonic.nodes.engine.lite.backend import mouth_frame
-from scipy.ndimage import gaussian_filter1d
 
-from .lite.lite_clips import prepared, speech_envelope
+from .lite.lite_clips import late_by, prepared, syllable_mouth_store
 
 FPS = 25.0
 SECONDS = 8.0
@@ -68,19 +65,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def store(data, tmp_path_factory):
-    """An in-sync clip in a frame store, with the face box SONIC_PreData found (as SONIC_FRAMES carry it)."""
-    opening = gaussian_filter1d(speech_envelope(SECONDS, FPS, seed=SEED), 1.0) * 0.9
-    h, w = data.image.shape[:2]
-    with FrameStoreWriter(w, h, len(opening), root=tmp_path_factory.mktemp("frames")) as writer:
-        for o in opening:
-            writer.write(mouth_frame(data.image, data.landmarks, float(o)))
-        info = ClipInfo(w, h, len(opening), FPS, audio=data.audio, face_box=data.face_box, origin="test")
-        return writer.finish(info)
-
-
-def late_by(source, n: int) -> RemappedSource:
-    """The clip with the video n frames late (n < 0: early), same length."""
-    return RemappedSource(source, np.clip(np.arange(len(source)) - n, 0, len(source) - 1))
+    return syllable_mouth_store(data, seed=SEED, root=tmp_path_factory.mktemp("frames"), fps=FPS)
 
 
 def test_an_in_sync_clip_measures_zero(store):

@@ -7,8 +7,11 @@ correlation equally good peaks one syllable period apart.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from comfyui_sonic.nodes.engine.lite.backend import LiteBackend
+from comfyui_sonic.nodes.engine.frames import ClipInfo, FrameStore, FrameStoreWriter, RemappedSource
+from comfyui_sonic.nodes.engine.lite.backend import LiteBackend, mouth_frame
 from comfyui_sonic.nodes.engine.prepare import prepare
 from comfyui_sonic.nodes.engine.progress import NullProgress
 from comfyui_sonic.nodes.engine.types import Audio, GenerationParams, SonicData
@@ -88,3 +91,25 @@ def render(data: SonicData, **params) -> np.ndarray:
     """All frames of a lite clip, uint8 [N, H, W, 3]."""
     chunks = LiteBackend().generate(data, GenerationParams(**params), NullProgress())
     return np.concatenate(list(chunks))
+
+
+def syllable_mouth_store(data: SonicData, seed: int, root: Path, fps: float = 25.0) -> FrameStore:
+    """An in-sync clip of `data` in a frame store, with the face box SONIC_PreData found (as
+    SONIC_FRAMES carry it). The mouth opens on the speech's ground-truth syllable timing (smoothed
+    without phase shift), drawn with the lite renderer's still-frame mouth: timing that does not
+    come from the lite renderer's own audio analysis, for measuring lip-sync against."""
+    from scipy.ndimage import gaussian_filter1d
+
+    seconds = data.audio.samples.shape[-1] / data.audio.sample_rate
+    opening = gaussian_filter1d(speech_envelope(seconds, fps, seed=seed), 1.0) * 0.9
+    h, w = data.image.shape[:2]
+    with FrameStoreWriter(w, h, len(opening), root=root) as writer:
+        for o in opening:
+            writer.write(mouth_frame(data.image, data.landmarks, float(o)))
+        info = ClipInfo(w, h, len(opening), fps, audio=data.audio, face_box=data.face_box, origin="test")
+        return writer.finish(info)
+
+
+def late_by(source, n: int) -> RemappedSource:
+    """The clip with the video n frames late (n < 0: early), same length."""
+    return RemappedSource(source, np.clip(np.arange(len(source)) - n, 0, len(source) - 1))
