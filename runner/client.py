@@ -181,10 +181,9 @@ class ComfyClient:
         self.verify = verify
         self._session: Any = None
         # Bounded: a fleet worker's inputs are new temp files every job (runner/lru.py).
-        self._uploads: LruCache[tuple[str, str], str] = LruCache(cache_entries)  # (sha256, subfolder) -> name
-        self._digests: LruCache[tuple[str, int, int], str] = LruCache(
-            cache_entries
-        )  # (path, size, mtime) -> sha256
+        # (sha256, subfolder) -> the graph value of the upload; (path, size, mtime_ns) -> sha256
+        self._uploads: LruCache[tuple[str, str], str] = LruCache(cache_entries)
+        self._digests: LruCache[tuple[str, int, int], str] = LruCache(cache_entries)
         self._unreachable = False  # a call failed to connect; the next answer may come from a restart
         self._sockets: dict[str, Any] = {}  # opened by connect(), taken over by wait()
         self._lock = threading.Lock()

@@ -7,8 +7,9 @@ Starlette's thread pool (up to 40 threads), so each of those arenas keeps pages 
 but cannot hand back while a few live blocks sit among them. Measured on this project's 2-core
 machine, one replica at 25 submissions/s for 20 minutes: glibc's memory in use stayed at
 ~29 MB while its retained free memory grew 15 -> 55 MB, and the resident size 144 -> 177 MB
-in steps (a soak reads that as a leak). With two arenas the same run held 144 MB, and the
-submit latency did not change (the threads mostly wait on I/O, not on malloc's locks).
+in steps (a soak reads that as a leak). With two arenas the same run held 144 -> 148 MB. The
+threads mostly wait on I/O, not on malloc's locks: the API ramp run with the cap met its latency
+target (50 submissions/s, p99 182 ms; benchmarks/load/README.md).
 
 A fleet worker runs the same pattern (a consumer, lease renewals, a host's websocket and HTTP
 calls on their own threads), so it is capped the same way.
