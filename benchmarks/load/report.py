@@ -364,7 +364,8 @@ def markdown(summary: dict, images: list[str], out: Path) -> str:
         sim = acc.get("simulator_check") or {}
         if sim.get("jobs"):
             err = sim.get("relative_error")
-            lines.append(f"- simulator check (the measured arrivals and service times replayed on {sim['renderers']} renderers): "
+            lines.append(f"- simulator check (the measured arrivals and service times replayed on {sim['renderers']} renderers, "
+                         f"each job + the hosts' hand-over of {sim.get('handover_s', 0.0) * 1000:.0f} ms): "
                          f"mean wait measured {sim['measured_mean_s']:.2f} s, simulated {sim['simulated_mean_s']:.2f} s"
                          + (f" ({err:.0%} apart)" if err is not None else " (waits too short to compare)")
                          + (" - faults were injected, which the replay does not model: not comparable"

@@ -271,9 +271,11 @@ class Worker:
                         queues=[pool_queue(p) for p in slot.pools],
                         callbacks=[partial(self._on_message, slot)],
                         accept=["json"],
-                        prefetch_count=self.options.inflight,
                         auto_declare=True,
                     )
+                    # One limit for the channel, over every pool's consumer: RabbitMQ applies a
+                    # non-global prefetch to each consumer, which let a host hold a job per pool.
+                    slot.consumer.qos(prefetch_count=self.options.inflight, apply_global=True)
                 slot.consumer.consume()
                 slot.consuming = True
                 log.info("consuming %s for host %s", ",".join(map(str, slot.pools)), slot.spec.label)

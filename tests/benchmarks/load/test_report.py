@@ -8,7 +8,7 @@ import json
 from comfyui_sonic.runner.jobs import JobRecord
 
 from benchmarks.load import report
-from benchmarks.load.accounting import simulator_check, tally
+from benchmarks.load.accounting import handover_seconds, simulator_check, tally
 
 
 def fake_run(folder, slow_from_step: int, name="run", errors_in_step: int | None = None, ends: bool = True):
@@ -155,6 +155,24 @@ def test_simulator_check_replays_the_measured_trace():
     check = simulator_check(rows, renderers=1)
     assert check["measured_mean_s"] == wait / 20
     assert check["relative_error"] < 1e-9 and check["within_15pct"]
+
+
+def test_the_replay_adds_the_hosts_hand_over_between_jobs():
+    # One host that needs 0.5 s after each job before it takes the next: jobs of 4 s every 4 s
+    # queue up behind it, which a replay of the 4 s alone would not show.
+    rows, free_at = [], 0.0
+    for i in range(20):
+        t = 4.0 * i
+        start = max(t, free_at)
+        free_at = start + 4.0 + 0.5
+        rows.append({"t": t, "priority": 1, "tier": "fast", "audio_s": 1.0, "job_s": 4.0,
+                     "wait_s": start - t, "host": "h1"})  # fmt: skip
+    assert abs(handover_seconds(rows) - 0.5) < 1e-9
+    check = simulator_check(rows, renderers=1)
+    assert check["measured_mean_s"] > 2.0 and check["relative_error"] < 1e-9
+    # An idle host's pause is no hand-over: a job that arrives after the last one ended.
+    idle = [dict(r, t=10.0 * i, wait_s=0.0) for i, r in enumerate(rows)]
+    assert handover_seconds(idle) == 0.0
 
 
 def test_fault_effects_show_errors_and_recovery():

@@ -296,3 +296,27 @@ def test_while_its_host_is_down_a_worker_takes_no_jobs(fleet, hosts):
     assert result.returncode == 0, result.stderr
     assert len(up.executions) == 6
     assert "unreachable" in fleet.log(0) or "unhealthy" in fleet.log(0)
+
+
+def test_a_worker_holds_one_job_per_host_across_all_its_pools(fleet, hosts):
+    # One job in each pool the host serves. With --inflight 1 the worker must take the next only
+    # after the last ended: jobs it held would wait in its host's ComfyUI queue while other hosts
+    # sat idle (a prefetch per pool consumer let it take three at once).
+    (h1,) = hosts(1, run_seconds=1.0)
+    workflow, _ = fleet.inputs(h1.url, 0)
+    face, speech = (fleet.root / "in" / name for name in ("face.png", "speech.wav"))
+    manifest = fleet.root / "in" / "pools.csv"
+    manifest.write_text(
+        "id,image,audio,min_resolution\n"
+        + "".join(f"r{res},{face},{speech},{res}\n" for res in (512, 768, 1024))
+    )
+    fleet.worker(h1.url)
+    follower = fleet.follow(workflow, manifest)
+    most_queued = 0
+    while follower.poll() is None:
+        most_queued = max(most_queued, h1.state()["queued"])
+        time.sleep(0.05)
+
+    assert follower.returncode == 0, follower.stderr.read()
+    assert len(h1.executions) == 3
+    assert most_queued == 0  # never a second prompt waiting behind the running one
