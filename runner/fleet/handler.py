@@ -132,7 +132,8 @@ class JobHandler:
         self._on_host_ok = on_host_ok
         self._on_host_failed = on_host_failed
         self._durations: LruCache[str, float] = LruCache()  # per job's speech file: bounded
-        self._templates: dict[str, dict] = {}
+        # Per workflow an API client stored (each job may carry its own): bounded like the rest.
+        self._templates: LruCache[str, dict] = LruCache(64)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: JobMessage, redelivered: bool = False) -> None:
@@ -380,21 +381,22 @@ class JobHandler:
             if spec.get("workflow_sha")
             else f"template:{spec.get('template')}"
         )
-        if key not in self._templates:
+        graph = self._templates.get(key)
+        if graph is None:
             if spec.get("workflow_sha"):
                 graph = self.store.meta().get(key)
                 if not isinstance(graph, dict):
                     raise JobInputError(
                         f"job {job.job_id}: its workflow {spec['workflow_sha'][:12]} is not stored"
                     )
-                self._templates[key] = graph
             else:
                 path = Path(self.config.templates_dir) / f"{spec.get('template')}_api.json"
                 try:
-                    self._templates[key] = load_workflow(path)
+                    graph = load_workflow(path)
                 except (OSError, WorkflowError) as exc:
                     raise JobInputError(f"template {spec.get('template')!r}: {one_line(exc)}") from None
-        return self._templates[key]
+            self._templates[key] = graph
+        return graph
 
     def _materialise_inputs(self, job: JobRecord, work: Path) -> None:
         """Inputs kept in the object store (API jobs) are fetched to this worker's disk."""
