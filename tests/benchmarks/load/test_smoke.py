@@ -75,3 +75,34 @@ def test_smoke_fleet_faults_lose_and_duplicate_nothing(tmp_path):
     # the hosts' probes saw every execution, none twice (counted in "duplicated" above).
     assert acc["retried_jobs"] + acc["dead_by_kind"].get("oom", 0) > 0
     assert acc["attempts"] >= acc["accepted"] and acc["host_executions"] >= acc["states"]["done"]
+
+
+def test_sigterm_stops_every_server_the_stack_started(tmp_path):
+    # `timeout` or a cancelled CI job sends SIGTERM: no PostgreSQL, S3, nginx or replica is left behind.
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    _need_servers()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.load.stack", "run", "--api-only", "--steps", "1:300",
+         "--out", str(tmp_path / "run")],
+        cwd=Path(stack.__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "results in" in line:
+                break
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert len(started) >= 4, [
+            p.name() for p in started
+        ]  # PostgreSQL, SeaweedFS, replicas, nginx, Locust
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [p.name() for p in alive]
+    finally:
+        proc.kill()
+        proc.stdout.close()
