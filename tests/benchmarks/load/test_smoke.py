@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import glob
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from benchmarks.load import stack
@@ -79,12 +83,6 @@ def test_smoke_fleet_faults_lose_and_duplicate_nothing(tmp_path):
 
 def test_sigterm_stops_every_server_the_stack_started(tmp_path):
     # `timeout` or a cancelled CI job sends SIGTERM: no PostgreSQL, S3, nginx or replica is left behind.
-    import signal
-    import subprocess
-    import sys
-
-    import psutil
-
     _need_servers()
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.load.stack", "run", "--api-only", "--steps", "1:300",
