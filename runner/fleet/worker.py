@@ -215,8 +215,9 @@ class Worker:
                 self._ensure_connected()
                 self._sync_consumers()
                 # While jobs run, wake often: a finished job's ack (and with prefetch = inflight,
-                # the next message) waits for this loop; idle, wait longer. (Every 2 ms cost a
-                # running worker ~5% of a core in wake-ups; 20 ms is 0.05% of a 40 s job.)
+                # the next message) waits for this loop; idle, wait longer. (Waking every 2 ms, a
+                # worker waiting on its host used 6.8% of a core, every 20 ms 3.3%; 20 ms of
+                # hand-over is 0.05% of a 40 s job.)
                 self._drain(RUNNING_WAKE_S if self._running() else IDLE_WAKE_S)
                 backoff = 0.5
             except (OSError, *_connection_errors()) as exc:
