@@ -40,7 +40,7 @@ def cap_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
     """
     if arenas < 1:
         raise ValueError(f"malloc arenas must be at least 1, got {arenas}")
-    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+    if "MALLOC_ARENA_MAX" in os.environ:
         return False
     libc = _glibc()
     if libc is None:
@@ -49,14 +49,12 @@ def cap_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
 
 
 def release_free_memory() -> bool:
-    """Give the pages glibc holds free in every arena back to the system; True when it could.
+    """Give the pages glibc holds free in every arena back to the system; True when it gave some.
 
     Why: what a job allocates on its own thread (a host's answers, downloads, the store's rows) is
     freed in that thread's arena, between blocks still in use, and glibc keeps those pages. A
     worker calls this after each job. Cheap next to a job: it walks the free chunks once.
     """
-    if not sys.platform.startswith("linux"):
-        return False
     libc = _glibc()
     if libc is None:
         return False
@@ -65,6 +63,9 @@ def release_free_memory() -> bool:
 
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (once per process: a worker asks after every job)."""
+    if not sys.platform.startswith("linux"):
+        return None
     name = ctypes.util.find_library("c") or "libc.so.6"
     try:
         libc = ctypes.CDLL(name)
