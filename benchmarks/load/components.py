@@ -128,6 +128,35 @@ def tree(pids: list[int]) -> list[psutil.Process]:
     return out
 
 
+def own_children() -> set[int]:
+    """The pids of this process's children now (what :func:`stop_children_since` leaves alone)."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def stop_children_since(before: set[int], timeout: float = 10.0) -> list[str]:
+    """Stop every child started after ``before`` that is still running; returns what they were.
+
+    The stack stops what it knows about; this catches what it could not know: a signal that
+    lands while ``Popen`` is starting a child unwinds before the pid is returned, and that child
+    (Locust, a replica) would otherwise run on after the stack has gone.
+    """
+    left = [child for child in psutil.Process().children(recursive=True) if child.pid not in before]
+    names = []
+    for child in left:
+        try:
+            names.append(" ".join([child.name(), *child.cmdline()[1:3]]))  # python -m locust
+            child.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(left, timeout=timeout)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+    return names
+
+
 def postgres_pids(server) -> list[int]:
     pidfile = Path(server.root) / "data" / "postmaster.pid"
     try:

@@ -34,10 +34,12 @@ from .components import (
     ROOT,
     Proc,
     StackError,
+    own_children,
     popen_pids,
     postgres_pids,
     runner_argv,
     start_service,
+    stop_children_since,
 )
 from .faults import FLEET_ONLY, Fault, FaultError, FaultRunner, parse_fault
 from .nginx import Nginx
@@ -525,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (timeout, a CI job cancelled) unwinds like Ctrl-C, so the servers started are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    before = own_children()
     try:
         if args.mode == "target":
             return execute_target(args)
@@ -548,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StepError, FaultError) as exc:
         print(f"load: {exc}", file=sys.stderr)
         return 2
+    finally:
+        left = stop_children_since(before)
+        if left:
+            print(f"load: stopped what was still running: {', '.join(left)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
