@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
 import pytest
 import requests
-from comfyui_sonic.runner.storage import LocalStore, S3Store, StorageError, gc, job_key, open_store
+from comfyui_sonic.runner.storage import (
+    SINGLE_PUT_BYTES,
+    LocalStore,
+    S3Store,
+    StorageError,
+    gc,
+    job_key,
+    open_store,
+)
 
 from tests.services.seaweedfs import start_seaweedfs
 
@@ -42,6 +51,22 @@ def test_outputs_round_trip_under_deterministic_job_keys(store, tmp_path):
     assert store.get_file(key, tmp_path / "back.mp4").read_bytes() == video.read_bytes()
     store.delete(key)
     assert not store.exists(key)
+
+
+def test_a_file_over_the_single_request_size_round_trips(store, tmp_path):
+    # Past SINGLE_PUT_BYTES both ways go multipart / ranged: the bytes come back the same.
+    big = tmp_path / "long.mp4"
+    big.write_bytes(os.urandom(SINGLE_PUT_BYTES + 300_000))
+    store.put_file("jobs/j/outputs/long.mp4", big)
+    back = store.get_file("jobs/j/outputs/long.mp4", tmp_path / "dl" / "long.mp4")
+    assert back.read_bytes() == big.read_bytes()
+
+
+def test_reading_a_missing_object_says_so_and_leaves_no_file(store, tmp_path):
+    dest = tmp_path / "dl" / "face.png"
+    with pytest.raises(StorageError, match="no such object|no object"):
+        store.get_file("jobs/j/inputs/face.png", dest)
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
 
 
 def test_gc_removes_only_old_objects(store):
