@@ -210,9 +210,10 @@ class S3Store:
 
     def get_file(self, key: str, dest: Path) -> Path:
         """One streamed GET for an object under the multipart threshold (a worker's portrait and
-        speech clip): ``download_file`` starts a transfer manager and its threads per call, 6 ms of
-        CPU for a 60 kB object. Larger objects go through it, in parallel ranges. The object lands
-        under a temporary name first, so a failed read never leaves a truncated ``dest``."""
+        speech clip): ``download_file`` starts a transfer manager and its threads per call, 5.5 ms
+        of CPU for a 60 kB object against 2.5 ms this way. Larger objects go through it, in parallel
+        ranges. The object lands under a temporary name first: a failed read leaves no truncated
+        ``dest`` (botocore raises when a body ends short of its Content-Length)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:

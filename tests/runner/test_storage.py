@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import uuid
 
 import pytest
 import requests
+from botocore.response import StreamingBody
 from comfyui_sonic.runner.storage import (
     SINGLE_PUT_BYTES,
     LocalStore,
@@ -67,6 +69,19 @@ def test_reading_a_missing_object_says_so_and_leaves_no_file(store, tmp_path):
     with pytest.raises(StorageError, match="no such object|no object"):
         store.get_file("jobs/j/inputs/face.png", dest)
     assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
+
+
+def test_a_download_cut_short_fails_and_leaves_no_file(tmp_path):
+    # The connection drops after 3 of 10 bytes: no truncated portrait for the job to render from.
+    class CutShort:
+        def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+            return {"Body": StreamingBody(io.BytesIO(b"abc"), 10), "ContentLength": 10}
+
+    store = S3Store("renders", client=CutShort())
+    dest = tmp_path / "dl" / "face.png"
+    with pytest.raises(StorageError, match="cannot read jobs/j/inputs/face.png"):
+        store.get_file("jobs/j/inputs/face.png", dest)
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_gc_removes_only_old_objects(store):
