@@ -105,7 +105,7 @@ class AttemptExecutor:
     """Runs attempts of jobs on the one host behind ``client``.
 
     ``record`` has the Journal's interface (transition, start_attempt, set_attempt_state;
-    record_unsent_attempt where it exists). ``prompt_id`` makes the id of the attempt about
+    record_unsent_attempt). ``prompt_id`` makes the id of the attempt about
     to start (called before ``start_attempt``, so ``job.attempts + 1`` is its number): the
     batch uses a uuid4, a worker a deterministic id so a redelivered task finds its prompt.
     ``durations`` is an optional cache of audio durations shared between executors.
@@ -143,9 +143,7 @@ class AttemptExecutor:
             prompt = self.prepare(job)
         except HostError as exc:
             # An attempt like any other (counted on resume, listed by the report), never POSTed.
-            unsent = getattr(self.record, "record_unsent_attempt", None)
-            if unsent is not None:
-                unsent(job, host, exc.message, exc.kind)
+            self.record.record_unsent_attempt(job, host, exc.message, exc.kind)
             if isinstance(exc, TransientHostError):
                 self._host_failed(exc)
             state = "failed" if exc.retryable or isinstance(exc, HostConfigError) else "dead"

@@ -188,7 +188,11 @@ class JobHandler:
             self._materialise_inputs(job, work)
             executor = self._executor(self.host.safe_url, job, work)
         except HostError as exc:
-            self._settle(job, AttemptOutcome("dead", exc, host=self.host.safe_url, submitted=False))
+            # An object store that answered 503 is worth another try, a missing input is not;
+            # either way it counts as an attempt, so the policy's limit ends a lasting failure.
+            self.store.record_unsent_attempt(job, self.host.safe_url, exc.message, exc.kind)
+            state = "failed" if exc.retryable else "dead"
+            self._settle(job, AttemptOutcome(state, exc, host=self.host.safe_url, submitted=False))
             return
         self._settle(job, executor.run(job))
 

@@ -402,6 +402,38 @@ class JobStore:
         job.state, job.attempts, job.host, job.prompt_id = "submitted", attempt, host, prompt_id
         job.resolution, job.submitted_at, job.error, job.error_kind = resolution, now, None, None
 
+    def record_unsent_attempt(self, job: JobRecord, host: str, error: str, error_kind: str) -> None:
+        """Record an attempt that failed before ``POST /prompt`` (an upload refused, an input that
+        cannot be fetched) as "failed", and count it in the job's attempts.
+
+        Counted, the retry policy's limit and backoff apply to it: uncounted, a host that answers
+        its probe but refuses every upload retried each job at "attempt 1" forever, never dead,
+        never reported. Nothing of it exists on a host (empty prompt_id). The job's own state
+        is left to the following ``transition``.
+        """
+        host = strip_userinfo(host)
+        now, attempt = time.time(), job.attempts + 1
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(attempts_t).values(
+                        job_id=job.job_id,
+                        attempt=attempt,
+                        host=host,
+                        prompt_id="",
+                        resolution=job.resolution,
+                        state="failed",
+                        error=self._clean(error),
+                        error_kind=error_kind,
+                        submitted_at=now,
+                        finished_at=now,
+                    )
+                )
+                self._compare_and_set(conn, job, {"attempts": attempt})
+        except IntegrityError:
+            raise StaleJob(f"job {job.job_id}: attempt {attempt} was recorded by another worker") from None
+        job.attempts = attempt
+
     def _compare_and_set(self, conn: Connection, job: JobRecord, values: dict[str, Any]) -> None:
         """Write ``values`` to the job's row only if it is still as ``job`` saw it, else StaleJob."""
         result = conn.execute(
