@@ -120,6 +120,7 @@ class Worker:
         self._other_clients: dict[str, Any] = {}
         self._done: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
+        self._keeper_done = threading.Event()  # set once running jobs are finished or handed back
         self._conn: Any = None
         self.slots = [self._slot(spec) for spec in hosts]
         self.exit_code = 0
@@ -209,6 +210,13 @@ class Worker:
         self._install_signals()
         keeper = threading.Thread(target=self._keeper, name="sonic-keeper", daemon=True)
         keeper.start()
+        try:
+            self._consume()
+        finally:  # also after an error of our own: running jobs finish or go back, leases with them
+            self._shutdown(keeper)
+        return self.exit_code
+
+    def _consume(self) -> None:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
@@ -228,9 +236,7 @@ class Worker:
             if all(slot.refused for slot in self.slots) and not self._running():
                 log.error("every host refused its jobs; stopping")
                 self.exit_code = EXIT_REFUSED
-                break
-        self._shutdown()
-        return self.exit_code
+                return
 
     def stop(self) -> None:
         self._stopping.set()
@@ -276,6 +282,7 @@ class Worker:
                         queues=[pool_queue(p) for p in slot.pools],
                         callbacks=[partial(self._on_message, slot)],
                         accept=["json"],
+                        on_decode_error=partial(self._on_undecodable, slot),
                         auto_declare=True,
                     )
                     # One limit for the channel, over every pool's consumer: RabbitMQ applies a
@@ -301,6 +308,14 @@ class Worker:
         return sum(slot.running for slot in self.slots)
 
     # ------------------------------------------------------------------ messages
+    def _on_undecodable(self, slot: HostSlot, message: Any, exc: Exception) -> None:
+        """Not JSON, or a content type we do not accept (pickle): to the dead-letter queue.
+        Left to kombu, the error leaves the main loop, the message goes back unacked, and the
+        next worker of the pool stops on it the same way."""
+        reason = f"cannot decode the message ({message.content_type}): {one_line(exc)}"
+        log.error("dead-lettering a message: %s", reason)
+        dlq.dead_letter(slot.channel, message, reason)
+
     def _on_message(self, slot: HostSlot, body: Any, message: Any) -> None:
         try:
             job_message = parse_job_message(job_kwargs(body, message.headers))
@@ -389,12 +404,17 @@ class Worker:
 
     # ------------------------------------------------------------------ keeper
     def _keeper(self) -> None:
+        """Renew leases and forward cancels until the last running job is settled - through a
+        SIGTERM's drain too: a keeper that stopped with the signal let the leases of jobs still
+        finishing lapse, and other workers took them over and followed them a second time."""
         last_reap = 0.0
-        while not self._stopping.wait(self.options.keeper_interval):
+        while not self._keeper_done.wait(self.options.keeper_interval):
             try:
                 active = self.active.snapshot()
                 self.store.renew(self.config.worker, active, self.config.lease_s)
                 self._forward_cancels(active)
+                if self._stopping.is_set():
+                    continue  # draining: no host to bring back, no other worker's jobs to take on
                 for slot in self.slots:
                     if not slot.healthy and slot.refused is None:
                         self._probe(slot)
@@ -435,8 +455,9 @@ class Worker:
             self.store.mark_published([job.job_id])
 
     # ------------------------------------------------------------------ shutdown
-    def _shutdown(self) -> None:
+    def _shutdown(self, keeper: threading.Thread) -> None:
         """Stop taking jobs, let running ones finish for the drain timeout, hand back the rest."""
+        self._stopping.set()
         if self._conn is not None:
             try:
                 self._sync_consumers()
@@ -458,6 +479,8 @@ class Worker:
                 self._drop_connection()
                 time.sleep(0.5)
                 self._apply_done()
+        self._keeper_done.set()  # (before releasing: a last renewal must not take a lease back)
+        keeper.join(timeout=60)
         left = self.active.snapshot()
         for job_id in left:
             self.store.release(job_id, self.config.worker)

@@ -223,7 +223,9 @@ def test_a_host_without_the_weights_hands_its_job_back_and_the_worker_stops(flee
     assert job.state == "done" and attempts[0]["error_kind"] == "host_config"
 
 
-def test_a_message_with_an_unknown_schema_version_is_dead_lettered_and_the_worker_goes_on(fleet, hosts):
+def test_messages_a_worker_cannot_read_are_dead_lettered_and_the_worker_goes_on(fleet, hosts):
+    # A newer schema, a body that is not JSON, a pickle: each goes to the dead-letter queue with
+    # its reason; none stops the worker (or, handed back, the next worker of the pool).
     from comfyui_sonic.runner.fleet import dlq
     from comfyui_sonic.runner.fleet.queues import JOBS_EXCHANGE, declare_topology, queue_name
 
@@ -231,13 +233,10 @@ def test_a_message_with_an_unknown_schema_version_is_dead_lettered_and_the_worke
     declare_topology(fleet.broker_url)
     with Connection(fleet.broker_url) as conn:
         producer = conn.Producer()
-        producer.publish(
-            {"v": 99, "job_id": "from-the-future"},
-            exchange=JOBS_EXCHANGE,
-            routing_key=queue_name(512),
-            serializer="json",
-            delivery_mode=2,
-        )
+        to_pool = {"exchange": JOBS_EXCHANGE, "routing_key": queue_name(512), "delivery_mode": 2}
+        producer.publish({"v": 99, "job_id": "from-the-future"}, serializer="json", **to_pool)
+        producer.publish(b"{not json", content_type="application/json", content_encoding="utf-8", **to_pool)
+        producer.publish({"job_id": "pickled"}, serializer="pickle", **to_pool)
     workflow, manifest = fleet.inputs(h1.url, 2)
     worker = fleet.worker(h1.url)
 
@@ -245,8 +244,11 @@ def test_a_message_with_an_unknown_schema_version_is_dead_lettered_and_the_worke
 
     assert result.returncode == 0, result.stderr
     assert worker.poll() is None  # still consuming
-    (dead,) = dlq.list_dead(fleet.broker_url)
-    assert "schema version 99 is not 1" in dead.reason
+    reasons = sorted(dead.reason for dead in dlq.list_dead(fleet.broker_url))
+    assert len(reasons) == 3, reasons
+    assert "cannot decode the message (application/json)" in reasons[0]
+    assert "cannot decode the message (application/x-python-serialize)" in reasons[1]
+    assert "schema version 99 is not 1" in reasons[2]
 
 
 def test_sigterm_finishes_the_running_job_and_exits_0(fleet, hosts):
@@ -264,6 +266,25 @@ def test_sigterm_finishes_the_running_job_and_exits_0(fleet, hosts):
     fleet.worker(h1.url)
     follower.communicate(timeout=60)
     assert follower.returncode == 0
+
+
+def test_a_draining_worker_keeps_its_jobs_leases_so_no_other_worker_takes_them_over(fleet, hosts):
+    # SIGTERM with a job that runs 4 leases more: it finishes here. Had the leases lapsed during
+    # the drain, the other worker would reap the job and follow its prompt a second time.
+    (h1,) = hosts(1, run_seconds=12.0)
+    workflow, manifest = fleet.inputs(h1.url, 1)
+    draining = fleet.worker(h1.url)
+    follower = fleet.follow(workflow, manifest)
+    with fleet.store() as store:
+        wait_until(lambda: store.counts(batch="b1").get("running"), 30, "the job running")
+        fleet.worker(h1.url)  # the other worker: reaps expired leases every 3 s
+        draining.send_signal(signal.SIGTERM)
+        assert draining.wait(60) == 0
+        follower.communicate(timeout=60)
+        assert follower.returncode == 0
+        check_exactly_once(store, h1.executions, 1)
+    assert "stopped renewing" not in fleet.log(1)
+    assert "another worker has it now" not in fleet.log(0)
 
 
 def test_a_worker_killed_mid_job_is_taken_over_without_running_the_job_twice(fleet, hosts):
