@@ -158,7 +158,15 @@ class LocalWorker:
             if job is None:
                 self._stop.wait(0.2)
                 continue
-            self._run(job)
+            try:
+                self._run(job)
+            except Exception:  # noqa: BLE001 - the worker outlives a job it could not settle
+                # (The store went away even for the job's end.) Its lease is no longer renewed:
+                # once it runs out, a replica's reaper queues the job again.
+                log.exception(
+                    "local worker: job %s could not be settled; it will be queued again", job.job_id
+                )
+                self._stop.wait(1.0)
 
     def _take(self) -> JobRecord | None:
         queued = self.store.jobs([QUEUED], limit=200, by_priority=True)  # (sorted in SQL, before the limit)
@@ -174,8 +182,9 @@ class LocalWorker:
         return None
 
     def _run(self, job: JobRecord) -> None:
-        work = Path(tempfile.mkdtemp(prefix=f"sonic-{job.job_id[:8]}-", dir=self._work_dir()))
+        work: Path | None = None
         try:
+            work = Path(tempfile.mkdtemp(prefix=f"sonic-{job.job_id[:8]}-", dir=self._work_dir()))
             prompt = self._prompt(job, work)
             pid = attempt_prompt_id(job.job_id, job.attempts + 1)
             self.store.start_attempt(job, HOST, pid, "local", None)
@@ -220,6 +229,9 @@ class LocalWorker:
         except Exception as exc:  # noqa: BLE001 - the job's own failure, told in one line
             from ..host_errors import ENGINE_ERROR_NAMES
 
+            if job.final:  # it ended; what failed came after (its event, its webhook row)
+                log.exception("job %s: ended %s, but its follow-up failed", job.job_id, job.state)
+                return
             name = type(exc).__name__
             kind = "input" if name in ENGINE_ERROR_NAMES or name == "WorkflowError" else "internal"
             if kind == "internal":
@@ -235,7 +247,8 @@ class LocalWorker:
             self._current = None
             self._cancel.discard(job.job_id)
             self._lost.discard(job.job_id)
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
 
     def _acquire_render(self) -> bool:
         """Take the process's render slot, unless the worker is told to stop while it waits."""

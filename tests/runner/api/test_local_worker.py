@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from comfyui_sonic.runner.jobs import DEAD, QUEUED, RUNNING, JobRecord
 from comfyui_sonic.runner.storage import open_store
 from comfyui_sonic.runner.store import JobStore, attempt_prompt_id
 from comfyui_sonic.runner.store.outbox import Outbox
+from sqlalchemy.exc import OperationalError
 
 from tests.fake_comfy.process import free_port
 from tests.runner.api.test_serve import FACE, _wav
@@ -151,3 +153,69 @@ def test_killing_the_replica_that_renders_a_job_leaves_it_to_the_other(tmp_path,
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)
+
+
+def _loop_alive(worker: LocalWorker) -> bool:
+    return any(t.name == "sonic-local-worker" and t.is_alive() for t in worker._threads)
+
+
+def test_the_worker_outlives_a_job_whose_end_it_could_not_record(tmp_path):
+    # The database goes away mid-job, long enough that even the job's end fails. Before, the
+    # worker thread died with it and the API went on queueing jobs no one would take.
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    store.add_jobs([JobRecord(job_id=f"j{i}", row=i, spec={"template": "x"}) for i in (1, 2)])
+    settings = ServeSettings(
+        db_url=store.url, storage=str(tmp_path / "objects"), work_dir=tmp_path / "w", lease_s=1.0
+    )
+    worker = LocalWorker(settings, store, open_store(settings.storage), Outbox(store))
+    database_down = []
+    recorded = store.transition
+
+    def transition(*args, **kwargs):
+        if database_down:
+            raise OperationalError("UPDATE sonic_jobs", {}, Exception("server closed the connection"))
+        return recorded(*args, **kwargs)
+
+    def prompt(job, work):
+        if not database_down and job.job_id == "j1" and job.attempts == 0 and not job.error:
+            database_down.append(job.job_id)
+            threading.Timer(0.5, database_down.clear).start()  # back half a second later
+        raise OSError(f"cannot read the inputs of {job.job_id}")
+
+    store.transition, worker._prompt = transition, prompt
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(j.final for j in store.jobs()):
+            time.sleep(0.1)
+        assert _loop_alive(worker)
+        # j1 went back to the queue once its lease ran out (nothing renewed it) and ended like j2.
+        assert {(j.job_id, j.state, j.error_kind) for j in store.jobs()} == {
+            ("j1", DEAD, "internal"),
+            ("j2", DEAD, "internal"),
+        }
+    finally:
+        worker.stop(5)
+        store.close()
+
+
+def test_a_job_taken_when_the_work_folder_cannot_be_made_ends_instead_of_hanging(tmp_path):
+    # A full or read-only disk: the job was taken, then mkdtemp failed. Before, the job stayed
+    # "uploading" forever, its lease renewed by a worker that had stopped working on it.
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    store.add_jobs([JobRecord(job_id="j1", row=0, spec={"template": "x"})])
+    (tmp_path / "file").write_text("not a folder")
+    settings = ServeSettings(
+        db_url=store.url, storage=str(tmp_path / "objects"), work_dir=tmp_path / "file" / "w", lease_s=1.0
+    )
+    worker = LocalWorker(settings, store, open_store(settings.storage), Outbox(store)).start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not store.job("j1").final:
+            time.sleep(0.1)
+        job = store.job("j1")
+        assert (job.state, job.error_kind) == (DEAD, "internal") and _loop_alive(worker)
+        assert worker._current is None
+    finally:
+        worker.stop(5)
+        store.close()
