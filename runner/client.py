@@ -679,9 +679,17 @@ class ComfyClient:
         return files
 
     def download(self, file_ref: dict, dest: Path) -> Path:
-        """GET /view streamed to dest.part, checked (complete, non-empty), then renamed to dest."""
+        """GET /view streamed to dest.part, checked (complete, non-empty), then renamed to dest.
+
+        This machine's disk failing (full, read-only) is a retryable "storage" failure of the
+        attempt, like the host's own errors: counted against the job's attempts, so a worker
+        with a full disk ends its jobs in a few tries instead of taking them back forever.
+        """
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _disk_error(dest, exc) from exc
         # Unique per process and thread: two workers fetching one job never write one file.
         part = dest.with_name(f"{dest.name}.{os.getpid()}-{threading.get_ident()}.part")
         params = {
@@ -711,6 +719,8 @@ class ComfyClient:
                         f"{self.safe_url}/view: download of {label} broke off ({type(exc).__name__})",
                         kind="connection",
                     ) from exc
+                if isinstance(exc, OSError):
+                    raise _disk_error(dest, exc) from exc
                 raise
             expected = response.headers.get("Content-Length")
             if expected is not None and expected.isdigit() and int(expected) != written:
@@ -726,3 +736,9 @@ class ComfyClient:
             response.close()
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
+
+
+def _disk_error(dest: Path, exc: OSError) -> TransientHostError:
+    return TransientHostError(
+        f"cannot write {dest.name} to {dest.parent} on this machine ({exc.strerror or exc})", kind="storage"
+    )

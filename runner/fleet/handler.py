@@ -175,7 +175,7 @@ class JobHandler:
         if job.state in J.IN_FLIGHT_STATES:
             if not self._hold(job, redelivered):
                 return  # its holder is alive and follows it
-            outcome = self._resume(job)
+            outcome = self._resume(job, work)
             if outcome is not None:
                 self._settle(job, outcome)
                 return
@@ -211,7 +211,7 @@ class JobHandler:
             if fresh is None or (fresh.state, fresh.attempts) != (job.state, job.attempts):
                 return False  # it moved on: its holder is alive
 
-    def _resume(self, job: JobRecord) -> AttemptOutcome | None:
+    def _resume(self, job: JobRecord, work: Path) -> AttemptOutcome | None:
         """Ask the job's host about its attempt; None: nothing of it can run, run it anew now."""
         record = self.store.attempt(job.job_id, job.attempts) if job.attempts else None
         if job.state == J.UPLOADING or record is None:
@@ -220,7 +220,7 @@ class JobHandler:
         host = job.host or record["host"]
         lost = TransientHostError(f"the worker that held job {job.job_id} stopped", kind="restart")
         try:
-            executor = self._executor(host, job, None)
+            executor = self._executor(host, job, work)  # (its outputs, too, go with the job's folder)
         except HostError as exc:
             return AttemptOutcome("failed", exc, host=host)
         outcome = executor.recover(job, record.get("client_id") or "", lost)
@@ -346,10 +346,10 @@ class JobHandler:
         return on_event
 
     # ------------------------------------------------------------------ the attempt's parts
-    def _executor(self, host: str, job: JobRecord, work: Path | None) -> AttemptExecutor:
+    def _executor(self, host: str, job: JobRecord, work: Path) -> AttemptExecutor:
         own = host == self.host.safe_url
         cfg = self.config
-        out_dir = Path(work or cfg.work_dir) / "outputs"
+        out_dir = Path(work) / "outputs"
         return AttemptExecutor(
             self.client if own else self._client_for(host),
             host,
