@@ -7,6 +7,7 @@ job row inserted (queued), which is what a worker picks up.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,11 @@ from ..workflow import load_workflow, resolution_of
 from . import validation as v
 from .settings import ServeSettings
 from .speech import text_template
+
+log = logging.getLogger(__name__)
+
+#: How long after binding an Idempotency-Key a request has to store its job (see _idempotent_job).
+IDEMPOTENCY_STORE_S = 30.0
 
 ANONYMOUS = "anonymous"
 #: Threads that write a submission's inputs side by side (boto3 clients are thread-safe).
@@ -171,9 +177,18 @@ class JobService:
         if idempotency_key:
             bound = self.keys.claim_idempotency(owner, idempotency_key, job_id)
             if bound != job_id:  # another request with this key won the race
-                existing = self._wait_for_job(bound, owner)
+                existing = self._idempotent_job(owner, idempotency_key)
                 if existing is not None:
                     return existing, False
+                # Its job never came (that request died between binding and storing): this one
+                # takes the key over, or else every retry would make a job the key does not name.
+                if self.keys.rebind_idempotency(owner, idempotency_key, bound, job_id) != job_id:
+                    raise v.RequestError(
+                        409,
+                        "idempotency_conflict",
+                        "another request with this Idempotency-Key is being stored; retry",
+                    )
+        stored_job: JobRecord | None = None
         try:
             stored = self._put_inputs(job_id, {"image": image, "audio": audio})
             spec = {
@@ -201,12 +216,25 @@ class JobService:
                 resolution=resolution_of(template),
             )
             self.store.add_jobs([job], owner=owner, state_events=True)  # (its "queued" event too)
+            stored_job = job
             self._publish(job)
         except Exception:
-            if idempotency_key:
+            if idempotency_key and not self._may_run(stored_job, job_id):
                 self.keys.release_idempotency(owner, idempotency_key, job_id)
             raise
         return job, True
+
+    def _may_run(self, stored: JobRecord | None, job_id: str) -> bool:
+        """Whether a failed request left a job that can still render: then its Idempotency-Key
+        stays bound, and the client's retry gets that job (published if it never was) instead
+        of a second render of the same request. A job ended at once (the broker refused it),
+        or none at all, lets the key go for the retry."""
+        if stored is None:  # add_jobs raised; its commit may still have landed (an answer lost)
+            try:
+                stored = self.store.job(job_id)
+            except Exception:  # noqa: BLE001 - cannot tell: a retry waits for the job a moment, then makes it
+                return True
+        return stored is not None and stored.state != DEAD
 
     def _publish(self, job: JobRecord) -> None:
         """Fleet mode: one confirmed message per job. A broker that fails here ends the job
@@ -222,7 +250,12 @@ class JobService:
             raise v.RequestError(
                 503, "broker_unavailable", "the job queue is unreachable; retry later"
             ) from None
-        self.store.mark_published([job.job_id])
+        try:
+            self.store.mark_published([job.job_id])
+        except Exception as exc:  # noqa: BLE001 - the job is queued; a missed mark costs a duplicate message
+            # (The workers' sweep publishes it again after --unpublished-after; the duplicate
+            # finds the job taken or done and is dropped.) Answering 500 here made clients retry.
+            log.warning("job %s: published, but not marked so (%s)", job.job_id, exc)
 
     def _text_speech(self, template: dict, params: dict, fields: dict[str, str]) -> tuple[None, list[str]]:
         """A text job's checks: its inputs fit the template; its duration comes later, from the speech."""
@@ -305,15 +338,16 @@ class JobService:
         return key
 
     def _idempotent_job(self, owner: str, idempotency_key: str) -> JobRecord | None:
-        bound = self.keys.bound_job(owner, idempotency_key)
-        return self._wait_for_job(bound, owner) if bound else None
-
-    def _wait_for_job(self, job_id: str, owner: str, timeout: float = 10.0) -> JobRecord | None:
-        """The winner of an idempotency race stores its job within moments; wait for it."""
-        deadline = time.monotonic() + timeout
+        """The job the key names. A request stores its job within ``IDEMPOTENCY_STORE_S`` of
+        binding the key (the inputs' upload between): a young binding is waited for, an older
+        one without its job is stale (that request died) and names nothing."""
+        binding = self.keys.binding(owner, idempotency_key)
+        if binding is None:
+            return None
+        job_id, bound_at = binding
         while True:
             job = self.store.job(job_id, owner=owner)
-            if job is not None or time.monotonic() > deadline:
+            if job is not None or time.time() > bound_at + IDEMPOTENCY_STORE_S:
                 return job
             time.sleep(0.02)
 

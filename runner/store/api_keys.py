@@ -134,16 +134,32 @@ class ApiKeys:
             won = conn.execute(stmt).scalar_one_or_none()  # the usual case: no second statement
             return won if won is not None else self._bound(conn, owner, key)
 
-    def bound_job(self, owner: str, key: str) -> str | None:
-        """The job id ``key`` is bound to for ``owner``, if any."""
+    def binding(self, owner: str, key: str) -> tuple[str, float] | None:
+        """(job id, when it was bound) of ``key`` for ``owner``, if it is bound."""
         with self._store.reading() as conn:
-            return self._bound(conn, owner, key)
+            row = conn.execute(
+                select(idem_t.c.job_id, idem_t.c.created_at).where(
+                    idem_t.c.owner == owner, idem_t.c.key == key
+                )
+            ).first()
+            return (row[0], float(row[1])) if row else None
 
     @staticmethod
     def _bound(conn, owner: str, key: str) -> str | None:
         return conn.execute(
             select(idem_t.c.job_id).where(idem_t.c.owner == owner, idem_t.c.key == key)
         ).scalar_one_or_none()
+
+    def rebind_idempotency(self, owner: str, key: str, stale: str, job_id: str) -> str:
+        """Move ``key`` from ``stale`` (a job its request never stored) to ``job_id``, unless
+        another request moved it first; returns the job id it is bound to now."""
+        with self._engine.begin() as conn:
+            moved = conn.execute(
+                idem_t.update()
+                .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == stale)
+                .values(job_id=job_id, created_at=time.time())
+            ).rowcount
+            return job_id if moved == 1 else (self._bound(conn, owner, key) or job_id)
 
     def release_idempotency(self, owner: str, key: str, job_id: str) -> None:
         """Forget a binding whose job was never made (its request failed validation later)."""

@@ -15,7 +15,9 @@ from comfyui_sonic.runner.api.settings import ServeSettings
 from comfyui_sonic.runner.storage import S3Store
 from comfyui_sonic.runner.store import JobStore
 from comfyui_sonic.runner.store.api_keys import ApiKeys
+from comfyui_sonic.runner.store.schema import idempotency as idem_t
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import speech_like
 
@@ -258,6 +260,47 @@ def test_one_idempotency_key_makes_one_job_under_concurrent_requests(tmp_path):
         for t in threads:
             t.join()
         assert len(ids) == 40 and len(set(ids)) == 1
+        assert len(client.get("/v1/jobs").json()["jobs"]) == 1
+
+
+def test_a_retry_after_a_failure_past_the_stored_job_gets_that_job_not_a_second(tmp_path):
+    # The job row committed, then the request failed (the database connection dropped as the
+    # commit was answered): the client saw a 500 and retries with its key. It must get the job
+    # that exists (it will render) - a new one would render the same request twice.
+    app = create_app(_settings(tmp_path), start_workers=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        store = client.app.app.state.store
+        stored = store.add_jobs
+
+        def add_jobs_then_drop(*args, **kwargs):
+            stored(*args, **kwargs)
+            store.add_jobs = stored
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+        store.add_jobs = add_jobs_then_drop
+        key = {"idempotency-key": "order-43"}
+        assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 500
+        retry = client.post("/v1/jobs", files=_files(), headers=key)
+        assert retry.status_code == 200, retry.text
+        (job,) = client.get("/v1/jobs").json()["jobs"]
+        assert retry.json()["id"] == job["id"]
+
+
+def test_a_key_whose_first_request_died_before_storing_its_job_is_taken_over_by_the_retry(tmp_path):
+    # The replica died between binding the key and storing the job: the retry makes the job and
+    # the key names it from then on, so a further retry gets it rather than a third job.
+    from comfyui_sonic.runner.api.submit import ANONYMOUS, IDEMPOTENCY_STORE_S
+
+    app = create_app(_settings(tmp_path), start_workers=False)
+    with TestClient(app) as client:
+        keys = ApiKeys(client.app.app.state.store)
+        assert keys.claim_idempotency(ANONYMOUS, "order-44", "never-stored") == "never-stored"
+        with client.app.app.state.store._engine.begin() as conn:  # bound long ago
+            conn.execute(idem_t.update().values(created_at=time.time() - IDEMPOTENCY_STORE_S - 1))
+        first = client.post("/v1/jobs", files=_files(), headers={"idempotency-key": "order-44"})
+        again = client.post("/v1/jobs", files=_files(), headers={"idempotency-key": "order-44"})
+        assert (first.status_code, again.status_code) == (202, 200), (first.text, again.text)
+        assert first.json()["id"] == again.json()["id"] != "never-stored"
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
 
 
