@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fleet mode: publish jobs to this RabbitMQ for `sonic-runner worker`s (default: render in-process)",
     )
     serve.add_argument(
+        "--pools",
+        default=None,
+        help="fleet mode: the resolution pools the workers consume, as their --pools (default 512,768,1024)",
+    )
+    serve.add_argument(
         "--no-auth", action="store_true", help="accept requests without an API key (a laptop only)"
     )
     serve.add_argument("--max-upload-mb", type=float, default=50)
@@ -789,6 +794,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         storage=args.bucket,
         s3_endpoint=args.s3_endpoint,
         broker_url=args.broker,
+        pools=args.pools,
         auth=not args.no_auth,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_audio_s=args.max_audio_s,

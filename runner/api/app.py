@@ -121,11 +121,12 @@ def create_app(settings: ServeSettings, *, start_workers: bool = True) -> FastAP
     publisher = None
     if settings.broker_url:  # fleet mode: the broker's workers render; this process only serves
         from ..fleet.publisher import Publisher
+        from ..fleet.queues import parse_pools
 
-        publisher = Publisher(settings.broker_url, delays=False)
+        publisher = Publisher(settings.broker_url, parse_pools(settings.pools), delays=False)
     service = JobService(settings, store, storage, keys, publisher)
     metrics = Metrics()
-    metrics.add_store_gauges(lambda: _store_numbers(store, outbox))
+    metrics.add_store_gauges(lambda: _store_numbers(store, outbox, publisher.pools if publisher else None))
     background: list = []
 
     @asynccontextmanager
@@ -405,7 +406,7 @@ def _broker_ping(settings: ServeSettings):
     return ping
 
 
-def _store_numbers(store: JobStore, outbox: Outbox) -> dict:
+def _store_numbers(store: JobStore, outbox: Outbox, pools: tuple[int, ...] | None = None) -> dict:
     from sqlalchemy import func, select
 
     from ..fleet.queues import DEFAULT_POOLS, PoolError, pool_for
@@ -420,7 +421,7 @@ def _store_numbers(store: JobStore, outbox: Outbox) -> dict:
         )
         for resolution, priority, n in rows:
             try:
-                pool = str(pool_for(resolution, DEFAULT_POOLS))
+                pool = str(pool_for(resolution, pools or DEFAULT_POOLS))
             except PoolError:
                 pool = "none"
             key = (pool, f"P{priority}")

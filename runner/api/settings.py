@@ -12,6 +12,7 @@ class ServeSettings:
     storage: str | None = None  # s3://bucket[/prefix] or a folder; None: ./sonic-data
     s3_endpoint: str | None = None
     broker_url: str | None = None  # None: the in-process worker (embedded default)
+    pools: str | None = None  # fleet mode: the workers' --pools (None: 512,768,1024)
     auth: bool = True
     max_upload_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096

@@ -159,6 +159,7 @@ class JobService:
         if audio is None:
             name = text_template(name, self.settings)
         template = self.template(name)
+        self._check_pool(template)
         priority = v.check_priority(fields.get("priority"))
         webhook = v.check_webhook_url(fields.get("webhook_url"), self.settings)
         params = {k: val for k, val in fields.items() if k not in RESERVED_FIELDS}
@@ -235,6 +236,17 @@ class JobService:
             except Exception:  # noqa: BLE001 - cannot tell: a retry waits for the job a moment, then makes it
                 return True
         return stored is not None and stored.state != DEAD
+
+    def _check_pool(self, template: dict) -> None:
+        """Fleet mode: a template above the largest pool would sit in no worker's queue."""
+        if self.publisher is None:
+            return
+        from ..fleet.queues import PoolError, pool_for
+
+        try:
+            pool_for(resolution_of(template), self.publisher.pools)
+        except PoolError as exc:
+            raise v.invalid("template", f"template: {exc} of serve and the workers", "no_pool") from None
 
     def _publish(self, job: JobRecord) -> None:
         """Fleet mode: one confirmed message per job. A broker that fails here ends the job

@@ -25,11 +25,12 @@ def host(tmp_path):
         yield server
 
 
-def _app(fleet, tmp_path):
+def _app(fleet, tmp_path, pools: str | None = None):
     settings = ServeSettings(
         db_url=fleet.db_url,
         storage=str(tmp_path / "objects"),
         broker_url=fleet.broker_url,
+        pools=pools,
         work_dir=tmp_path / "work",
         auth=False,
     )
@@ -52,6 +53,22 @@ def test_a_job_posted_to_the_api_is_rendered_by_a_worker_and_served_back(fleet, 
     (tmp_path / "got.mp4").write_bytes(video.content)
     with av.open(str(tmp_path / "got.mp4")) as container:
         assert next(container.decode(video=0)) is not None
+    assert len(host.executions) == 1
+
+
+def test_serve_publishes_to_the_pools_its_workers_consume(fleet, host, tmp_path):
+    # Workers on --pools 640: serve must publish there too (to its default 768 the job sat in a
+    # queue no worker read), and refuse a template no pool serves instead of queueing it forever.
+    fleet.worker(host.url, extra=("--bucket", str(tmp_path / "objects"), "--pools", "640"))
+    with TestClient(_app(fleet, tmp_path, pools="640")) as client:
+        answer = client.post("/v1/jobs", files=_files(), data={"tier": "fast"})  # 512: pool 640
+        assert answer.status_code == 202, answer.text
+        done = _wait_done(client, answer.json()["status_url"].replace("http://testserver", ""))
+        assert done["status"] == "done", done
+        refused = client.post("/v1/jobs", files=_files(), data={"template": "sonic_lite_hq"})  # 768
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert error["code"] == "no_pool" and "above the largest pool 640" in error["message"], error
     assert len(host.executions) == 1
 
 
