@@ -179,8 +179,12 @@ class JobHandler:
             if outcome is not None:
                 self._settle(job, outcome)
                 return
-        # (A cancel of a waiting job ends it at once in the API; a cancel of a running one is
-        # seen when its attempt ends, in _settle: nothing to ask the store here.)
+        # A cancel of a waiting job ends it at once in the API; of a running one, when its attempt
+        # ends (_settle). One that came as the attempt was failing (the API still saw it running,
+        # _settle had already looked) is found here, before its retry starts.
+        if job.state == J.FAILED and self.store.cancel_requested([job.job_id]):
+            self._end(job, J.DEAD, "cancelled by the client", "cancelled")
+            return
         first = job.attempts == 0 and job.state == J.QUEUED
         changes = {"queued_seconds": time.time() - job.created_at} if first else {}
         self.store.take(job, worker, lease, host=self.host.safe_url, **changes)

@@ -12,8 +12,8 @@ settings name: ack late (after the outcome is recorded), requeue when the worker
 (an unacked message goes back when its connection drops), prefetch = ``--inflight``.
 
 Threads: the main thread owns the AMQP connection (kombu connections are not thread-safe)
-and applies every ack; one daemon thread per running job; a keeper thread renews leases,
-forwards cancel requests, probes unhealthy hosts and re-publishes jobs whose holder died.
+and applies every ack; one daemon thread per running job; a thread renews leases; a keeper
+thread forwards cancel requests, probes unhealthy hosts and re-publishes jobs whose holder died.
 """
 
 from __future__ import annotations
@@ -208,12 +208,16 @@ class Worker:
     def run(self) -> int:
         """Consume until SIGTERM/SIGINT (exit 0) or until every host refused (exit 2)."""
         self._install_signals()
-        keeper = threading.Thread(target=self._keeper, name="sonic-keeper", daemon=True)
-        keeper.start()
+        keepers = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in ((self._renewer, "sonic-leases"), (self._keeper, "sonic-keeper"))
+        ]
+        for thread in keepers:
+            thread.start()
         try:
             self._consume()
         finally:  # also after an error of our own: running jobs finish or go back, leases with them
-            self._shutdown(keeper)
+            self._shutdown(keepers)
         return self.exit_code
 
     def _consume(self) -> None:
@@ -403,16 +407,30 @@ class Worker:
         self._health(slot, True)
 
     # ------------------------------------------------------------------ keeper
-    def _keeper(self) -> None:
-        """Renew leases and forward cancels until the last running job is settled - through a
-        SIGTERM's drain too: a keeper that stopped with the signal let the leases of jobs still
-        finishing lapse, and other workers took them over and followed them a second time."""
-        last_reap = 0.0
+    def _renewer(self) -> None:
+        """Renew the running jobs' leases until the last one is settled - through a SIGTERM's
+        drain too (renewals that stopped with the signal let the leases of jobs still finishing
+        lapse, and other workers took them over and followed them a second time). A thread of
+        its own: the keeper's host probes and interrupts can each wait 30 s on a hung host."""
         while not self._keeper_done.wait(self.options.keeper_interval):
             try:
                 active = self.active.snapshot()
-                self.store.renew(self.config.worker, active, self.config.lease_s)
-                self._forward_cancels(active)
+                held = self.store.renew(self.config.worker, active, self.config.lease_s)
+                if held < len(active):
+                    log.warning(
+                        "%d of %d running job(s) were taken over by another worker",
+                        len(active) - held,
+                        len(active),
+                    )
+            except Exception as exc:  # noqa: BLE001 - renewing must keep going
+                log.warning("renewing leases: %s", one_line(exc))
+
+    def _keeper(self) -> None:
+        """Forward cancels (also while draining), probe unhealthy hosts, reap expired leases."""
+        last_reap = 0.0
+        while not self._keeper_done.wait(self.options.keeper_interval):
+            try:
+                self._forward_cancels(self.active.snapshot())
                 if self._stopping.is_set():
                     continue  # draining: no host to bring back, no other worker's jobs to take on
                 for slot in self.slots:
@@ -455,7 +473,7 @@ class Worker:
             self.store.mark_published([job.job_id])
 
     # ------------------------------------------------------------------ shutdown
-    def _shutdown(self, keeper: threading.Thread) -> None:
+    def _shutdown(self, keepers: list[threading.Thread]) -> None:
         """Stop taking jobs, let running ones finish for the drain timeout, hand back the rest."""
         self._stopping.set()
         if self._conn is not None:
@@ -480,7 +498,8 @@ class Worker:
                 time.sleep(0.5)
                 self._apply_done()
         self._keeper_done.set()  # (before releasing: a last renewal must not take a lease back)
-        keeper.join(timeout=60)
+        for thread in keepers:
+            thread.join(timeout=60)
         left = self.active.snapshot()
         for job_id in left:
             self.store.release(job_id, self.config.worker)

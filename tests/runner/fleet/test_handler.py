@@ -132,3 +132,20 @@ def test_an_object_store_hiccup_fetching_inputs_is_retried_not_fatal(tmp_path):
         assert (job.state, job.error_kind, job.attempts) == ("failed", "storage", 1) and published.delays
         job = _run_until_final(handler, store, "j1")  # a store that keeps failing: bounded too
         assert (job.state, job.attempts) == ("dead", 3) and "no such object" in job.error
+
+
+def test_a_cancel_that_came_while_the_attempt_was_failing_stops_the_retry(tmp_path):
+    # The API saw the job running and recorded the request; the attempt then failed and its
+    # retry was published. The retry must not run the job the client cancelled.
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}") as store:
+        store.add_jobs([JobRecord(job_id="j1", row=0, spec={"template": "sonic_lite_fast"})])
+        job = store.job("j1")
+        store.transition(job, "uploading")
+        store.request_cancel("j1")
+        store.transition(job, "failed", error="HTTP 502", error_kind="http_5xx")
+        ended: list = []
+        handler, published = _handler(store, tmp_path, ended=ended)
+        handler.handle(JobMessage(job_id="j1", batch=""))
+        job = store.job("j1")
+        assert (job.state, job.error_kind) == ("dead", "cancelled") and [j.job_id for j in ended] == ["j1"]
+        assert published.delays == [] and store.attempts("j1") == []

@@ -341,3 +341,45 @@ def test_a_worker_holds_one_job_per_host_across_all_its_pools(fleet, hosts):
     assert follower.returncode == 0, follower.stderr.read()
     assert len(h1.executions) == 3
     assert most_queued == 0  # never a second prompt waiting behind the running one
+
+
+def test_a_hung_host_being_probed_does_not_hold_up_the_leases_of_running_jobs(tmp_path):
+    # The keeper probes an unhealthy host with a long timeout; renewals on that thread waited
+    # behind it, the running job's lease lapsed, and another worker took the job over.
+    import threading
+
+    from comfyui_sonic.runner.fleet.handler import HandlerConfig
+    from comfyui_sonic.runner.fleet.worker import Worker, WorkerOptions
+    from comfyui_sonic.runner.jobs import JobRecord
+    from comfyui_sonic.runner.secrets import HostSpec
+    from comfyui_sonic.runner.store import JobStore
+
+    release = threading.Event()
+
+    class Hung:
+        def system_stats(self):
+            release.wait(10)  # a host that accepted the connection and answers nothing
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}", record_events=True)
+    config = HandlerConfig(worker="w1", work_dir=tmp_path, templates_dir=tmp_path, lease_s=1.0)
+    options = WorkerOptions(keeper_interval=0.1, reap_interval=60)
+    worker = Worker("amqp://unused", store, [HostSpec("http://127.0.0.1:9")], config, None, options,
+                    make_client=lambda spec: Hung())  # fmt: skip
+    worker.slots[0].healthy = False
+    job = JobRecord(job_id="j1", row=0, spec={})
+    store.add_jobs([job])
+    store.take(job, "w1", lease_s=1.0)
+    worker.active.add("j1")
+    threads = [threading.Thread(target=t, daemon=True) for t in (worker._renewer, worker._keeper)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(15):  # 3 s: three leases, all of it with the probe hanging
+            time.sleep(0.2)
+            assert store.holder("j1")[1] > time.time(), "the lease lapsed while a probe hung"
+    finally:
+        worker._keeper_done.set()
+        release.set()
+        for thread in threads:
+            thread.join(15)
+        store.close()
