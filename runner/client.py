@@ -681,9 +681,9 @@ class ComfyClient:
     def download(self, file_ref: dict, dest: Path) -> Path:
         """GET /view streamed to dest.part, checked (complete, non-empty), then renamed to dest.
 
-        This machine's disk failing (full, read-only) is a retryable "storage" failure of the
-        attempt, like the host's own errors: counted against the job's attempts, so a worker
-        with a full disk ends its jobs in a few tries instead of taking them back forever.
+        This machine's disk failing (full, read-only) raises ``LocalDiskError``: neither the
+        job's fault nor the host's, so no attempt of the job is spent on it (a batch stops,
+        resumable; a fleet worker hands the job back and stops taking jobs).
         """
         dest = Path(dest)
         try:
@@ -738,7 +738,11 @@ class ComfyClient:
                 part.unlink()
 
 
-def _disk_error(dest: Path, exc: OSError) -> TransientHostError:
-    return TransientHostError(
-        f"cannot write {dest.name} to {dest.parent} on this machine ({exc.strerror or exc})", kind="storage"
+class LocalDiskError(OSError):
+    """This machine could not write a download (its disk is full or read-only)."""
+
+
+def _disk_error(dest: Path, exc: OSError) -> LocalDiskError:
+    return LocalDiskError(
+        f"cannot write {dest.name} to {dest.parent} on this machine ({exc.strerror or exc})"
     )

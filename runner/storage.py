@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 #: Files up to this size are written with one PUT and read with one GET (boto3's multipart threshold is 8 MiB).
 SINGLE_PUT_BYTES = 8 * 1024 * 1024
 COPY_CHUNK_BYTES = 1024 * 1024
+#: Reads of one object before it is given up (a body that broke off mid-way is read again).
+GET_TRIES = 3
 
 
 class StorageError(RuntimeError):
@@ -214,22 +216,34 @@ class S3Store:
         of CPU for a 60 kB object against 2.5 ms this way. Larger objects go through it, in parallel
         ranges. The object lands under a temporary name first: a failed read leaves no truncated
         ``dest`` (botocore raises when a body ends short of its Content-Length)."""
+        from botocore.exceptions import ClientError
+
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
-        try:
-            got = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
-            body = got["Body"]
-            if int(got.get("ContentLength") or 0) > SINGLE_PUT_BYTES:
-                body.close()
-                self._s3.download_file(self.bucket, self._key(key), str(tmp))
-            else:
-                with body, tmp.open("wb") as out:
-                    shutil.copyfileobj(body, out, COPY_CHUNK_BYTES)
-            tmp.replace(dest)
-        except Exception as exc:  # noqa: BLE001
-            tmp.unlink(missing_ok=True)
-            raise self._fail("read", key, exc) from None
-        return dest
+        attempt = 1
+        while True:
+            try:
+                self._get_to(key, tmp)
+                tmp.replace(dest)
+                return dest
+            except Exception as exc:  # noqa: BLE001
+                tmp.unlink(missing_ok=True)
+                # The request itself is retried by botocore; a body that broke off is read again
+                # here (download_file did). An answer (no such object, access denied) is final.
+                if isinstance(exc, ClientError) or attempt == GET_TRIES:
+                    raise self._fail("read", key, exc) from None
+                time.sleep(0.2 * attempt)
+                attempt += 1
+
+    def _get_to(self, key: str, path: Path) -> None:
+        got = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
+        body = got["Body"]
+        if int(got.get("ContentLength") or 0) > SINGLE_PUT_BYTES:
+            body.close()
+            self._s3.download_file(self.bucket, self._key(key), str(path))
+            return
+        with body, path.open("wb") as out:
+            shutil.copyfileobj(body, out, COPY_CHUNK_BYTES)
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None

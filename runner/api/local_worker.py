@@ -38,6 +38,8 @@ HOST = "embedded"
 HOLDER_PREFIX = "embedded:"
 #: Renders of one job that ended with their server gone before the job is given up.
 MAX_LOST = 3
+#: A work folder that cannot be made: how long the worker waits before it takes a job again.
+WORK_DIR_RETRY_S = 5.0
 #: The embedded executor sets process-wide state (the nodes' output folder and progress hook),
 #: so one process renders one job at a time; run more `serve` replicas to use more cores.
 _RENDER_LOCK = threading.Lock()
@@ -59,6 +61,7 @@ class LocalWorker:
         self._cancel: set[str] = set()
         self._lost: set[str] = set()  # jobs whose lease another replica found expired
         self._current: str | None = None
+        self._pause_until = 0.0  # (monotonic) no job is taken before then: see WORK_DIR_RETRY_S
         self._threads: list[threading.Thread] = []
 
     def start(self) -> LocalWorker:
@@ -150,6 +153,8 @@ class LocalWorker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self._stop.wait(max(0.0, self._pause_until - time.monotonic())):
+                break
             try:
                 job = self._take()
             except Exception:  # noqa: BLE001 - a database blip must not end the worker
@@ -184,7 +189,16 @@ class LocalWorker:
     def _run(self, job: JobRecord) -> None:
         work: Path | None = None
         try:
-            work = Path(tempfile.mkdtemp(prefix=f"sonic-{job.job_id[:8]}-", dir=self._work_dir()))
+            try:
+                work = Path(tempfile.mkdtemp(prefix=f"sonic-{job.job_id[:8]}-", dir=self._work_dir()))
+            except OSError as exc:
+                # This server's disk (full, read-only), not the job: back to the queue for a replica
+                # that can render it, and a pause here instead of failing every queued job at once.
+                why = f"the server could not make its work folder ({exc.strerror or exc}); queued again"
+                log.error("local worker: job %s: %s", job.job_id, why)
+                self._requeue(job, why)
+                self._pause_until = time.monotonic() + WORK_DIR_RETRY_S
+                return
             prompt = self._prompt(job, work)
             pid = attempt_prompt_id(job.job_id, job.attempts + 1)
             self.store.start_attempt(job, HOST, pid, "local", None)

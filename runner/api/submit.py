@@ -152,7 +152,12 @@ class JobService:
         if idempotency_key:
             existing = self._idempotent_job(owner, idempotency_key)
             if existing is not None:
-                self._publish_if_lost(existing)
+                try:
+                    self._publish_if_lost(existing)
+                except v.RequestError:
+                    if existing.state == DEAD:  # the broker refused it: the key is free for the next try
+                        self.keys.release_idempotency(owner, idempotency_key, existing.job_id)
+                    raise
                 return existing, False
         self.check_limits(key)
         name = self._resolve_template(fields.get("template"), fields.get("tier"))
@@ -216,6 +221,17 @@ class JobService:
                 notes=notes,
                 resolution=resolution_of(template),
             )
+            if idempotency_key and not self.keys.touch_idempotency(owner, idempotency_key, job_id):
+                # The inputs' upload outlived IDEMPOTENCY_STORE_S and a retry took the key over:
+                # its job is the request's job; this one is not stored.
+                existing = self._idempotent_job(owner, idempotency_key)
+                if existing is not None:
+                    return existing, False
+                raise v.RequestError(
+                    409,
+                    "idempotency_conflict",
+                    "another request with this Idempotency-Key is being stored; retry",
+                )
             self.store.add_jobs([job], owner=owner, state_events=True)  # (its "queued" event too)
             stored_job = job
             self._publish(job)

@@ -175,14 +175,15 @@ class JobHandler:
         if job.state in J.IN_FLIGHT_STATES:
             if not self._hold(job, redelivered):
                 return  # its holder is alive and follows it
-            outcome = self._resume(job, work)
+            outcome = self._on_this_disk(job, lambda: self._resume(job, work))
             if outcome is not None:
                 self._settle(job, outcome)
                 return
         # A cancel of a waiting job ends it at once in the API; of a running one, when its attempt
         # ends (_settle). One that came as the attempt was failing (the API still saw it running,
-        # _settle had already looked) is found here, before its retry starts.
-        if job.state == J.FAILED and self.store.cancel_requested([job.job_id]):
+        # _settle had already looked), or for a taken-over job whose host lost it, is found here,
+        # before the job runs again.
+        if (job.state == J.FAILED or job.attempts) and self.store.cancel_requested([job.job_id]):
             self._end(job, J.DEAD, "cancelled by the client", "cancelled")
             return
         first = job.attempts == 0 and job.state == J.QUEUED
@@ -192,13 +193,26 @@ class JobHandler:
             self._materialise_inputs(job, work)
             executor = self._executor(self.host.safe_url, job, work)
         except HostError as exc:
-            # An object store that answered 503 is worth another try, a missing input is not;
-            # either way it counts as an attempt, so the policy's limit ends a lasting failure.
+            # An object store that answered 503 is worth another try; counted as an attempt, the
+            # policy's limit ends a failure that lasts (a missing input object too).
             self.store.record_unsent_attempt(job, self.host.safe_url, exc.message, exc.kind)
             state = "failed" if exc.retryable else "dead"
             self._settle(job, AttemptOutcome(state, exc, host=self.host.safe_url, submitted=False))
             return
-        self._settle(job, executor.run(job))
+        self._settle(job, self._on_this_disk(job, lambda: executor.run(job)))
+
+    def _on_this_disk(
+        self, job: JobRecord, attempt: Callable[[], AttemptOutcome | None]
+    ) -> AttemptOutcome | None:
+        """Run ``attempt``; this worker's disk failing hands the job back, uncounted, and stops
+        the worker taking jobs for this host (every job would fail the same way here)."""
+        from ..client import LocalDiskError
+
+        try:
+            return attempt()
+        except LocalDiskError as exc:
+            self._hand_back(job, HostConfigError(f"worker {self.config.worker}: {exc}"))
+            raise HostRefused(f"worker {self.config.worker} cannot store outputs: {exc}") from None
 
     # ------------------------------------------------------------------ resume a held job
     def _hold(self, job: JobRecord, redelivered: bool) -> bool:

@@ -208,16 +208,14 @@ class Worker:
     def run(self) -> int:
         """Consume until SIGTERM/SIGINT (exit 0) or until every host refused (exit 2)."""
         self._install_signals()
-        keepers = [
-            threading.Thread(target=target, name=name, daemon=True)
-            for target, name in ((self._renewer, "sonic-leases"), (self._keeper, "sonic-keeper"))
-        ]
-        for thread in keepers:
-            thread.start()
+        renewer = threading.Thread(target=self._renewer, name="sonic-leases", daemon=True)
+        keeper = threading.Thread(target=self._keeper, name="sonic-keeper", daemon=True)
+        renewer.start()
+        keeper.start()
         try:
             self._consume()
         finally:  # also after an error of our own: running jobs finish or go back, leases with them
-            self._shutdown(keepers)
+            self._shutdown(renewer)
         return self.exit_code
 
     def _consume(self) -> None:
@@ -414,14 +412,7 @@ class Worker:
         its own: the keeper's host probes and interrupts can each wait 30 s on a hung host."""
         while not self._keeper_done.wait(self.options.keeper_interval):
             try:
-                active = self.active.snapshot()
-                held = self.store.renew(self.config.worker, active, self.config.lease_s)
-                if held < len(active):
-                    log.warning(
-                        "%d of %d running job(s) were taken over by another worker",
-                        len(active) - held,
-                        len(active),
-                    )
+                self.store.renew(self.config.worker, self.active.snapshot(), self.config.lease_s)
             except Exception as exc:  # noqa: BLE001 - renewing must keep going
                 log.warning("renewing leases: %s", one_line(exc))
 
@@ -473,7 +464,7 @@ class Worker:
             self.store.mark_published([job.job_id])
 
     # ------------------------------------------------------------------ shutdown
-    def _shutdown(self, keepers: list[threading.Thread]) -> None:
+    def _shutdown(self, renewer: threading.Thread) -> None:
         """Stop taking jobs, let running ones finish for the drain timeout, hand back the rest."""
         self._stopping.set()
         if self._conn is not None:
@@ -497,9 +488,10 @@ class Worker:
                 self._drop_connection()
                 time.sleep(0.5)
                 self._apply_done()
-        self._keeper_done.set()  # (before releasing: a last renewal must not take a lease back)
-        for thread in keepers:
-            thread.join(timeout=60)
+        # Renewals end before the leases are released (a late one would take a lease back); the
+        # keeper, maybe waiting on a hung host, is left to end with the process.
+        self._keeper_done.set()
+        renewer.join(timeout=30)
         left = self.active.snapshot()
         for job_id in left:
             self.store.release(job_id, self.config.worker)

@@ -159,7 +159,22 @@ class ApiKeys:
                 .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == stale)
                 .values(job_id=job_id, created_at=time.time())
             ).rowcount
-            return job_id if moved == 1 else (self._bound(conn, owner, key) or job_id)
+            bound = job_id if moved == 1 else self._bound(conn, owner, key)
+        # (No binding at all: its request failed and let the key go; claim it like a first request.)
+        return bound if bound is not None else self.claim_idempotency(owner, key, job_id)
+
+    def touch_idempotency(self, owner: str, key: str, job_id: str) -> bool:
+        """Renew the binding of ``key`` to ``job_id`` just before its job is stored; False when a
+        retry took the key over meanwhile (this request outlived its time to store the job)."""
+        with self._engine.begin() as conn:
+            return (
+                conn.execute(
+                    idem_t.update()
+                    .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == job_id)
+                    .values(created_at=time.time())
+                ).rowcount
+                == 1
+            )
 
     def release_idempotency(self, owner: str, key: str, job_id: str) -> None:
         """Forget a binding whose job was never made (its request failed validation later)."""

@@ -285,20 +285,19 @@ def test_download_of_a_missing_file_leaves_nothing_behind(srv, tmp_path):
     assert not dest.exists() and not (tmp_path / "x.mp4.part").exists()
 
 
-def test_a_full_disk_here_is_a_retryable_storage_failure_naming_the_folder(
-    srv, inputs, tmp_path, monkeypatch
-):
-    # Not the host's fault and not an unexpected crash: an attempt that failed, so it is counted.
+def test_a_full_disk_here_is_a_local_disk_error_naming_the_folder(srv, inputs, tmp_path, monkeypatch):
+    # Neither the job's fault nor the host's: a LocalDiskError (an OSError), never a HostError
+    # that would spend one of the job's attempts.
     import errno
 
     import comfyui_sonic.runner.client as client_module
+    from comfyui_sonic.runner.client import LocalDiskError
 
     client = ComfyClient(srv.url)
     (ref,) = client.output_files(client.wait(*start_job(client, inputs), timeout=20))
     (tmp_path / "taken").write_text("a file where the folder should be")
-    with pytest.raises(TransientHostError, match="cannot write row1.mp4 to .*taken/out") as err:
+    with pytest.raises(LocalDiskError, match="cannot write row1.mp4 to .*taken/out on this machine"):
         client.download(ref, tmp_path / "taken" / "out" / "row1.mp4")
-    assert err.value.kind == "storage" and err.value.retryable
 
     class FullDisk:
         def __init__(self, *args, **kwargs):
@@ -314,9 +313,9 @@ def test_a_full_disk_here_is_a_retryable_storage_failure_naming_the_folder(
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(client_module, "open", FullDisk, raising=False)
-    with pytest.raises(TransientHostError, match=r"No space left on device") as err:
+    with pytest.raises(LocalDiskError, match=r"No space left on device"):
         client.download(ref, tmp_path / "out" / "row1.mp4")
-    assert err.value.kind == "storage" and not (tmp_path / "out" / "row1.mp4").exists()
+    assert not (tmp_path / "out" / "row1.mp4").exists()
 
 
 # ---------------------------------------------------------------- refused before running

@@ -71,17 +71,25 @@ def test_reading_a_missing_object_says_so_and_leaves_no_file(store, tmp_path):
     assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
 
 
-def test_a_download_cut_short_fails_and_leaves_no_file(tmp_path):
-    # The connection drops after 3 of 10 bytes: no truncated portrait for the job to render from.
+def test_a_download_cut_short_is_read_again_and_fails_cleanly_when_it_keeps_breaking(tmp_path):
+    # The connection drops after 3 of 10 bytes: read again; never a truncated portrait to render.
     class CutShort:
-        def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
-            return {"Body": StreamingBody(io.BytesIO(b"abc"), 10), "ContentLength": 10}
+        def __init__(self, cuts: int) -> None:
+            self.cuts, self.gets = cuts, 0
 
-    store = S3Store("renders", client=CutShort())
+        def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+            self.gets += 1
+            data = b"abc" if self.gets <= self.cuts else b"0123456789"
+            return {"Body": StreamingBody(io.BytesIO(data), 10), "ContentLength": 10}
+
+    once = CutShort(cuts=1)
+    back = S3Store("renders", client=once).get_file("jobs/j/inputs/face.png", tmp_path / "ok" / "face.png")
+    assert back.read_bytes() == b"0123456789" and once.gets == 2
+    always = CutShort(cuts=99)
     dest = tmp_path / "dl" / "face.png"
     with pytest.raises(StorageError, match="cannot read jobs/j/inputs/face.png"):
-        store.get_file("jobs/j/inputs/face.png", dest)
-    assert list(dest.parent.iterdir()) == []
+        S3Store("renders", client=always).get_file("jobs/j/inputs/face.png", dest)
+    assert list(dest.parent.iterdir()) == [] and always.gets == 3
 
 
 def test_gc_removes_only_old_objects(store):

@@ -199,11 +199,16 @@ def test_the_worker_outlives_a_job_whose_end_it_could_not_record(tmp_path):
         store.close()
 
 
-def test_a_job_taken_when_the_work_folder_cannot_be_made_ends_instead_of_hanging(tmp_path):
+def test_a_job_taken_when_the_work_folder_cannot_be_made_goes_back_to_the_queue(tmp_path, monkeypatch):
     # A full or read-only disk: the job was taken, then mkdtemp failed. Before, the job stayed
-    # "uploading" forever, its lease renewed by a worker that had stopped working on it.
+    # "uploading" forever, its lease renewed by a worker that had stopped working on it. The
+    # job is not at fault: it goes back to the queue (for a replica that can) and this worker
+    # pauses instead of failing every queued job in turn.
+    import comfyui_sonic.runner.api.local_worker as local_worker
+
+    monkeypatch.setattr(local_worker, "WORK_DIR_RETRY_S", 30.0)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}")
-    store.add_jobs([JobRecord(job_id="j1", row=0, spec={"template": "x"})])
+    store.add_jobs([JobRecord(job_id=f"j{i}", row=i, spec={"template": "x"}) for i in (1, 2)])
     (tmp_path / "file").write_text("not a folder")
     settings = ServeSettings(
         db_url=store.url, storage=str(tmp_path / "objects"), work_dir=tmp_path / "file" / "w", lease_s=1.0
@@ -211,10 +216,13 @@ def test_a_job_taken_when_the_work_folder_cannot_be_made_ends_instead_of_hanging
     worker = LocalWorker(settings, store, open_store(settings.storage), Outbox(store)).start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not store.job("j1").final:
+        while time.monotonic() < deadline and not any(j.error for j in store.jobs()):
             time.sleep(0.1)
-        job = store.job("j1")
-        assert (job.state, job.error_kind) == (DEAD, "internal") and _loop_alive(worker)
+        time.sleep(0.5)
+        jobs = {j.job_id: j for j in store.jobs()}
+        assert {j.state for j in jobs.values()} == {QUEUED} and _loop_alive(worker)
+        tried = [j for j in jobs.values() if j.error]
+        assert len(tried) == 1 and "could not make its work folder" in tried[0].error  # one, then a pause
         assert worker._current is None
     finally:
         worker.stop(5)

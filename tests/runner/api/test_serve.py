@@ -304,6 +304,69 @@ def test_a_key_whose_first_request_died_before_storing_its_job_is_taken_over_by_
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
 
 
+def test_a_first_request_slower_than_its_binding_lasts_gets_the_retrys_job(tmp_path, monkeypatch):
+    # Its upload outlived IDEMPOTENCY_STORE_S, so the retry took the key over and stored a job;
+    # the first request, finishing late, answers with that job instead of storing a second.
+    from comfyui_sonic.runner.api import submit
+
+    monkeypatch.setattr(submit, "IDEMPOTENCY_STORE_S", 0.5)
+    uploads = submit.JobService._put_inputs
+    calls: list[str] = []
+
+    def slow_first(self, job_id, files):
+        calls.append(job_id)
+        if len(calls) == 1:
+            time.sleep(1.5)
+        return uploads(self, job_id, files)
+
+    monkeypatch.setattr(submit.JobService, "_put_inputs", slow_first)
+    with TestClient(create_app(_settings(tmp_path), start_workers=False)) as client:
+        key = {"idempotency-key": "order-45"}
+        first: list = []
+        slow = threading.Thread(
+            target=lambda: first.append(client.post("/v1/jobs", files=_files(), headers=key))
+        )
+        slow.start()
+        time.sleep(0.2)
+        retry = client.post("/v1/jobs", files=_files(), headers=key)
+        slow.join()
+        (job,) = client.get("/v1/jobs").json()["jobs"]
+        assert first[0].json()["id"] == retry.json()["id"] == job["id"]
+
+
+def test_a_key_whose_job_the_broker_refused_on_a_retry_is_free_for_the_next(tmp_path):
+    # The retry found the first request's stored job unpublished and the broker still down: the
+    # job ends dead (503). A later retry must get a job that runs, not that dead one forever.
+    from comfyui_sonic.runner.fleet.errors import BrokerError
+
+    class Broker:
+        pools, down = (512, 768, 1024), True
+
+        def publish(self, job):
+            if Broker.down:
+                raise BrokerError("amqp://rabbit: unreachable")
+
+    with TestClient(
+        create_app(_settings(tmp_path), start_workers=False), raise_server_exceptions=False
+    ) as client:
+        client.app.app.state.service.publisher = Broker()
+        store = client.app.app.state.store
+        stored = store.add_jobs
+
+        def add_jobs_then_drop(*args, **kwargs):
+            stored(*args, **kwargs)
+            store.add_jobs = stored
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+        store.add_jobs = add_jobs_then_drop
+        key = {"idempotency-key": "order-46"}
+        assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 500
+        assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 503
+        Broker.down = False
+        last = client.post("/v1/jobs", files=_files(), headers=key)
+        assert (last.status_code, last.json()["status"]) == (202, "queued"), last.text
+
+
 def test_cancelling_a_queued_job_and_a_finished_one(tmp_path):
     app = create_app(_settings(tmp_path), start_workers=False)
     with TestClient(app) as client:

@@ -149,3 +149,26 @@ def test_a_cancel_that_came_while_the_attempt_was_failing_stops_the_retry(tmp_pa
         job = store.job("j1")
         assert (job.state, job.error_kind) == ("dead", "cancelled") and [j.job_id for j in ended] == ["j1"]
         assert published.delays == [] and store.attempts("j1") == []
+
+
+def test_a_worker_whose_disk_is_full_hands_the_job_back_uncounted_and_stops_for_its_host(tmp_path):
+    # Every job would fail the same way here: the job goes to another worker with its attempts
+    # intact, and this worker stops taking jobs (HostRefused) instead of burning them.
+    from comfyui_sonic.runner.client import LocalDiskError
+    from comfyui_sonic.runner.fleet.handler import HostRefused
+
+    class DiskFull:
+        def run(self, job):
+            raise LocalDiskError(
+                "cannot write j1.mp4 to /work/outputs on this machine (No space left on device)"
+            )
+
+    with JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite'}") as store:
+        store.add_jobs([JobRecord(job_id="j1", row=0, spec={"template": "sonic_lite_fast"})])
+        handler, published = _handler(store, tmp_path)
+        handler._executor = lambda host, job, work: DiskFull()
+        with pytest.raises(HostRefused, match="cannot store outputs: .*No space left on device"):
+            handler.handle(JobMessage(job_id="j1", batch=""))
+        job = store.job("j1")
+        assert (job.state, job.error_kind, job.attempts) == ("failed", "host_config", 0)
+        assert published.delays == [0.0]
