@@ -263,21 +263,26 @@ def test_one_idempotency_key_makes_one_job_under_concurrent_requests(tmp_path):
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
 
 
+def _lose_the_answer_to_the_next_commit(store) -> None:
+    """The next job stored commits, then its request fails: the connection dropped as the commit
+    was answered (a database failover)."""
+    stored = store.add_jobs
+
+    def add_jobs_then_drop(*args, **kwargs):
+        stored(*args, **kwargs)
+        store.add_jobs = stored
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    store.add_jobs = add_jobs_then_drop
+
+
 def test_a_retry_after_a_failure_past_the_stored_job_gets_that_job_not_a_second(tmp_path):
     # The job row committed, then the request failed (the database connection dropped as the
     # commit was answered): the client saw a 500 and retries with its key. It must get the job
     # that exists (it will render) - a new one would render the same request twice.
     app = create_app(_settings(tmp_path), start_workers=False)
     with TestClient(app, raise_server_exceptions=False) as client:
-        store = client.app.app.state.store
-        stored = store.add_jobs
-
-        def add_jobs_then_drop(*args, **kwargs):
-            stored(*args, **kwargs)
-            store.add_jobs = stored
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-        store.add_jobs = add_jobs_then_drop
+        _lose_the_answer_to_the_next_commit(client.app.app.state.store)
         key = {"idempotency-key": "order-43"}
         assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 500
         retry = client.post("/v1/jobs", files=_files(), headers=key)
@@ -350,15 +355,7 @@ def test_a_key_whose_job_the_broker_refused_on_a_retry_is_free_for_the_next(tmp_
         create_app(_settings(tmp_path), start_workers=False), raise_server_exceptions=False
     ) as client:
         client.app.app.state.service.publisher = Broker()
-        store = client.app.app.state.store
-        stored = store.add_jobs
-
-        def add_jobs_then_drop(*args, **kwargs):
-            stored(*args, **kwargs)
-            store.add_jobs = stored
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-        store.add_jobs = add_jobs_then_drop
+        _lose_the_answer_to_the_next_commit(client.app.app.state.store)
         key = {"idempotency-key": "order-46"}
         assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 500
         assert client.post("/v1/jobs", files=_files(), headers=key).status_code == 503
