@@ -189,11 +189,7 @@ class JobService:
                 # Its job never came (that request died between binding and storing): this one
                 # takes the key over, or else every retry would make a job the key does not name.
                 if self.keys.rebind_idempotency(owner, idempotency_key, bound, job_id) != job_id:
-                    raise v.RequestError(
-                        409,
-                        "idempotency_conflict",
-                        "another request with this Idempotency-Key is being stored; retry",
-                    )
+                    raise _being_stored()
         stored_job: JobRecord | None = None
         try:
             stored = self._put_inputs(job_id, {"image": image, "audio": audio})
@@ -227,11 +223,7 @@ class JobService:
                 existing = self._idempotent_job(owner, idempotency_key)
                 if existing is not None:
                     return existing, False
-                raise v.RequestError(
-                    409,
-                    "idempotency_conflict",
-                    "another request with this Idempotency-Key is being stored; retry",
-                )
+                raise _being_stored()
             self.store.add_jobs([job], owner=owner, state_events=True)  # (its "queued" event too)
             stored_job = job
             self._publish(job)
@@ -478,6 +470,13 @@ class JobService:
             interrupt(job)  # this process's own worker stops at once; others see the event
             return job
         raise v.RequestError(409, "busy", f"job {job_id} is changing state; try again", "id")
+
+
+def _being_stored() -> v.RequestError:
+    """Another request holds the Idempotency-Key and has not stored its job yet."""
+    return v.RequestError(
+        409, "idempotency_conflict", "another request with this Idempotency-Key is being stored; retry"
+    )
 
 
 def _differs(given: str, seconds: float) -> bool:

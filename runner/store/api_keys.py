@@ -137,29 +137,35 @@ class ApiKeys:
     def binding(self, owner: str, key: str) -> tuple[str, float] | None:
         """(job id, when it was bound) of ``key`` for ``owner``, if it is bound."""
         with self._store.reading() as conn:
-            row = conn.execute(
-                select(idem_t.c.job_id, idem_t.c.created_at).where(
-                    idem_t.c.owner == owner, idem_t.c.key == key
-                )
-            ).first()
-            return (row[0], float(row[1])) if row else None
+            return self._binding(conn, owner, key)
+
+    @staticmethod
+    def _binding(conn, owner: str, key: str) -> tuple[str, float] | None:
+        row = conn.execute(
+            select(idem_t.c.job_id, idem_t.c.created_at).where(idem_t.c.owner == owner, idem_t.c.key == key)
+        ).first()
+        return (row[0], float(row[1])) if row else None
 
     @staticmethod
     def _bound(conn, owner: str, key: str) -> str | None:
-        return conn.execute(
-            select(idem_t.c.job_id).where(idem_t.c.owner == owner, idem_t.c.key == key)
-        ).scalar_one_or_none()
+        found = ApiKeys._binding(conn, owner, key)
+        return found[0] if found else None
+
+    @staticmethod
+    def _move(conn, owner: str, key: str, bound_to: str, job_id: str) -> bool:
+        """Bind ``key`` to ``job_id``, as of now, if it is still bound to ``bound_to``."""
+        moved = conn.execute(
+            idem_t.update()
+            .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == bound_to)
+            .values(job_id=job_id, created_at=time.time())
+        ).rowcount
+        return moved == 1
 
     def rebind_idempotency(self, owner: str, key: str, stale: str, job_id: str) -> str:
         """Move ``key`` from ``stale`` (a job its request never stored) to ``job_id``, unless
         another request moved it first; returns the job id it is bound to now."""
         with self._engine.begin() as conn:
-            moved = conn.execute(
-                idem_t.update()
-                .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == stale)
-                .values(job_id=job_id, created_at=time.time())
-            ).rowcount
-            bound = job_id if moved == 1 else self._bound(conn, owner, key)
+            bound = job_id if self._move(conn, owner, key, stale, job_id) else self._bound(conn, owner, key)
         # (No binding at all: its request failed and let the key go; claim it like a first request.)
         return bound if bound is not None else self.claim_idempotency(owner, key, job_id)
 
@@ -167,14 +173,7 @@ class ApiKeys:
         """Renew the binding of ``key`` to ``job_id`` just before its job is stored; False when a
         retry took the key over meanwhile (this request outlived its time to store the job)."""
         with self._engine.begin() as conn:
-            return (
-                conn.execute(
-                    idem_t.update()
-                    .where(idem_t.c.owner == owner, idem_t.c.key == key, idem_t.c.job_id == job_id)
-                    .values(created_at=time.time())
-                ).rowcount
-                == 1
-            )
+            return self._move(conn, owner, key, job_id, job_id)
 
     def release_idempotency(self, owner: str, key: str, job_id: str) -> None:
         """Forget a binding whose job was never made (its request failed validation later)."""
